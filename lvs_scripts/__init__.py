@@ -1,0 +1,1 @@
+"""lvs_scripts: LVS-DR director and real servers from one config file."""

@@ -1,0 +1,297 @@
+"""Load and validate the one TOML file shared by the director and every real server.
+
+Every rule is checked here, before any command runs, and every error names the
+file, the key (e.g. `service[1].real[2].weight`) and the offending value.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+from collections.abc import Mapping
+from typing import Any, Callable, TypeVar
+
+from .errors import ConfigError
+from .model import (
+    DEFAULT_DRAIN_SECONDS,
+    SCHEDULERS,
+    Config,
+    Destination,
+    DirectorConfig,
+    Forwarding,
+    IPAddress,
+    IPInterface,
+    Protocol,
+    RealServerConfig,
+    ServiceKey,
+    Timeouts,
+    VirtualService,
+)
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on old Pythons only
+    import tomli as tomllib
+
+DEFAULT_CONFIG = "/etc/lvs/lvs.toml"
+MAX_CONFIG_BYTES = 1 << 20  # a real config is a few KiB; refuse to parse megabytes of junk
+MAX_TIMEOUT = 2147483  # INT_MAX / HZ(1000): the kernel stores timeouts in jiffies
+MAX_PERSISTENCE = 2147483
+MAX_WEIGHT = 65535  # ipvsadm refuses more
+IFNAMSIZ = 16  # the kernel's limit, NUL included: at most 15 bytes
+
+T = TypeVar("T")
+
+
+class _Reader:
+    """Walks a parsed TOML document, keeping the dotted key path for error messages."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def fail(self, key: str, value: object, rule: str) -> ConfigError:
+        return ConfigError(self.path, key, value, rule)
+
+    def table(self, data: object, key: str, allowed: tuple[str, ...]) -> Mapping[str, Any]:
+        if not isinstance(data, dict):
+            raise self.fail(key, data, "must be a table")
+        for name in data:
+            if name not in allowed:
+                where = f"{key}.{name}" if key else name
+                raise self.fail(where, data[name],
+                                f"unknown key (allowed here: {', '.join(allowed)})")
+        return data
+
+    def integer(self, data: Mapping[str, Any], key: str, where: str, low: int, high: int,
+                default: int | None = None) -> int:
+        if key not in data:
+            if default is None:
+                raise self.fail(f"{where}.{key}", None, "is required")
+            return default
+        value = data[key]
+        # bool is an int in Python; `weight = true` is a mistake, not 1.
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise self.fail(f"{where}.{key}", value, f"must be an integer from {low} to {high}")
+        return value
+
+    def string(self, data: Mapping[str, Any], key: str, where: str,
+               default: str | None = None) -> str:
+        if key not in data:
+            if default is None:
+                raise self.fail(f"{where}.{key}", None, "is required")
+            return default
+        value = data[key]
+        if not isinstance(value, str):
+            raise self.fail(f"{where}.{key}", value, "must be a string")
+        if not value.isprintable() or not value.isascii():
+            raise self.fail(f"{where}.{key}", value,
+                            "must be printable ASCII (no control characters or newlines)")
+        return value
+
+    def choice(self, data: Mapping[str, Any], key: str, where: str, choices: tuple[str, ...],
+               default: str) -> str:
+        value = self.string(data, key, where, default)
+        if value not in choices:
+            raise self.fail(f"{where}.{key}", value, f"must be one of: {', '.join(choices)}")
+        return value
+
+    def parsed(self, data: Mapping[str, Any], key: str, where: str, parse: Callable[[str], T],
+               rule: str) -> T | None:
+        if key not in data:
+            return None
+        text = self.string(data, key, where)
+        try:
+            return parse(text)
+        except ValueError:
+            raise self.fail(f"{where}.{key}", text, rule) from None
+
+    def interface(self, value: object, key: str) -> str:
+        """A Linux interface name as the kernel's dev_valid_name() accepts it."""
+        if not isinstance(value, str):
+            raise self.fail(key, value, "must be a string (an interface name)")
+        if not value or len(value.encode()) >= IFNAMSIZ:
+            raise self.fail(key, value, "must be an interface name of 1 to 15 bytes")
+        if value in (".", "..") or not value.isascii() or not value.isprintable() or any(
+                c in value for c in "/: \t"):
+            raise self.fail(key, value,
+                            "is not a valid interface name (no '/', ':', spaces or "
+                            "non-ASCII characters)")
+        return value
+
+
+def _host_address(text: str) -> IPAddress:
+    address = ipaddress.ip_address(text)
+    if address.is_unspecified or address.is_multicast or address.is_loopback:
+        raise ValueError(text)
+    return address
+
+
+def _interface_address(text: str) -> IPInterface:
+    iface = ipaddress.ip_interface(text)
+    _host_address(str(iface.ip))
+    return iface
+
+
+def load_config(path: str | None = None) -> Config:
+    """Read and validate a config file. Raises ConfigError naming file, key and value."""
+    path = path or os.environ.get("LVS_CONFIG") or DEFAULT_CONFIG
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError(path, "", None, "config file not found (use -c FILE or LVS_CONFIG)"
+                          ) from None
+    except OSError as err:
+        raise ConfigError(path, "", None, f"cannot read the config file: {err.strerror}"
+                          ) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(path, "", None, f"config file is larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(path, "", None, f"not UTF-8 text (byte {err.start})") from None
+    return parse_config(text, path)
+
+
+def parse_config(text: str, path: str = "<string>") -> Config:
+    """Validate TOML text. The path is only used in error messages."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(path, "", None, f"not valid TOML: {err}") from None
+    r = _Reader(path)
+    top = r.table(data, "", ("director", "realserver", "service"))
+    services = _services(r, top.get("service", []))
+    director = _director(r, top["director"]) if "director" in top else None
+    realserver = _realserver(r, top.get("realserver", {}))
+    if director is not None and director.gateway is not None:
+        for index, service in enumerate(services):
+            if service.key.address == director.gateway:
+                raise r.fail(f"service[{index}].vip", str(director.gateway),
+                             "is also director.gateway; a VIP cannot be the gateway")
+    if director is not None and director.dip is not None:
+        for index, service in enumerate(services):
+            if service.key.address == director.dip.ip:
+                raise r.fail(f"service[{index}].vip", str(director.dip.ip),
+                             "is also director.dip; the VIP must be an address of its own")
+    vips = {s.key.address for s in services}
+    for index, service in enumerate(services):
+        for rindex, dest in enumerate(service.destinations):
+            if dest.address in vips:
+                raise r.fail(f"service[{index}].real[{rindex}].address", str(dest.address),
+                             "is a VIP of this config; a real server cannot be a VIP")
+    return Config(path=path, director=director, realserver=realserver, services=services)
+
+
+def _director(r: _Reader, data: object) -> DirectorConfig:
+    where = "director"
+    d = r.table(data, where, ("interface", "gateway", "dip", "dip_interface", "timeouts",
+                              "arping_count"))
+    if "interface" not in d:
+        raise r.fail("director.interface", None, "is required (the interface the VIPs go on)")
+    interface = r.interface(d["interface"], "director.interface")
+    gateway = r.parsed(d, "gateway", where, _host_address, "must be an IP address of a host")
+    dip = r.parsed(d, "dip", where, _interface_address,
+                   "must be an address with a prefix length, e.g. 192.168.30.105/24")
+    dip_interface = r.interface(d["dip_interface"], "director.dip_interface") \
+        if "dip_interface" in d else None
+    if dip is not None and dip_interface is None:
+        raise r.fail("director.dip", str(dip), "needs director.dip_interface (where to add it)")
+    if dip_interface is not None and dip is None:
+        raise r.fail("director.dip_interface", dip_interface, "is set but director.dip is not")
+    timeouts = None
+    if "timeouts" in d:
+        t = r.table(d["timeouts"], "director.timeouts", ("tcp", "tcpfin", "udp"))
+        tw = "director.timeouts"
+        timeouts = Timeouts(
+            tcp=r.integer(t, "tcp", tw, 0, MAX_TIMEOUT, 0),
+            tcpfin=r.integer(t, "tcpfin", tw, 0, MAX_TIMEOUT, 0),
+            udp=r.integer(t, "udp", tw, 0, MAX_TIMEOUT, 0),
+        )
+    arping_count = r.integer(d, "arping_count", where, 0, 100, 5)
+    return DirectorConfig(interface=interface, gateway=gateway, dip=dip,
+                          dip_interface=dip_interface, timeouts=timeouts,
+                          arping_count=arping_count)
+
+
+def _realserver(r: _Reader, data: object) -> RealServerConfig:
+    d = r.table(data, "realserver", ("arp_interfaces",))
+    names = d.get("arp_interfaces", [])
+    if not isinstance(names, list):
+        raise r.fail("realserver.arp_interfaces", names, "must be a list of interface names")
+    seen: list[str] = []
+    for index, item in enumerate(names):
+        key = f"realserver.arp_interfaces[{index}]"
+        name = r.interface(item, key)
+        if name in ("all", "default"):
+            raise r.fail(key, name, "'all' is always set; list real interfaces only")
+        if name == "lo":
+            raise r.fail(key, name, "has no effect: the kernel uses max(conf/all, conf/IFACE) "
+                         "of the interface the ARP request arrives on, never conf/lo")
+        if name in seen:
+            raise r.fail(key, name, "is listed twice")
+        seen.append(name)
+    return RealServerConfig(arp_interfaces=tuple(seen))
+
+
+def _services(r: _Reader, data: object) -> tuple[VirtualService, ...]:
+    if not isinstance(data, list):
+        raise r.fail("service", data, "must be an array of tables ([[service]])")
+    services: list[VirtualService] = []
+    seen: dict[ServiceKey, int] = {}
+    for index, item in enumerate(data):
+        service = _service(r, item, f"service[{index}]")
+        if service.key in seen:
+            raise r.fail(f"service[{index}]", str(service.key),
+                         f"duplicates service[{seen[service.key]}]")
+        seen[service.key] = index
+        services.append(service)
+    return tuple(services)
+
+
+def _service(r: _Reader, data: object, where: str) -> VirtualService:
+    s = r.table(data, where, ("vip", "port", "protocol", "scheduler", "forwarding",
+                              "persistence", "drain_seconds", "real"))
+    vip = r.parsed(s, "vip", where, _host_address, "must be an IP address of a host")
+    if vip is None:
+        raise r.fail(f"{where}.vip", None, "is required")
+    port = r.integer(s, "port", where, 1, 65535)
+    protocol = Protocol(r.choice(s, "protocol", where, ("tcp", "udp", "sctp"), "tcp"))
+    scheduler = r.choice(s, "scheduler", where, SCHEDULERS, "wlc")
+    forwarding = Forwarding(r.choice(s, "forwarding", where, ("dr", "tun", "nat"), "dr"))
+    persistence = r.integer(s, "persistence", where, 0, MAX_PERSISTENCE, 0)
+    drain = r.integer(s, "drain_seconds", where, 0, 86400, DEFAULT_DRAIN_SECONDS)
+    if "real" not in s:
+        raise r.fail(f"{where}.real", None, "is required (a list of real servers)")
+    reals = s["real"]
+    if not isinstance(reals, list):
+        raise r.fail(f"{where}.real", reals, "must be a list of tables")
+    destinations: list[Destination] = []
+    for index, item in enumerate(reals):
+        rwhere = f"{where}.real[{index}]"
+        rs = r.table(item, rwhere, ("address", "port", "weight"))
+        address = r.parsed(rs, "address", rwhere, _host_address, "must be an IP address of a host")
+        if address is None:
+            raise r.fail(f"{rwhere}.address", None, "is required")
+        if address.version != vip.version:
+            raise r.fail(f"{rwhere}.address", str(address),
+                         f"is IPv{address.version} but the VIP is IPv{vip.version}; "
+                         "IPVS cannot mix address families")
+        if address == vip:
+            raise r.fail(f"{rwhere}.address", str(address), "is the service's own VIP")
+        rport = r.integer(rs, "port", rwhere, 1, 65535, port)
+        if rport != port and forwarding is not Forwarding.NAT:
+            raise r.fail(f"{rwhere}.port", rport,
+                         f"differs from the service port {port}; only forwarding = \"nat\" "
+                         "can change the port")
+        weight = r.integer(rs, "weight", rwhere, 0, MAX_WEIGHT, 1)
+        dest = Destination(address=address, port=rport, forwarding=forwarding, weight=weight)
+        for other_index, other in enumerate(destinations):
+            if other.ident == dest.ident:
+                raise r.fail(f"{rwhere}.address", str(address),
+                             f"duplicates {where}.real[{other_index}]")
+        destinations.append(dest)
+    key = ServiceKey(protocol=protocol, address=vip, port=port)
+    return VirtualService(key=key, scheduler=scheduler, persistence=persistence,
+                          destinations=tuple(destinations), drain_seconds=drain)

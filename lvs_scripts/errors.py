@@ -1,0 +1,108 @@
+"""The error tree. Only the CLI turns these into exit codes (LSB init-script codes)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .render import shell_line
+
+
+class LvsError(Exception):
+    """Anything lvs_scripts reports to its user."""
+
+    exit_code = 1
+
+
+class ConfigError(LvsError, ValueError):
+    """The config file is missing or invalid. Always names the file, the key and the value."""
+
+    exit_code = 6
+
+    def __init__(self, path: str, key: str, value: object, rule: str) -> None:
+        self.path = path
+        self.key = key
+        self.value = value
+        self.rule = rule
+        where = f"{path}: {key}" if key else path
+        shown = "" if value is None else f" = {value!r}"
+        super().__init__(f"{where}{shown}: {rule}")
+
+
+class CommandFailed(LvsError):
+    """A program exited non-zero (or, for sysctl, complained on stderr)."""
+
+    exit_code = 1
+
+    def __init__(self, argv: Sequence[str], returncode: int, stderr: str) -> None:
+        self.argv = tuple(argv)
+        self.returncode = returncode
+        self.stderr = stderr.strip()
+        detail = f": {self.stderr}" if self.stderr else ""
+        super().__init__(f"`{shell_line(self.argv)}` exited {returncode}{detail}")
+
+
+class MissingTool(LvsError):
+    """A required program is not installed (LSB 5: program not installed)."""
+
+    exit_code = 5
+
+    def __init__(self, program: str, hint: str = "") -> None:
+        self.program = program
+        advice = hint or f"install it (Debian: apt-get install {_PACKAGES.get(program, program)})"
+        super().__init__(f"{program} not found on PATH: {advice}")
+
+
+class IpvsUnavailable(MissingTool):
+    """ipvsadm runs but the kernel has no IPVS support."""
+
+    def __init__(self, stderr: str) -> None:
+        super().__init__(
+            "ip_vs",
+            "the kernel has no IPVS support (ipvsadm said: "
+            f"{stderr.strip().splitlines()[0] if stderr.strip() else 'nothing'}); "
+            "load it with `modprobe ip_vs` or use a kernel built with CONFIG_IP_VS",
+        )
+        self.program = "ipvsadm"
+
+
+class NotRoot(LvsError):
+    """A real run needs root (LSB 4: insufficient privilege)."""
+
+    exit_code = 4
+
+
+class StateError(LvsError):
+    """The state file cannot be read or written."""
+
+    exit_code = 1
+
+
+class Busy(LvsError):
+    """Another run of the same tool holds the lock."""
+
+    exit_code = 1
+
+
+class ApplyFailed(LvsError):
+    """A step of a plan failed: says what was applied before it and what was not."""
+
+    exit_code = 1
+
+    def __init__(self, cause: LvsError, applied: Sequence[str], remaining: Sequence[str]) -> None:
+        self.cause = cause
+        self.applied = tuple(applied)
+        self.remaining = tuple(remaining)
+        lines = [str(cause)]
+        if self.applied:
+            lines.append(f"applied before the failure ({len(self.applied)}):")
+            lines.extend(f"  {line}" for line in self.applied)
+        else:
+            lines.append("nothing was applied before the failure")
+        if self.remaining:
+            lines.append(f"not applied ({len(self.remaining)}):")
+            lines.extend(f"  {line}" for line in self.remaining)
+        lines.append("the state file records only what was applied; run the action again to finish")
+        super().__init__("\n".join(lines))
+
+
+_PACKAGES = {"ipvsadm": "ipvsadm", "ip": "iproute2", "sysctl": "procps", "arping": "iputils-arping"}

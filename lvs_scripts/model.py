@@ -1,0 +1,180 @@
+"""Desired and observed state as frozen data.
+
+A virtual service's identity (ServiceKey) is kept apart from its attributes
+(scheduler, persistence): a new identity means add/delete, new attributes mean
+edit (ipvsadm -E / -e). The same classes describe the config and what
+`ipvsadm -S -n` reports, so the planner compares like with like.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Union
+
+IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+IPInterface = Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
+
+# Schedulers of the mainline kernel (net/netfilter/ipvs/ip_vs_*.c); twos is 6.2+.
+SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf",
+              "mh", "twos")
+DEFAULT_DRAIN_SECONDS = 30
+
+
+class Protocol(str, Enum):
+    TCP = "tcp"
+    UDP = "udp"
+    SCTP = "sctp"
+    FWMARK = "fwmark"
+
+    @property
+    def flag(self) -> str:
+        return {"tcp": "-t", "udp": "-u", "sctp": "--sctp-service", "fwmark": "-f"}[self.value]
+
+
+class Forwarding(str, Enum):
+    DR = "dr"
+    TUN = "tun"
+    NAT = "nat"
+
+    @property
+    def flag(self) -> str:
+        return {"dr": "-g", "tun": "-i", "nat": "-m"}[self.value]
+
+    @classmethod
+    def from_flag(cls, flag: str) -> Forwarding:
+        return {"-g": cls.DR, "-i": cls.TUN, "-m": cls.NAT}[flag]
+
+
+def endpoint(address: IPAddress, port: int) -> str:
+    """ipvsadm's numeric address:port, IPv6 in brackets."""
+    if address.version == 6:
+        return f"[{address}]:{port}"
+    return f"{address}:{port}"
+
+
+@dataclass(frozen=True)
+class ServiceKey:
+    """What identifies a virtual service in the kernel."""
+
+    protocol: Protocol
+    address: IPAddress | None  # None for fwmark services
+    port: int  # the mark, for fwmark services
+    ipv6: bool = False  # only meaningful for fwmark services
+
+    def args(self) -> tuple[str, ...]:
+        if self.protocol is Protocol.FWMARK:
+            return ("-f", str(self.port), "-6") if self.ipv6 else ("-f", str(self.port))
+        if self.address is None:
+            raise ValueError(f"{self.protocol.value} service without an address")
+        return (self.protocol.flag, endpoint(self.address, self.port))
+
+    def __str__(self) -> str:
+        if self.protocol is Protocol.FWMARK:
+            return f"fwmark {self.port}" + (" (IPv6)" if self.ipv6 else "")
+        return f"{self.protocol.value} {self.args()[1]}"
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A real server inside one virtual service. Identity: (address, port)."""
+
+    address: IPAddress
+    port: int
+    forwarding: Forwarding = Forwarding.DR
+    weight: int = 1
+
+    @property
+    def ident(self) -> tuple[IPAddress, int]:
+        return (self.address, self.port)
+
+    def endpoint(self) -> str:
+        return endpoint(self.address, self.port)
+
+
+@dataclass(frozen=True)
+class VirtualService:
+    key: ServiceKey
+    scheduler: str = "wlc"
+    persistence: int = 0  # seconds; 0 = not persistent
+    netmask: str | None = None  # -M, as ipvsadm prints it; never configured by us
+    extra: tuple[str, ...] = ()  # options we do not model (pe NAME, ops, ...)
+    destinations: tuple[Destination, ...] = ()
+    drain_seconds: int = field(default=DEFAULT_DRAIN_SECONDS, compare=False)
+
+    def attributes(self) -> tuple[str, int, str | None, tuple[str, ...]]:
+        """What `ipvsadm -E` sets: compared to decide whether an edit is due."""
+        return (self.scheduler, self.persistence, self.netmask, self.extra)
+
+    def service_args(self) -> tuple[str, ...]:
+        """`-t VIP:PORT -s SCHED [-p N]`: the part after -A / -E."""
+        args = [*self.key.args(), "-s", self.scheduler]
+        if self.persistence:
+            args += ["-p", str(self.persistence)]
+            if self.netmask:
+                args += ["-M", self.netmask]
+        args += self.extra
+        return tuple(args)
+
+    def destination_args(self, dest: Destination) -> tuple[str, ...]:
+        """`-t VIP:PORT -r RIP:PORT -g -w N`: the part after -a / -e, all attributes given
+        because -e resets whatever it is not told."""
+        return (*self.key.args(), "-r", dest.endpoint(), dest.forwarding.flag, "-w",
+                str(dest.weight))
+
+
+IpvsTable = dict[ServiceKey, VirtualService]
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """ipvsadm --set tcp tcpfin udp; 0 means "leave unchanged"."""
+
+    tcp: int = 0
+    tcpfin: int = 0
+    udp: int = 0
+
+    def args(self) -> tuple[str, str, str]:
+        return (str(self.tcp), str(self.tcpfin), str(self.udp))
+
+
+@dataclass(frozen=True)
+class DirectorConfig:
+    interface: str
+    gateway: IPAddress | None = None
+    dip: IPInterface | None = None
+    dip_interface: str | None = None
+    timeouts: Timeouts | None = None
+    arping_count: int = 5
+
+
+@dataclass(frozen=True)
+class RealServerConfig:
+    arp_interfaces: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    director: DirectorConfig | None
+    realserver: RealServerConfig
+    services: tuple[VirtualService, ...]
+
+    def director_vips(self) -> tuple[IPAddress, ...]:
+        """Every VIP, once, in config order: the director must own all of them."""
+        return _unique(s.key.address for s in self.services if s.key.address is not None)
+
+    def realserver_vips(self) -> tuple[IPAddress, ...]:
+        """VIPs a DR real server must accept locally (on lo) without answering ARP for them."""
+        return _unique(
+            s.key.address
+            for s in self.services
+            if s.key.address is not None
+            and any(d.forwarding is Forwarding.DR for d in s.destinations)
+        )
+
+
+def _unique(items: Iterable[IPAddress]) -> tuple[IPAddress, ...]:
+    return tuple(dict.fromkeys(items))

@@ -1,0 +1,99 @@
+"""A plan is a list of steps: an argv, the reason for it, and what it changes in our
+state file once it has succeeded. Dry run prints a plan; a real run executes the same plan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+from .render import shell_line
+
+
+@dataclass(frozen=True)
+class AddressAdded:
+    device: str
+    cidr: str
+
+
+@dataclass(frozen=True)
+class AddressRemoved:
+    device: str
+    cidr: str
+
+
+@dataclass(frozen=True)
+class RouteSet:
+    via: str
+    previous_via: str | None = None  # the default route we replaced, to put back on stop
+    previous_dev: str | None = None
+
+
+@dataclass(frozen=True)
+class RouteRemoved:
+    pass
+
+
+@dataclass(frozen=True)
+class ServiceCreated:
+    key: str
+
+
+@dataclass(frozen=True)
+class ServiceDeleted:
+    key: str
+
+
+@dataclass(frozen=True)
+class SysctlChanged:
+    key: str
+    previous: int
+
+
+@dataclass(frozen=True)
+class SysctlRestored:
+    key: str
+
+
+Effect = Union[AddressAdded, AddressRemoved, RouteSet, RouteRemoved, ServiceCreated,
+               ServiceDeleted, SysctlChanged, SysctlRestored]
+
+IPVS_RULE_OPTIONS = frozenset({"-A", "-E", "-D", "-a", "-e", "-d"})
+
+
+@dataclass(frozen=True)
+class Step:
+    argv: tuple[str, ...]
+    reason: str
+    effect: Effect | None = None
+    optional: bool = False  # a failure is a warning, not an error (arping)
+
+    def line(self) -> str:
+        return shell_line(self.argv)
+
+    @property
+    def ipvs_rule(self) -> str | None:
+        """The step as a line of `ipvsadm -R` input, if it is a rule change."""
+        if len(self.argv) > 1 and self.argv[0] == "ipvsadm" and self.argv[1] in IPVS_RULE_OPTIONS:
+            return " ".join(self.argv[1:])
+        return None
+
+
+@dataclass
+class Plan:
+    steps: list[Step] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # things seen and deliberately left alone
+    # Records to drop from the state file once the plan has succeeded: things it lists that
+    # are already gone from the host, so no command is needed.
+    forget: list[Effect] = field(default_factory=list)
+
+    def add(self, argv: tuple[str, ...], reason: str, effect: Effect | None = None,
+            optional: bool = False) -> None:
+        self.steps.append(Step(argv, reason, effect, optional))
+
+    @property
+    def required(self) -> list[Step]:
+        """The steps that make a difference to the configured state (not announcements)."""
+        return [step for step in self.steps if not step.optional]
+
+    def __bool__(self) -> bool:
+        return bool(self.steps)

@@ -1,0 +1,225 @@
+"""Pure planners for the director: (config, observed host, our state) -> Plan.
+
+start and reload reconcile the host towards the config and issue only what is
+missing or different; stop undoes what our state file says we did. Services
+this tool did not create are never touched.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from .errors import ConfigError
+from .model import Config, DirectorConfig, IPAddress, VirtualService
+from .plan import (
+    AddressAdded,
+    AddressRemoved,
+    Plan,
+    RouteRemoved,
+    RouteSet,
+    ServiceCreated,
+    ServiceDeleted,
+)
+from .probes import Arping, HostObservation
+from .state import State
+
+
+def vip_cidr(vip: IPAddress) -> str:
+    return f"{vip}/{vip.max_prefixlen}"
+
+
+def add_vip_argv(vip: IPAddress, device: str) -> tuple[str, ...]:
+    """`ip addr add VIP/32 brd VIP dev DEV`: the scripts' form, the prefix made explicit."""
+    if vip.version == 4:
+        return ("ip", "addr", "add", vip_cidr(vip), "brd", str(vip), "dev", device)
+    return ("ip", "addr", "add", vip_cidr(vip), "dev", device)
+
+
+def _link_up(plan: Plan, obs: HostObservation, device: str) -> None:
+    link = obs.links.get(device)
+    if link is None or not link.up:
+        plan.add(("ip", "link", "set", "dev", device, "up"), f"{device} is not up")
+
+
+def plan_director_start(config: Config, obs: HostObservation, state: State) -> Plan:
+    """Everything the Director script's start did, minus what is already in place."""
+    director = _director(config)
+    plan = Plan()
+    _plan_timeouts(plan, director, obs)
+    if director.dip is not None and director.dip_interface is not None:
+        dip = director.dip
+        if not obs.has_address(director.dip_interface, dip.ip):
+            plan.add(("ip", "addr", "add", str(dip), "dev", director.dip_interface),
+                     "the director's own address (DIP)",
+                     AddressAdded(director.dip_interface, str(dip)))
+        _link_up(plan, obs, director.dip_interface)
+    added_vips = _plan_vips(plan, config, director, obs, state)
+    _link_up(plan, obs, director.interface)
+    _plan_route(plan, director, obs)
+    _plan_ipvs(plan, config.services, obs, state)
+    _plan_arping(plan, director, obs, added_vips)
+    return plan
+
+
+def _director(config: Config) -> DirectorConfig:
+    if config.director is None:
+        raise ConfigError(config.path, "director", None,
+                          "no [director] table: lvs-director needs one")
+    return config.director
+
+
+def _plan_timeouts(plan: Plan, director: DirectorConfig, obs: HostObservation) -> None:
+    wanted = director.timeouts
+    if wanted is None:
+        return
+    seen = obs.timeouts
+    have = (seen.tcp, seen.tcpfin, seen.udp) if seen else (None, None, None)
+    # 0 means "leave unchanged" to ipvsadm --set, so a 0 never makes a difference.
+    if any(want not in (0, old) for want, old in zip(
+            (wanted.tcp, wanted.tcpfin, wanted.udp), have)):
+        plan.add(("ipvsadm", "--set", *wanted.args()), "connection timeouts (tcp tcpfin udp)")
+
+
+def _plan_vips(plan: Plan, config: Config, director: DirectorConfig, obs: HostObservation,
+               state: State) -> list[IPAddress]:
+    wanted = config.director_vips()
+    added = []
+    for vip in wanted:
+        if obs.has_address(director.interface, vip):
+            continue
+        elsewhere = [d for d in obs.devices_with(vip) if d != director.interface]
+        if elsewhere:
+            plan.notes.append(f"VIP {vip} is also on {', '.join(elsewhere)}; left there")
+        plan.add(add_vip_argv(vip, director.interface), f"VIP of the services on {vip}",
+                 AddressAdded(director.interface, vip_cidr(vip)))
+        added.append(vip)
+    # VIPs we added earlier that the config no longer has.
+    wanted_cidrs = {vip_cidr(vip) for vip in wanted}
+    for device, cidr in state.addresses:
+        if device == director.interface and cidr not in wanted_cidrs and obs.has_address(
+                device, ipaddress.ip_interface(cidr).ip):
+            plan.add(("ip", "addr", "del", cidr, "dev", device), "VIP no longer configured",
+                     AddressRemoved(device, cidr))
+    return added
+
+
+def _plan_route(plan: Plan, director: DirectorConfig, obs: HostObservation) -> None:
+    gateway = director.gateway
+    if gateway is None:
+        return
+    routes = [r for r in obs.routes if r.via is None or r.via.version == gateway.version]
+    if any(r.via == gateway for r in routes):
+        return
+    if not routes:
+        plan.add(("ip", "route", "add", "default", "via", str(gateway)), "default route",
+                 RouteSet(str(gateway)))
+        return
+    old = routes[0]
+    # `ip route add` over an existing default exits 2 (File exists): replace, and remember
+    # the old route so that stop can put it back.
+    plan.add(("ip", "route", "replace", "default", "via", str(gateway)),
+             f"default route (was via {old.via or '-'} dev {old.dev or '-'})",
+             RouteSet(str(gateway), str(old.via) if old.via else None, old.dev))
+
+
+def _plan_ipvs(plan: Plan, services: tuple[VirtualService, ...], obs: HostObservation,
+               state: State) -> None:
+    for service in services:
+        seen = obs.ipvs.get(service.key)
+        if seen is None:
+            plan.add(("ipvsadm", "-A", *service.service_args()), "virtual service",
+                     ServiceCreated(str(service.key)))
+            for dest in service.destinations:
+                plan.add(("ipvsadm", "-a", *service.destination_args(dest)), "real server")
+            continue
+        if not state.owns_service(service.key):
+            plan.notes.append(f"{service.key} exists but was not created by lvs-director: "
+                              "not managed, left untouched")
+            continue
+        plan_service_edit(plan, service, seen)
+    wanted = {s.key for s in services}
+    for key in obs.ipvs:
+        if key not in wanted and state.owns_service(key):
+            plan.add(("ipvsadm", "-D", *key.args()), "service no longer configured",
+                     ServiceDeleted(str(key)))
+
+
+def plan_service_edit(plan: Plan, service: VirtualService, seen: VirtualService) -> None:
+    """Bring an existing service we own to the configured attributes and real servers."""
+    if service.attributes() != seen.attributes():
+        plan.add(("ipvsadm", "-E", *service.service_args()),
+                 f"service attributes were {' '.join(seen.service_args()[2:])}")
+    have = {d.ident: d for d in seen.destinations}
+    want = {d.ident: d for d in service.destinations}
+    for ident, dest in want.items():
+        old = have.get(ident)
+        if old is None:
+            plan.add(("ipvsadm", "-a", *service.destination_args(dest)), "real server")
+        elif (old.forwarding, old.weight) != (dest.forwarding, dest.weight):
+            plan.add(("ipvsadm", "-e", *service.destination_args(dest)),
+                     f"real server was {old.forwarding.flag} -w {old.weight}")
+    for ident, old in have.items():
+        if ident not in want:
+            plan.add(("ipvsadm", "-d", *service.key.args(), "-r", old.endpoint()),
+                     "real server no longer configured")
+
+
+def _plan_arping(plan: Plan, director: DirectorConfig, obs: HostObservation,
+                 added: list[IPAddress]) -> None:
+    if director.arping_count == 0:
+        return
+    arping = obs.arping or Arping("iputils")
+    for vip in added:
+        if vip.version != 4:
+            continue  # IPv6 neighbours learn from unsolicited NAs, not ARP
+        target: IPAddress = director.gateway if (
+            director.gateway is not None and director.gateway.version == 4) else vip
+        plan.add(arping.announce(director.interface, vip, target, director.arping_count),
+                 f"tell {'the gateway' if target != vip else 'the LAN'} that {vip} is here",
+                 optional=True)
+
+
+def plan_director_stop(config: Config, obs: HostObservation, state: State) -> Plan:
+    """Undo what start did, by the state file: never `ipvsadm -C`, never a link down."""
+    director = _director(config)
+    plan = Plan()
+    for key in obs.ipvs:
+        if state.owns_service(key):
+            plan.add(("ipvsadm", "-D", *key.args()), "virtual service", ServiceDeleted(str(key)))
+        else:
+            plan.notes.append(f"{key} was not created by lvs-director: left untouched")
+    present = {str(key) for key in obs.ipvs}
+    plan.forget += [ServiceDeleted(key) for key in state.services if key not in present]
+    dip_cidr = str(director.dip) if director.dip is not None else None
+    # VIPs first, the route next, the DIP last: the route may depend on it.
+    for is_dip in (False, True):
+        if is_dip:
+            _plan_route_restore(plan, obs, state)
+        for device, cidr in state.addresses:
+            if (cidr == dip_cidr) != is_dip:
+                continue
+            if obs.has_address(device, ipaddress.ip_interface(cidr).ip):
+                plan.add(("ip", "addr", "del", cidr, "dev", device),
+                         "the DIP start added" if is_dip else "VIP", AddressRemoved(device, cidr))
+            else:
+                plan.forget.append(AddressRemoved(device, cidr))
+    return plan
+
+
+def _plan_route_restore(plan: Plan, obs: HostObservation, state: State) -> None:
+    if state.route is None:
+        return
+    via = state.route.get("via")
+    if via and any(str(r.via) == via for r in obs.routes):
+        plan.add(("ip", "route", "del", "default", "via", via), "the default route start set",
+                 RouteRemoved())
+    else:
+        plan.forget.append(RouteRemoved())
+    previous: str | None = state.route.get("previous_via")
+    if previous and not any(str(r.via) == previous for r in obs.routes):
+        argv: tuple[str, ...] = ("ip", "route", "add", "default", "via", previous)
+        dev = state.route.get("previous_dev")
+        if dev:
+            argv += ("dev", dev)
+        plan.add(argv, "the default route start replaced")
+

@@ -1,0 +1,313 @@
+"""Observations: each probe is an argv (read-only) plus a pure parser of its output.
+
+The parsers are tested on output captured from a real kernel (tests/data/captured).
+They skip lines they do not understand rather than guess.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+
+from .model import (
+    Destination,
+    Forwarding,
+    IPAddress,
+    IPInterface,
+    IpvsTable,
+    Protocol,
+    ServiceKey,
+    Timeouts,
+    VirtualService,
+)
+
+IPVS_SAVE = ("ipvsadm", "-S", "-n")
+IPVS_TIMEOUTS = ("ipvsadm", "-L", "--timeout")
+IPVS_LIST = ("ipvsadm", "-L", "-n")
+IP_ADDRS = ("ip", "-o", "addr", "show")
+IP_LINKS = ("ip", "-o", "link", "show")
+ARPING_VERSION = ("arping", "-V")
+
+
+def ip_default_routes(version: int) -> tuple[str, ...]:
+    return ("ip", f"-{version}", "route", "show", "default")
+
+
+def sysctl_read(keys: tuple[str, ...]) -> tuple[str, ...]:
+    return ("sysctl", "-n", *keys)
+
+
+# --- ipvsadm ---------------------------------------------------------------------------------
+
+_PROTO_FLAGS = {"-t": Protocol.TCP, "--tcp-service": Protocol.TCP, "-u": Protocol.UDP,
+                "--udp-service": Protocol.UDP, "--sctp-service": Protocol.SCTP,
+                "-f": Protocol.FWMARK, "--fwmark-service": Protocol.FWMARK}
+
+
+def parse_endpoint(text: str) -> tuple[IPAddress, int]:
+    """`192.168.30.254:80` or `[2001:db8::1]:80` (ipvsadm -n numeric form)."""
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([0-9.]+):(\d+)", text)
+    if not match:
+        raise ValueError(f"not an address:port: {text!r}")
+    address = match.group(1) or match.group(3)
+    port = match.group(2) or match.group(4)
+    return ipaddress.ip_address(address), int(port)
+
+
+def _service_key(tokens: list[str]) -> tuple[ServiceKey, list[str]]:
+    """Reads `-t ADDR:PORT` / `-f MARK [-6]` off the front of tokens; returns the rest."""
+    flag, value, rest = tokens[0], tokens[1], tokens[2:]
+    protocol = _PROTO_FLAGS[flag]
+    if protocol is Protocol.FWMARK:
+        ipv6 = "-6" in rest
+        rest = [t for t in rest if t != "-6"]
+        return ServiceKey(Protocol.FWMARK, None, int(value), ipv6), rest
+    address, port = parse_endpoint(value)
+    return ServiceKey(protocol, address, port), rest
+
+
+def parse_ipvs_save(text: str) -> IpvsTable:
+    """Parse `ipvsadm -S -n` into services with their destinations, in kernel order."""
+    services: dict[ServiceKey, VirtualService] = {}
+    dests: dict[ServiceKey, list[Destination]] = {}
+    for line in text.splitlines():
+        tokens = line.split()
+        if len(tokens) < 3 or tokens[0] not in ("-A", "-a") or tokens[1] not in _PROTO_FLAGS:
+            continue
+        try:
+            key, rest = _service_key(tokens[1:])
+        except (ValueError, IndexError):
+            continue
+        if tokens[0] == "-A":
+            services[key] = _service_attrs(key, rest)
+            dests.setdefault(key, [])
+        else:
+            dest = _destination(key, rest)
+            if dest is not None:
+                dests.setdefault(key, []).append(dest)
+    return {key: _with_dests(svc, dests.get(key, [])) for key, svc in services.items()}
+
+
+def _with_dests(svc: VirtualService, dests: list[Destination]) -> VirtualService:
+    return VirtualService(key=svc.key, scheduler=svc.scheduler, persistence=svc.persistence,
+                          netmask=svc.netmask, extra=svc.extra, destinations=tuple(dests))
+
+
+def _service_attrs(key: ServiceKey, rest: list[str]) -> VirtualService:
+    scheduler, persistence, netmask = "wlc", 0, None
+    extra: list[str] = []
+    i = 0
+    while i < len(rest):
+        token = rest[i]
+        nxt = rest[i + 1] if i + 1 < len(rest) else None
+        if token in ("-s", "--scheduler") and nxt is not None:
+            scheduler, i = nxt, i + 2
+        elif token in ("-p", "--persistent") and nxt is not None and nxt.isdigit():
+            persistence, i = int(nxt), i + 2
+        elif token in ("-M", "--netmask") and nxt is not None:
+            netmask, i = nxt, i + 2
+        else:
+            extra.append(token)
+            i += 1
+    return VirtualService(key=key, scheduler=scheduler, persistence=persistence,
+                          netmask=netmask, extra=tuple(extra))
+
+
+def _destination(key: ServiceKey, rest: list[str]) -> Destination | None:
+    if len(rest) < 2 or rest[0] not in ("-r", "--real-server"):
+        return None
+    address, port = parse_endpoint(rest[1])
+    forwarding, weight = Forwarding.DR, 1
+    i = 2
+    while i < len(rest):
+        token = rest[i]
+        if token in ("-g", "-i", "-m"):
+            forwarding = Forwarding.from_flag(token)
+        elif token in ("-w", "--weight") and i + 1 < len(rest):
+            weight = int(rest[i + 1])
+            i += 1
+        i += 1
+    return Destination(address=address, port=port, forwarding=forwarding, weight=weight)
+
+
+def parse_timeouts(text: str) -> Timeouts:
+    """`Timeout (tcp tcpfin udp): 900 120 300`."""
+    match = re.search(r"Timeout \(tcp tcpfin udp\):\s*(\d+)\s+(\d+)\s+(\d+)", text)
+    if not match:
+        raise ValueError(f"unexpected `ipvsadm -L --timeout` output: {text.strip()!r}")
+    return Timeouts(int(match.group(1)), int(match.group(2)), int(match.group(3)))
+
+
+@dataclass(frozen=True)
+class DestinationCounters:
+    forward: str
+    weight: int
+    active: int
+    inactive: int
+
+
+Counters = dict[ServiceKey, dict[tuple[IPAddress, int], DestinationCounters]]
+
+
+def parse_ipvs_list(text: str) -> Counters:
+    """`ipvsadm -L -n`: weight and ActiveConn/InActConn of every destination."""
+    result: Counters = {}
+    current: ServiceKey | None = None
+    names = {"TCP": Protocol.TCP, "UDP": Protocol.UDP, "SCTP": Protocol.SCTP}
+    for line in text.splitlines():
+        tokens = line.split()
+        if len(tokens) >= 2 and tokens[0] in names:
+            try:
+                address, port = parse_endpoint(tokens[1])
+            except ValueError:
+                current = None
+                continue
+            current = ServiceKey(names[tokens[0]], address, port)
+            result[current] = {}
+        elif len(tokens) >= 2 and tokens[0] == "FWM":
+            current = ServiceKey(Protocol.FWMARK, None, int(tokens[1]),
+                                 len(tokens) > 2 and tokens[2] == "IPv6")
+            result[current] = {}
+        elif len(tokens) == 6 and tokens[0] == "->" and current is not None:
+            try:
+                ident = parse_endpoint(tokens[1])
+                counters = DestinationCounters(tokens[2], int(tokens[3]), int(tokens[4]),
+                                               int(tokens[5]))
+            except ValueError:
+                continue
+            result[current][ident] = counters
+    return result
+
+
+# --- ip ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Address:
+    device: str
+    interface: IPInterface
+    secondary: bool = False
+
+
+def _device(name: str) -> str:
+    """`eth0@if5` (veth peers, VLANs) names the device eth0."""
+    return name.rstrip(":").split("@", 1)[0]
+
+
+def parse_ip_addrs(text: str) -> list[Address]:
+    """`ip -o addr show`: one address a line."""
+    found = []
+    for line in text.splitlines():
+        tokens = line.split()
+        if len(tokens) < 4 or not tokens[0].rstrip(":").isdigit() or tokens[2] not in (
+                "inet", "inet6"):
+            continue
+        try:
+            iface = ipaddress.ip_interface(tokens[3])
+        except ValueError:
+            continue
+        found.append(Address(_device(tokens[1]), iface, "secondary" in tokens[4:]))
+    return found
+
+
+@dataclass(frozen=True)
+class Link:
+    name: str
+    up: bool
+    mac: str | None = None
+
+
+def parse_ip_links(text: str) -> dict[str, Link]:
+    """`ip -o link show`: admin state (the UP flag) and MAC of every device."""
+    links = {}
+    for line in text.splitlines():
+        match = re.match(r"\s*\d+:\s+(\S+?):\s+<([^>]*)>", line)
+        if not match:
+            continue
+        name = _device(match.group(1))
+        mac = re.search(r"link/\S+\s+([0-9a-f:]{17})", line)
+        links[name] = Link(name, "UP" in match.group(2).split(","), mac.group(1) if mac else None)
+    return links
+
+
+@dataclass(frozen=True)
+class Route:
+    via: IPAddress | None
+    dev: str | None
+    metric: int = 0
+
+
+def parse_default_routes(text: str) -> list[Route]:
+    """`ip -4 route show default`."""
+    routes = []
+    for line in text.splitlines():
+        tokens = line.split()
+        if not tokens or tokens[0] != "default":
+            continue
+        values = dict(zip(tokens[1::2], tokens[2::2]))
+        try:
+            via = ipaddress.ip_address(values["via"]) if "via" in values else None
+            metric = int(values.get("metric", "0"))
+        except ValueError:
+            continue
+        routes.append(Route(via, values.get("dev"), metric))
+    return routes
+
+
+# --- sysctl, arping ------------------------------------------------------------------------------
+
+def sysctl_key(interface: str, name: str) -> str:
+    """The sysctl key of a per-interface IPv4 setting. A dot in an interface name (VLAN
+    eth0.100) would read as a separator in the dotted form, so such keys use slashes."""
+    if "." in interface:
+        return f"net/ipv4/conf/{interface}/{name}"
+    return f"net.ipv4.conf.{interface}.{name}"
+
+
+def parse_sysctl_values(keys: tuple[str, ...], text: str) -> dict[str, int]:
+    """`sysctl -n K1 K2 ...` prints one value a line, in order."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) != len(keys):
+        raise ValueError(f"sysctl printed {len(lines)} values for {len(keys)} keys")
+    return {key: int(value) for key, value in zip(keys, lines)}
+
+
+@dataclass(frozen=True)
+class Arping:
+    """Which arping is installed. iputils: -s is the source IP. Thomas Habets': -S is the
+    source IP and -s the source MAC, -i the interface."""
+
+    flavour: str  # "iputils" | "habets"
+
+    def announce(self, interface: str, vip: IPAddress, target: IPAddress,
+                 count: int) -> tuple[str, ...]:
+        unsolicited = ("-U",) if target == vip else ()
+        if self.flavour == "iputils":
+            return ("arping", *unsolicited, "-c", str(count), "-I", interface, "-s", str(vip),
+                    str(target))
+        return ("arping", *unsolicited, "-c", str(count), "-i", interface, "-S", str(vip),
+                str(target))
+
+
+def parse_arping_version(text: str) -> Arping:
+    return Arping("iputils" if "iputils" in text else "habets")
+
+
+@dataclass
+class HostObservation:
+    """What one host looks like now. Empty defaults describe "nothing configured"."""
+
+    addresses: list[Address] = field(default_factory=list)
+    links: dict[str, Link] = field(default_factory=dict)
+    routes: list[Route] = field(default_factory=list)
+    ipvs: IpvsTable = field(default_factory=dict)
+    timeouts: Timeouts | None = None
+    sysctls: dict[str, int] = field(default_factory=dict)
+    arping: Arping | None = None
+    notes: list[str] = field(default_factory=list)  # what could not be observed, and why
+
+    def has_address(self, device: str, address: IPAddress) -> bool:
+        return any(a.device == device and a.interface.ip == address for a in self.addresses)
+
+    def devices_with(self, address: IPAddress) -> list[str]:
+        return [a.device for a in self.addresses if a.interface.ip == address]

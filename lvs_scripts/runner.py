@@ -1,0 +1,86 @@
+"""The executor: the only code in lvs_scripts that starts programs.
+
+Commands are argv lists, never shell strings. Programs are looked up through
+plumbum at call time (`local[name]`), so importing lvs_scripts works on a
+machine without ipvsadm, and a missing program becomes MissingTool (LSB 5).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from .errors import CommandFailed, IpvsUnavailable, MissingTool
+from .render import shell_line
+
+log = logging.getLogger("lvs_scripts")
+
+# Parsers read English messages and fixed formats: never let a locale translate them.
+_C_LOCALE = {"LANG": "C", "LC_ALL": "C"}
+# procps sysctl can exit 0 after printing "sysctl: permission denied on key ..." (and some
+# versions do so for every -w failure): for sysctl, anything on stderr is a failure.
+_STDERR_MEANS_FAILURE = frozenset({"sysctl"})
+_NO_IPVS_MARKERS = ("Protocol not available", "Can't initialize ipvs")
+
+
+@dataclass(frozen=True)
+class Result:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class Runner(Protocol):
+    """What the rest of the library needs from an executor (tests pass fakes)."""
+
+    def run(self, argv: Sequence[str], *, stdin: str | None = None,
+            check: bool = True) -> Result: ...
+
+
+class PlumbumRunner:
+    """Runs commands through plumbum with LANG=C, logging each argv before it runs."""
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self.log = logger or log
+        self.count = 0  # programs started, for benchmarks and -v summaries
+
+    def run(self, argv: Sequence[str], *, stdin: str | None = None,
+            check: bool = True) -> Result:
+        from plumbum import local  # imported here: plumbum costs ~0.1 s at start-up
+        from plumbum.commands.processes import CommandNotFound
+
+        argv = tuple(argv)
+        program = argv[0]
+        try:
+            command = local[program]
+        except CommandNotFound:
+            raise MissingTool(program) from None
+        bound = command[list(argv[1:])].with_env(**_C_LOCALE)
+        if stdin is not None:
+            bound = bound << stdin
+        self.log.debug("run: %s", shell_line(argv))
+        self.count += 1
+        try:
+            rc, out, err = bound.run(retcode=None)
+        except OSError as err_:  # found on PATH but not executable, and the like
+            raise CommandFailed(argv, 126, os.strerror(err_.errno or 0)) from None
+        result = Result(argv, int(rc), str(out), str(err))
+        if check:
+            check_result(result)
+        return result
+
+
+def check_result(result: Result) -> None:
+    """Turn a failed Result into the one error type (shared by every Runner)."""
+    program = os.path.basename(result.argv[0])
+    if program == "ipvsadm" and result.returncode != 0 and any(
+            marker in result.stderr for marker in _NO_IPVS_MARKERS):
+        raise IpvsUnavailable(result.stderr)
+    failed = result.returncode != 0 or (
+        program in _STDERR_MEANS_FAILURE and result.stderr.strip() != "")
+    if failed:
+        raise CommandFailed(result.argv, result.returncode, result.stderr)
