@@ -56,12 +56,11 @@ class IpvsUnavailable(MissingTool):
     """ipvsadm runs but the kernel has no IPVS support."""
 
     def __init__(self, stderr: str) -> None:
-        super().__init__(
-            "ip_vs",
-            "the kernel has no IPVS support (ipvsadm said: "
-            f"{stderr.strip().splitlines()[0] if stderr.strip() else 'nothing'}); "
-            "load it with `modprobe ip_vs` or use a kernel built with CONFIG_IP_VS",
-        )
+        said = " / ".join(line.strip() for line in stderr.strip().splitlines()[:2])
+        LvsError.__init__(
+            self,
+            f"the kernel has no IPVS support (ipvsadm said: {said or 'nothing'}): load it "
+            "with `modprobe ip_vs`, or boot a kernel built with CONFIG_IP_VS")
         self.program = "ipvsadm"
 
 

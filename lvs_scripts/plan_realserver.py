@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 
 from .model import Config
 from .plan import AddressAdded, AddressRemoved, Plan, SysctlChanged, SysctlRestored
@@ -15,12 +16,27 @@ from .state import State
 ARP_SETTINGS = (("arp_ignore", 1), ("arp_announce", 2))
 
 
-def arp_keys(config: Config) -> dict[str, int]:
-    """Every sysctl we set, with its target value: on "all" and each listed interface
-    (the kernel uses the maximum of the two)."""
-    return {sysctl_key(iface, name): value
+@dataclass(frozen=True)
+class ArpSetting:
+    interface: str
+    name: str
+    value: int
+
+    @property
+    def key(self) -> str:
+        return sysctl_key(self.interface, self.name)
+
+
+def arp_settings(config: Config) -> list[ArpSetting]:
+    """Every sysctl we set: on "all" and each listed interface (the kernel uses the
+    maximum of the two, so "all" alone would do; the interfaces are belt and braces)."""
+    return [ArpSetting(iface, name, value)
             for iface in ("all", *config.realserver.arp_interfaces)
-            for name, value in ARP_SETTINGS}
+            for name, value in ARP_SETTINGS]
+
+
+def arp_keys(config: Config) -> dict[str, int]:
+    return {setting.key: setting.value for setting in arp_settings(config)}
 
 
 def plan_realserver_start(config: Config, obs: HostObservation, state: State) -> Plan:

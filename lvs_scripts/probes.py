@@ -89,6 +89,48 @@ def parse_ipvs_save(text: str) -> IpvsTable:
     return {key: _with_dests(svc, dests.get(key, [])) for key, svc in services.items()}
 
 
+@dataclass(frozen=True)
+class Rule:
+    """One ipvsadm rule line (`-A ...`, `-a ...`, `-E`, `-e`, `-D`, `-d`), parsed."""
+
+    op: str
+    key: ServiceKey
+    service: VirtualService | None = None  # -A / -E
+    dest: Destination | None = None  # -a / -e / -d (for -d only the identity matters)
+
+
+def parse_rule(line: str) -> Rule:
+    tokens = line.split()
+    if len(tokens) < 3 or tokens[0] not in ("-A", "-E", "-D", "-a", "-e", "-d"):
+        raise ValueError(f"not an ipvsadm rule: {line!r}")
+    op = tokens[0]
+    key, rest = _service_key(tokens[1:])
+    if op in ("-A", "-E"):
+        return Rule(op, key, service=_service_attrs(key, rest))
+    if op == "-D":
+        return Rule(op, key)
+    dest = _destination(key, rest)
+    if dest is None:
+        raise ValueError(f"rule without -r: {line!r}")
+    return Rule(op, key, dest=dest)
+
+
+def rule_holds(line: str, table: IpvsTable) -> bool:
+    """Does the observed table show what this rule asked for?"""
+    rule = parse_rule(line)
+    seen = table.get(rule.key)
+    if rule.service is not None:
+        return seen is not None and seen.attributes() == rule.service.attributes()
+    if rule.dest is None:
+        return seen is None  # -D
+    dests = {d.ident: d for d in seen.destinations} if seen is not None else {}
+    have = dests.get(rule.dest.ident)
+    if rule.op == "-d":
+        return have is None
+    return have is not None and (have.forwarding, have.weight) == (rule.dest.forwarding,
+                                                                  rule.dest.weight)
+
+
 def _with_dests(svc: VirtualService, dests: list[Destination]) -> VirtualService:
     return VirtualService(key=svc.key, scheduler=svc.scheduler, persistence=svc.persistence,
                           netmask=svc.netmask, extra=svc.extra, destinations=tuple(dests))

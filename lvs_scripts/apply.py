@@ -1,0 +1,141 @@
+"""Execute a plan through the runner, recording each success in the state file.
+
+Consecutive ipvsadm rule changes go to one `ipvsadm -R` process (one process for
+10,000 rules instead of 10,000). Its exit status is that of the last line only, so
+the batch is verified by observing the table again; a rule that did not take is
+re-run on its own to get ipvsadm's own error message.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Callable, Union
+
+from .errors import ApplyFailed, CommandFailed, LvsError, MissingTool
+from .plan import Plan, Step
+from .probes import IPVS_SAVE, parse_ipvs_save, rule_holds
+from .render import shell_line
+from .runner import Runner
+from .state import State
+
+log = logging.getLogger("lvs_scripts")
+
+BATCH_MIN = 2  # a single rule runs as itself: clearer in logs, same cost
+
+
+@dataclass(frozen=True)
+class Batch:
+    steps: tuple[Step, ...]
+
+    @property
+    def argv(self) -> tuple[str, ...]:
+        return ("ipvsadm", "-R")
+
+    @property
+    def stdin(self) -> str:
+        return "".join(f"{step.ipvs_rule}\n" for step in self.steps)
+
+
+Unit = Union[Step, Batch]
+
+
+def units(steps: list[Step]) -> Iterator[Unit]:
+    """Group runs of consecutive ipvsadm rule steps into batches."""
+    run: list[Step] = []
+    for step in steps:
+        if step.ipvs_rule is not None:
+            run.append(step)
+            continue
+        yield from _flush(run)
+        run = []
+        yield step
+    yield from _flush(run)
+
+
+def _flush(run: list[Step]) -> Iterator[Unit]:
+    if len(run) >= BATCH_MIN:
+        yield Batch(tuple(run))
+    else:
+        yield from run
+
+
+@dataclass
+class Outcome:
+    applied: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def apply_plan(plan: Plan, runner: Runner, state: State, save: Callable[[State], None],
+               batch: bool = True) -> Outcome:
+    outcome = Outcome()
+    todo = list(units(plan.steps)) if batch else list(plan.steps)
+    for index, unit in enumerate(todo):
+        try:
+            if isinstance(unit, Batch):
+                _run_batch(unit, runner, state, save, outcome)
+            else:
+                _run_step(unit, runner, state, save, outcome)
+        except LvsError as err:
+            remaining = [line for u in todo[index:] for line in _lines(u)]
+            done = set(outcome.applied)
+            remaining = [line for line in remaining if line not in done]
+            raise ApplyFailed(err, outcome.applied, remaining) from err
+    for effect in plan.forget:
+        state.apply(effect)
+    save(state)
+    return outcome
+
+
+def _lines(unit: Unit) -> list[str]:
+    if isinstance(unit, Batch):
+        return [step.line() for step in unit.steps]
+    return [unit.line()]
+
+
+def _run_step(step: Step, runner: Runner, state: State, save: Callable[[State], None],
+              outcome: Outcome) -> None:
+    try:
+        runner.run(step.argv)
+    except (CommandFailed, MissingTool) as err:
+        if not step.optional:
+            raise
+        outcome.warnings.append(f"{err} (not needed for service; continuing)")
+        return
+    outcome.applied.append(step.line())
+    if step.effect is not None:
+        state.apply(step.effect)
+        save(state)
+
+
+def _run_batch(batch: Batch, runner: Runner, state: State, save: Callable[[State], None],
+               outcome: Outcome) -> None:
+    log.debug("batch of %d ipvsadm rules:\n%s", len(batch.steps), batch.stdin.rstrip())
+    runner.run(batch.argv, stdin=batch.stdin, check=False)
+    table = parse_ipvs_save(runner.run(IPVS_SAVE).stdout)
+    for step in batch.steps:
+        if step.ipvs_rule is not None and not rule_holds(step.ipvs_rule, table):
+            log.debug("rule did not take in the batch, running it alone: %s", step.line())
+            runner.run(step.argv)  # raises CommandFailed with ipvsadm's own message
+        outcome.applied.append(step.line())
+        if step.effect is not None:
+            state.apply(step.effect)
+    save(state)
+
+
+def render_script(plan: Plan, title: str, batch: bool = True) -> str:
+    """The plan as a shell script a person could run: exactly what a real run executes."""
+    lines = ["#!/bin/sh", f"# {title}"]
+    if not plan.steps:
+        lines.append("# nothing to do")
+    for unit in (units(plan.steps) if batch else plan.steps):
+        if isinstance(unit, Batch):
+            lines.append(f"# {len(unit.steps)} ipvsadm rules in one process")
+            lines.append(f"{shell_line(unit.argv)} <<'EOF'")
+            lines.extend(step.ipvs_rule or "" for step in unit.steps)
+            lines.append("EOF")
+        else:
+            suffix = "  # optional" if unit.optional else ""
+            lines.append(f"{unit.line()}{suffix}")
+    return "\n".join(lines) + "\n"

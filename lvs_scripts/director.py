@@ -1,0 +1,73 @@
+"""The director: VIPs on its interface, the default route, the IPVS services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import LvsError
+from .observe import observe_director
+from .plan import Plan
+from .plan_director import plan_director_start, plan_director_stop
+from .probes import IPVS_LIST, Counters, HostObservation, parse_ipvs_list
+from .role import Role
+from .state import State
+
+
+class Director(Role):
+    name = "lvs-director"
+
+    def observe(self, tolerant: bool = False) -> HostObservation:
+        return observe_director(self.config, self.runner, tolerant)
+
+    def plan_start(self, obs: HostObservation, state: State) -> Plan:
+        return plan_director_start(self.config, obs, state)
+
+    def plan_stop(self, obs: HostObservation, state: State) -> Plan:
+        return plan_director_stop(self.config, obs, state)
+
+    def present(self, obs: HostObservation) -> bool:
+        interface = self.config.director.interface if self.config.director else ""
+        return any(s.key in obs.ipvs for s in self.config.services) or any(
+            obs.has_address(interface, vip) for vip in self.config.director_vips())
+
+    def counters(self) -> Counters:
+        try:
+            return parse_ipvs_list(self.runner.run(IPVS_LIST).stdout)
+        except LvsError:
+            return {}
+
+    def describe(self, obs: HostObservation, state: State) -> tuple[list[str], dict[str, Any]]:
+        counters = self.counters() if obs.ipvs else {}
+        lines: list[str] = []
+        services: list[dict[str, Any]] = []
+        for service in self.config.services:
+            seen = obs.ipvs.get(service.key)
+            managed = state.owns_service(service.key)
+            status = "absent" if seen is None else ("managed" if managed else "NOT MANAGED")
+            lines.append(f"{service.key}  {service.scheduler}  [{status}]")
+            reals: list[dict[str, Any]] = []
+            have = {d.ident: d for d in seen.destinations} if seen else {}
+            numbers = counters.get(service.key, {})
+            for dest in service.destinations:
+                actual = have.get(dest.ident)
+                count = numbers.get(dest.ident)
+                lines.append(
+                    f"  -> {dest.endpoint():<28} weight {dest.weight:>5} "
+                    f"(actual {actual.weight if actual else '-':>5})"
+                    + (f"  active {count.active} inactive {count.inactive}" if count else ""))
+                reals.append({"address": dest.endpoint(), "weight": dest.weight,
+                              "actual_weight": actual.weight if actual else None,
+                              "active": count.active if count else None,
+                              "inactive": count.inactive if count else None})
+            for ident, extra in have.items():
+                if ident not in {d.ident for d in service.destinations}:
+                    lines.append(f"  -> {extra.endpoint():<28} not in the config "
+                                 f"(weight {extra.weight})")
+            services.append({"service": str(service.key), "scheduler": service.scheduler,
+                             "status": status, "real": reals})
+        configured = {s.key for s in self.config.services}
+        unmanaged = [str(k) for k in obs.ipvs if k not in configured and
+                     not state.owns_service(k)]
+        for key in unmanaged:
+            lines.append(f"{key}  [not managed by lvs-director]")
+        return lines, {"services": services, "unmanaged": unmanaged}

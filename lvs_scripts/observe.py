@@ -1,0 +1,107 @@
+"""Run the read-only probes a role needs, through the one executor."""
+
+from __future__ import annotations
+
+from typing import Callable, TypeVar
+
+from .errors import ConfigError, MissingTool
+from .model import Config
+from .probes import (
+    ARPING_VERSION,
+    IP_ADDRS,
+    IP_LINKS,
+    IPVS_SAVE,
+    IPVS_TIMEOUTS,
+    HostObservation,
+    ip_default_routes,
+    parse_arping_version,
+    parse_default_routes,
+    parse_ip_addrs,
+    parse_ip_links,
+    parse_ipvs_save,
+    parse_sysctl_values,
+    parse_timeouts,
+    sysctl_read,
+)
+from .runner import Runner
+
+T = TypeVar("T")
+
+
+class Observer:
+    """tolerant=True (dry run): a missing tool or kernel feature is noted and planned around
+    as if nothing were configured. tolerant=False (real run): it is an error (LSB 5)."""
+
+    def __init__(self, runner: Runner, tolerant: bool) -> None:
+        self.runner = runner
+        self.tolerant = tolerant
+        self.missing: set[str] = set()  # programs (or kernel parts) found missing so far
+
+    def probe(self, obs: HostObservation, argv: tuple[str, ...], parse: Callable[[str], T],
+              default: T) -> T:
+        try:
+            return parse(self.runner.run(argv).stdout)
+        except MissingTool as err:
+            if not self.tolerant:
+                raise
+            self.missing.add(err.program)
+            obs.notes.append(f"{err}; planned as if nothing were configured there")
+            return default
+
+
+def require_interfaces(config: Config, obs: HostObservation, names: dict[str, str],
+                       tolerant: bool) -> None:
+    """Interfaces the config names must exist here, or the plan would fail half-way."""
+    if not obs.links:
+        return  # `ip` itself could not run (dry run): nothing to check against
+    for key, name in names.items():
+        if name not in obs.links:
+            if tolerant:
+                obs.notes.append(f"{key} = {name!r}: no such interface on this host")
+                continue
+            raise ConfigError(config.path, key, name, "no such interface on this host")
+
+
+def observe_director(config: Config, runner: Runner, tolerant: bool) -> HostObservation:
+    obs = HostObservation()
+    o = Observer(runner, tolerant)
+    obs.links = o.probe(obs, IP_LINKS, parse_ip_links, {})
+    director = config.director
+    if director is not None:
+        names = {"director.interface": director.interface}
+        if director.dip_interface:
+            names["director.dip_interface"] = director.dip_interface
+        require_interfaces(config, obs, names, tolerant)
+    obs.addresses = o.probe(obs, IP_ADDRS, parse_ip_addrs, [])
+    if director is not None and director.gateway is not None:
+        obs.routes = o.probe(obs, ip_default_routes(director.gateway.version),
+                             parse_default_routes, [])
+    obs.ipvs = o.probe(obs, IPVS_SAVE, parse_ipvs_save, {})
+    if director is not None and director.timeouts is not None and "ipvsadm" not in o.missing:
+        obs.timeouts = o.probe(obs, IPVS_TIMEOUTS, parse_timeouts, None)
+    if director is not None and director.arping_count:
+        # arping is optional: without it start still works and says so.
+        try:
+            result = runner.run(ARPING_VERSION, check=False)
+            obs.arping = parse_arping_version(result.stdout + result.stderr)
+        except MissingTool as err:
+            obs.notes.append(f"{err}; the VIPs will not be announced")
+    return obs
+
+
+def observe_realserver(config: Config, runner: Runner, tolerant: bool) -> HostObservation:
+    from .plan_realserver import arp_settings
+
+    obs = HostObservation()
+    o = Observer(runner, tolerant)
+    obs.links = o.probe(obs, IP_LINKS, parse_ip_links, {})
+    names = {f"realserver.arp_interfaces[{i}]": name
+             for i, name in enumerate(config.realserver.arp_interfaces)}
+    require_interfaces(config, obs, names, tolerant)
+    obs.addresses = o.probe(obs, IP_ADDRS, parse_ip_addrs, [])
+    keys = tuple(s.key for s in arp_settings(config)
+                 if s.interface == "all" or not obs.links or s.interface in obs.links)
+    if keys:
+        obs.sysctls = o.probe(obs, sysctl_read(keys),
+                              lambda text: parse_sysctl_values(keys, text), {})
+    return obs
