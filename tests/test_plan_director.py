@@ -1,0 +1,230 @@
+"""Director planner tables: (config, observed host, state) -> the exact commands."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+
+from lvs_scripts.config import load_config, parse_config
+from lvs_scripts.plan_director import plan_director_start, plan_director_stop
+from lvs_scripts.state import State
+from tests.hosts import addr_lines, host, link_lines
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED = load_config(str(ROOT / "examples" / "seed-dr.toml"))
+
+# The Director script of the original how-to, start branch, with its typos fixed; each
+# line is the original's counterpart in the same order.
+CORRECTED_DIRECTOR_START = [
+    "ipvsadm --set 30 5 60",                                      # /sbin/ipvsadm --set 30 5 60
+    "ip addr add 192.168.30.105/24 dev eth1",                     # ip addr add dev eth1 $DIP
+    "ip link set dev eth1 up",                                    # ip link set dev eth1 up
+    "ip addr add 192.168.30.254/32 brd 192.168.30.254 dev eth0",  # ... dev eth0 $VIP brd $VIP
+    "ip link set dev eth0 up",                                    # ip link set dev eth0 up
+    "ip route add default via 192.168.30.1",                      # ip route add default via $GW
+    "ipvsadm -A -t 192.168.30.254:80 -s wrr",                     # -S wrr: -S is --save
+    "ipvsadm -a -t 192.168.30.254:80 -r 192.168.30.111:80 -g -w 1",
+    "ipvsadm -a -t 192.168.30.254:80 -r 192.168.30.112:80 -g -w 1",
+    "ipvsadm -a -t 192.168.30.254:80 -r 192.168.30.113:80 -g -w 2",
+    "ipvsadm -a -t 192.168.30.254:80 -r 192.168.30.114:80 -g -w 2",
+    # touch /var/locak/subsys/ipvsadm: the lock file is written by the tool, not a command
+    "arping -c 5 -I eth0 -s 192.168.30.254 192.168.30.1",         # -s $VIPO: typo for $VIP
+]
+
+SEED_SAVE = """\
+-A -t 192.168.30.254:80 -s wrr
+-a -t 192.168.30.254:80 -r 192.168.30.111:80 -g -w 1
+-a -t 192.168.30.254:80 -r 192.168.30.112:80 -g -w 1
+-a -t 192.168.30.254:80 -r 192.168.30.113:80 -g -w 2
+-a -t 192.168.30.254:80 -r 192.168.30.114:80 -g -w 2
+"""
+LINKS = link_lines("lo", "eth0", "eth1")
+ADDRS_BARE = addr_lines(("lo", "127.0.0.1/8"), ("eth0", "192.168.30.50/24"))
+ADDRS_DONE = addr_lines(("lo", "127.0.0.1/8"), ("eth0", "192.168.30.50/24"),
+                        ("eth0", "192.168.30.254/32"), ("eth1", "192.168.30.105/24"))
+ROUTE_OURS = "default via 192.168.30.1 dev eth0 \n"
+TIMEOUTS_SEED = "Timeout (tcp tcpfin udp): 30 5 60\n"
+TIMEOUTS_DEFAULT = "Timeout (tcp tcpfin udp): 900 120 300\n"
+OWNED = State(services=["tcp 192.168.30.254:80"],
+              addresses=[["eth1", "192.168.30.105/24"], ["eth0", "192.168.30.254/32"]],
+              route={"via": "192.168.30.1", "previous_via": None, "previous_dev": None})
+
+
+def configured(**changes: str) -> dict[str, str]:
+    base = {"links": LINKS, "addrs": ADDRS_DONE, "routes": ROUTE_OURS, "ipvs": SEED_SAVE,
+            "timeouts": TIMEOUTS_SEED}
+    base.update(changes)
+    return base
+
+
+def toml(extra_director: str = "", service: str = "") -> str:
+    return f"""
+[director]
+interface = "eth0"
+gateway = "192.168.30.1"
+{extra_director}
+{service or '''
+[[service]]
+vip = "192.168.30.254"
+port = 80
+scheduler = "wrr"
+real = [ { address = "192.168.30.111", weight = 1 } ]
+'''}"""
+
+
+START_CASES = [
+    pytest.param(SEED, {}, State(), CORRECTED_DIRECTOR_START, id="seed-on-an-empty-host"),
+    pytest.param(SEED, configured(), OWNED, [], id="seed-already-running-nothing-to-do"),
+    pytest.param(SEED, configured(timeouts=TIMEOUTS_DEFAULT), OWNED,
+                 ["ipvsadm --set 30 5 60"], id="timeouts-reset-by-someone"),
+    pytest.param(SEED, configured(routes="default via 10.0.0.1 dev eth0 proto dhcp metric 100"),
+                 OWNED, ["ip route replace default via 192.168.30.1"],
+                 id="other-default-route-is-replaced-not-added"),
+    pytest.param(SEED, configured(links=link_lines("lo", "eth0", "eth1", down=("eth1",))), OWNED,
+                 ["ip link set dev eth1 up"], id="dip-interface-down"),
+    pytest.param(SEED, configured(ipvs=SEED_SAVE.replace("111:80 -g -w 1", "111:80 -g -w 7")),
+                 OWNED, ["ipvsadm -e -t 192.168.30.254:80 -r 192.168.30.111:80 -g -w 1"],
+                 id="weight-drift-repaired-with-every-attribute"),
+    pytest.param(SEED, configured(ipvs=SEED_SAVE.replace("112:80 -g", "112:80 -i")),
+                 OWNED, ["ipvsadm -e -t 192.168.30.254:80 -r 192.168.30.112:80 -g -w 1"],
+                 id="forwarding-drift"),
+    pytest.param(SEED, configured(ipvs=SEED_SAVE.replace("-s wrr", "-s rr -p 300")),
+                 OWNED, ["ipvsadm -E -t 192.168.30.254:80 -s wrr"],
+                 id="scheduler-and-persistence-drift"),
+    pytest.param(SEED, configured(ipvs=SEED_SAVE + "-a -t 192.168.30.254:80 -r 192.168.30.99:80"
+                                  " -g -w 1\n"), OWNED,
+                 ["ipvsadm -d -t 192.168.30.254:80 -r 192.168.30.99:80"],
+                 id="real-server-not-in-config-removed"),
+    pytest.param(SEED, configured(ipvs=SEED_SAVE.replace(
+        "-a -t 192.168.30.254:80 -r 192.168.30.114:80 -g -w 2\n", "")), OWNED,
+                 ["ipvsadm -a -t 192.168.30.254:80 -r 192.168.30.114:80 -g -w 2"],
+                 id="missing-real-server-added"),
+    pytest.param(SEED, configured(ipvs=SEED_SAVE.replace("-s wrr", "-s rr")),
+                 State(addresses=OWNED.addresses, route=OWNED.route), [],
+                 id="same-service-made-by-someone-else-is-not-touched"),
+    pytest.param(SEED, configured(ipvs=SEED_SAVE + "-A -t 10.9.9.9:443 -s rr\n"), OWNED, [],
+                 id="unrelated-unmanaged-service-left-alone"),
+    pytest.param(SEED, configured(ipvs=SEED_SAVE + "-A -u 192.168.30.254:53 -s rr\n"),
+                 State(services=[*OWNED.services, "udp 192.168.30.254:53"],
+                       addresses=OWNED.addresses, route=OWNED.route),
+                 ["ipvsadm -D -u 192.168.30.254:53"], id="owned-service-dropped-from-config"),
+    pytest.param(SEED, configured(addrs=ADDRS_BARE + "\n" + addr_lines(
+        ("eth1", "192.168.30.105/24"))), OWNED,
+                 ["ip addr add 192.168.30.254/32 brd 192.168.30.254 dev eth0",
+                  "arping -c 5 -I eth0 -s 192.168.30.254 192.168.30.1"],
+                 id="vip-removed-by-hand-is-added-and-announced"),
+    pytest.param(parse_config(toml('arping_count = 0')), {"links": LINKS}, State(),
+                 ["ip addr add 192.168.30.254/32 brd 192.168.30.254 dev eth0",
+                  "ip route add default via 192.168.30.1",
+                  "ipvsadm -A -t 192.168.30.254:80 -s wrr",
+                  "ipvsadm -a -t 192.168.30.254:80 -r 192.168.30.111:80 -g -w 1"],
+                 id="arping-count-zero-announces-nothing"),
+    pytest.param(parse_config(toml().replace('gateway = "192.168.30.1"', "")),
+                 {"links": LINKS, "routes": ROUTE_OURS}, State(),
+                 ["ip addr add 192.168.30.254/32 brd 192.168.30.254 dev eth0",
+                  "ipvsadm -A -t 192.168.30.254:80 -s wrr",
+                  "ipvsadm -a -t 192.168.30.254:80 -r 192.168.30.111:80 -g -w 1",
+                  "arping -U -c 5 -I eth0 -s 192.168.30.254 192.168.30.254"],
+                 id="no-gateway-unsolicited-arp-and-route-untouched"),
+    pytest.param(parse_config(toml(service='''
+[[service]]
+vip = "2001:db8::10"
+port = 443
+protocol = "tcp"
+scheduler = "sh"
+persistence = 600
+real = [ { address = "2001:db8::11" } ]
+''').replace('gateway = "192.168.30.1"', "")), {"links": LINKS}, State(),
+                 ["ip addr add 2001:db8::10/128 dev eth0",
+                  # brackets are glob characters to a shell: quoted in the printed script
+                  "ipvsadm -A -t '[2001:db8::10]:443' -s sh -p 600",
+                  "ipvsadm -a -t '[2001:db8::10]:443' -r '[2001:db8::11]:443' -g -w 1"],
+                 id="ipv6-service-no-brd-no-arp"),
+    pytest.param(parse_config(toml(service='''
+[[service]]
+vip = "192.168.30.254"
+port = 80
+protocol = "udp"
+forwarding = "nat"
+scheduler = "rr"
+real = [ { address = "10.1.0.5", port = 8080, weight = 0 } ]
+''', extra_director="arping_count = 0")), {"links": LINKS, "routes": ROUTE_OURS}, State(),
+                 ["ip addr add 192.168.30.254/32 brd 192.168.30.254 dev eth0",
+                  "ipvsadm -A -u 192.168.30.254:80 -s rr",
+                  "ipvsadm -a -u 192.168.30.254:80 -r 10.1.0.5:8080 -m -w 0"],
+                 id="nat-udp-port-mapping-weight-zero"),
+]
+
+
+def observed(parts: dict[str, str], arping: str = "iputils"):  # type: ignore[no-untyped-def]
+    return host(**parts, arping=arping)
+
+
+@pytest.mark.parametrize(("config", "parts", "state", "expected"), START_CASES)
+def test_director_start_plan(config, parts, state, expected) -> None:  # type: ignore[no-untyped-def]
+    plan = plan_director_start(config, observed(parts), state)
+    assert [step.line() for step in plan.steps] == expected
+
+
+def test_habets_arping_uses_its_own_flags() -> None:
+    plan = plan_director_start(SEED, observed({}, arping="habets"), State())
+    assert plan.steps[-1].argv == ("arping", "-c", "5", "-i", "eth0", "-S", "192.168.30.254",
+                                   "192.168.30.1")
+    assert plan.steps[-1].optional
+
+
+def test_unmanaged_service_is_reported_in_the_notes() -> None:
+    plan = plan_director_start(SEED, observed(configured()), State())
+    assert plan.steps == []
+    assert any("not created by lvs-director" in note for note in plan.notes)
+
+
+def test_every_step_is_an_argv_of_plain_strings() -> None:
+    for step in plan_director_start(SEED, observed({}), State()).steps:
+        assert all(isinstance(arg, str) and arg for arg in step.argv)
+        assert shlex.split(step.line()) == list(step.argv)
+
+
+STOP_CASES = [
+    pytest.param(configured(), OWNED,
+                 ["ipvsadm -D -t 192.168.30.254:80",
+                  "ip addr del 192.168.30.254/32 dev eth0",
+                  "ip route del default via 192.168.30.1",
+                  "ip addr del 192.168.30.105/24 dev eth1"],
+                 id="undo-everything-start-did-dip-last"),
+    pytest.param(configured(), State(), [], id="nothing-owned-nothing-removed"),
+    pytest.param(configured(ipvs=SEED_SAVE + "-A -t 10.9.9.9:443 -s rr\n"), OWNED,
+                 ["ipvsadm -D -t 192.168.30.254:80",
+                  "ip addr del 192.168.30.254/32 dev eth0",
+                  "ip route del default via 192.168.30.1",
+                  "ip addr del 192.168.30.105/24 dev eth1"],
+                 id="unmanaged-service-survives-stop"),
+    pytest.param(configured(routes="default via 192.168.30.1 dev eth0"),
+                 State(route={"via": "192.168.30.1", "previous_via": "10.0.0.1",
+                              "previous_dev": "eth0"}),
+                 ["ip route del default via 192.168.30.1",
+                  "ip route add default via 10.0.0.1 dev eth0"],
+                 id="replaced-default-route-is-put-back"),
+    pytest.param(configured(addrs=ADDRS_BARE, ipvs=""), OWNED,
+                 ["ip route del default via 192.168.30.1"],
+                 id="already-gone-things-need-no-command"),
+]
+
+
+@pytest.mark.parametrize(("parts", "state", "expected"), STOP_CASES)
+def test_director_stop_plan(parts, state, expected) -> None:  # type: ignore[no-untyped-def]
+    plan = plan_director_stop(SEED, observed(parts), state)
+    lines = [step.line() for step in plan.steps]
+    assert lines == expected
+    assert not any("-C" in line.split() or " down" in line for line in lines)
+
+
+def test_stop_forgets_records_of_things_already_gone() -> None:
+    plan = plan_director_stop(SEED, observed(configured(addrs=ADDRS_BARE, ipvs="")), OWNED)
+    after = State(**{k: (list(v) if isinstance(v, list) else v)
+                     for k, v in OWNED.__dict__.items()})
+    for effect in [s.effect for s in plan.steps if s.effect] + plan.forget:
+        after.apply(effect)
+    assert after.empty()
