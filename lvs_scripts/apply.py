@@ -9,13 +9,14 @@ re-run on its own to get ipvsadm's own error message.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Callable, Union
 
 from .errors import ApplyFailed, CommandFailed, LvsError, MissingTool
-from .plan import Plan, Step
-from .probes import IPVS_SAVE, parse_ipvs_save, rule_holds
+from .plan import Drain, Plan, Step
+from .probes import IPVS_LIST, IPVS_SAVE, Counters, parse_ipvs_list, parse_ipvs_save, rule_holds
 from .render import shell_line
 from .runner import Runner
 from .state import State
@@ -45,7 +46,7 @@ def units(steps: list[Step]) -> Iterator[Unit]:
     """Group runs of consecutive ipvsadm rule steps into batches."""
     run: list[Step] = []
     for step in steps:
-        if step.ipvs_rule is not None:
+        if step.ipvs_rule is not None and step.drain is None:
             run.append(step)
             continue
         yield from _flush(run)
@@ -68,14 +69,17 @@ class Outcome:
 
 
 def apply_plan(plan: Plan, runner: Runner, state: State, save: Callable[[State], None],
-               batch: bool = True) -> Outcome:
+               batch: bool = True, poll_seconds: float = 1.0) -> Outcome:
     outcome = Outcome()
+    started = time.monotonic()
     todo = list(units(plan.steps)) if batch else list(plan.steps)
     for index, unit in enumerate(todo):
         try:
             if isinstance(unit, Batch):
                 _run_batch(unit, runner, state, save, outcome)
             else:
+                if unit.drain is not None:
+                    wait_idle(unit.drain, runner, started, poll_seconds, outcome)
                 _run_step(unit, runner, state, save, outcome)
         except LvsError as err:
             remaining = [line for u in todo[index:] for line in _lines(u)]
@@ -124,6 +128,33 @@ def _run_batch(batch: Batch, runner: Runner, state: State, save: Callable[[State
     save(state)
 
 
+def wait_idle(drain: Drain, runner: Runner, started: float, poll_seconds: float,
+              outcome: Outcome) -> None:
+    """Poll `ipvsadm -L -n` until the drained real server (or service) has no active or
+    inactive connections, or its drain time since `started` is up."""
+    deadline = started + drain.seconds
+    told = False
+    while True:
+        open_conns = _connections(drain, parse_ipvs_list(runner.run(IPVS_LIST).stdout))
+        if open_conns == 0:
+            return
+        left = deadline - time.monotonic()
+        if left <= 0:
+            outcome.warnings.append(f"drain time up: deleting although {open_conns} "
+                                    f"connection(s) remain ({drain.describe()})")
+            return
+        if not told:
+            log.warning("waiting until %s: %d connection(s) open", drain.describe(), open_conns)
+            told = True
+        time.sleep(min(poll_seconds, left))
+
+
+def _connections(drain: Drain, counters: Counters) -> int:
+    dests = counters.get(drain.service, {})
+    return sum(c.active + c.inactive for ident, c in dests.items()
+               if drain.dest is None or ident == drain.dest)
+
+
 def render_script(plan: Plan, title: str, batch: bool = True) -> str:
     """The plan as a shell script a person could run: exactly what a real run executes."""
     lines = ["#!/bin/sh", f"# {title}"]
@@ -136,6 +167,8 @@ def render_script(plan: Plan, title: str, batch: bool = True) -> str:
             lines.extend(step.ipvs_rule or "" for step in unit.steps)
             lines.append("EOF")
         else:
+            if unit.drain is not None:
+                lines.append(f"# first wait until {unit.drain.describe()}")
             suffix = "  # optional" if unit.optional else ""
             lines.append(f"{unit.line()}{suffix}")
     return "\n".join(lines) + "\n"

@@ -45,6 +45,9 @@ def _parser(prog: str, actions: tuple[str, ...], what: str) -> argparse.Argument
     parser.add_argument("--lock-dir", default=os.environ.get("LVS_LOCK_DIR", DEFAULT_LOCK_DIR),
                         help=f"where the subsys lock file goes (default: $LVS_LOCK_DIR or "
                              f"{DEFAULT_LOCK_DIR})")
+    parser.add_argument("--no-drain", action="store_true",
+                        help="start/reload: delete leaving real servers at once instead of "
+                             "setting weight 0 and waiting for their connections")
     parser.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",
                         help="how long to wait for another run to finish (default 60)")
     return parser
@@ -91,7 +94,7 @@ def run(role_class: type[Role], prog: str, actions: tuple[str, ...], what: str,
 def _run(role_class: type[Role], prog: str, args: argparse.Namespace) -> int:
     config = load_config(args.config)
     role = role_class(config, paths=Paths(prog, args.state_dir, args.lock_dir),
-                      wait_seconds=args.wait)
+                      wait_seconds=args.wait, drain=not args.no_drain)
     log.info("%s called with %s", prog, args.action)
     if args.dry_run and args.action != "status":
         script, notes = role.dry_run(args.action)

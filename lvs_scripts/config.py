@@ -113,7 +113,7 @@ class _Reader:
         if not value or len(value.encode()) >= IFNAMSIZ:
             raise self.fail(key, value, "must be an interface name of 1 to 15 bytes")
         if value in (".", "..") or not value.isascii() or not value.isprintable() or any(
-                c in value for c in "/: \t"):
+                not (c.isalnum() or c in "._-") for c in value):
             raise self.fail(key, value,
                             "is not a valid interface name (no '/', ':', spaces or "
                             "non-ASCII characters)")
@@ -122,7 +122,7 @@ class _Reader:
 
 def _host_address(text: str) -> IPAddress:
     address = ipaddress.ip_address(text)
-    if address.is_unspecified or address.is_multicast or address.is_loopback:
+    if "%" in text or address.is_unspecified or address.is_multicast or address.is_loopback:
         raise ValueError(text)
     return address
 
@@ -158,7 +158,7 @@ def parse_config(text: str, path: str = "<string>") -> Config:
     """Validate TOML text. The path is only used in error messages."""
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
+    except (ValueError, RecursionError) as err:  # TOMLDecodeError is a ValueError
         raise ConfigError(path, "", None, f"not valid TOML: {err}") from None
     r = _Reader(path)
     top = r.table(data, "", ("director", "realserver", "service"))

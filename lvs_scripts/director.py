@@ -20,7 +20,7 @@ class Director(Role):
         return observe_director(self.config, self.runner, tolerant)
 
     def plan_start(self, obs: HostObservation, state: State) -> Plan:
-        return plan_director_start(self.config, obs, state)
+        return plan_director_start(self.config, obs, state, self.drain)
 
     def plan_stop(self, obs: HostObservation, state: State) -> Plan:
         return plan_director_stop(self.config, obs, state)

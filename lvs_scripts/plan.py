@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Union
 
+from .model import IPAddress, ServiceKey, endpoint
 from .render import shell_line
 
 
@@ -57,6 +58,21 @@ class SysctlRestored:
 Effect = Union[AddressAdded, AddressRemoved, RouteSet, RouteRemoved, ServiceCreated,
                ServiceDeleted, SysctlChanged, SysctlRestored]
 
+@dataclass(frozen=True)
+class Drain:
+    """Wait before this step until the service (or one real server of it) has no
+    connections left, or until `seconds` have passed since the apply began."""
+
+    service: ServiceKey
+    dest: tuple[IPAddress, int] | None  # None: the whole service
+    seconds: int
+
+    def describe(self) -> str:
+        what = str(self.service) if self.dest is None else (
+            f"{endpoint(*self.dest)} in {self.service}")
+        return f"{what} has no connections (at most {self.seconds} s)"
+
+
 IPVS_RULE_OPTIONS = frozenset({"-A", "-E", "-D", "-a", "-e", "-d"})
 
 
@@ -66,6 +82,7 @@ class Step:
     reason: str
     effect: Effect | None = None
     optional: bool = False  # a failure is a warning, not an error (arping)
+    drain: Drain | None = None  # wait for connections to finish before running it
 
     def line(self) -> str:
         return shell_line(self.argv)
@@ -87,8 +104,8 @@ class Plan:
     forget: list[Effect] = field(default_factory=list)
 
     def add(self, argv: tuple[str, ...], reason: str, effect: Effect | None = None,
-            optional: bool = False) -> None:
-        self.steps.append(Step(argv, reason, effect, optional))
+            optional: bool = False, drain: Drain | None = None) -> None:
+        self.steps.append(Step(argv, reason, effect, optional, drain))
 
     @property
     def required(self) -> list[Step]:

@@ -8,12 +8,14 @@ this tool did not create are never touched.
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 
 from .errors import ConfigError
-from .model import Config, DirectorConfig, IPAddress, VirtualService
+from .model import Config, Destination, DirectorConfig, IPAddress, VirtualService
 from .plan import (
     AddressAdded,
     AddressRemoved,
+    Drain,
     Plan,
     RouteRemoved,
     RouteSet,
@@ -41,8 +43,11 @@ def _link_up(plan: Plan, obs: HostObservation, device: str) -> None:
         plan.add(("ip", "link", "set", "dev", device, "up"), f"{device} is not up")
 
 
-def plan_director_start(config: Config, obs: HostObservation, state: State) -> Plan:
-    """Everything the Director script's start did, minus what is already in place."""
+def plan_director_start(config: Config, obs: HostObservation, state: State,
+                        drain: bool = True) -> Plan:
+    """Everything the Director script's start did, minus what is already in place.
+    With drain, real servers and services leaving the config get weight 0 first and are
+    deleted once their connections are gone (or their drain_seconds are up)."""
     director = _director(config)
     plan = Plan()
     _plan_timeouts(plan, director, obs)
@@ -56,7 +61,7 @@ def plan_director_start(config: Config, obs: HostObservation, state: State) -> P
     added_vips = _plan_vips(plan, config, director, obs, state)
     _link_up(plan, obs, director.interface)
     _plan_route(plan, director, obs)
-    _plan_ipvs(plan, config.services, obs, state)
+    _plan_ipvs(plan, config.services, obs, state, drain)
     _plan_arping(plan, director, obs, added_vips)
     return plan
 
@@ -123,7 +128,8 @@ def _plan_route(plan: Plan, director: DirectorConfig, obs: HostObservation) -> N
 
 
 def _plan_ipvs(plan: Plan, services: tuple[VirtualService, ...], obs: HostObservation,
-               state: State) -> None:
+               state: State, drain: bool) -> None:
+    removals = Plan()  # deletions go last, after every addition and edit
     for service in services:
         seen = obs.ipvs.get(service.key)
         if seen is None:
@@ -136,15 +142,28 @@ def _plan_ipvs(plan: Plan, services: tuple[VirtualService, ...], obs: HostObserv
             plan.notes.append(f"{service.key} exists but was not created by lvs-director: "
                               "not managed, left untouched")
             continue
-        plan_service_edit(plan, service, seen)
+        plan_service_edit(plan, removals, service, seen, drain)
     wanted = {s.key for s in services}
-    for key in obs.ipvs:
+    for key, seen in obs.ipvs.items():
         if key not in wanted and state.owns_service(key):
-            plan.add(("ipvsadm", "-D", *key.args()), "service no longer configured",
-                     ServiceDeleted(str(key)))
+            wait = None
+            if drain:
+                for old in seen.destinations:
+                    _weight_zero(plan, seen, old)
+                wait = Drain(key, None, seen.drain_seconds)
+            removals.add(("ipvsadm", "-D", *key.args()), "service no longer configured",
+                         ServiceDeleted(str(key)), drain=wait)
+    plan.steps += removals.steps
 
 
-def plan_service_edit(plan: Plan, service: VirtualService, seen: VirtualService) -> None:
+def _weight_zero(plan: Plan, service: VirtualService, dest: Destination) -> None:
+    if dest.weight != 0:
+        plan.add(("ipvsadm", "-e", *service.destination_args(replace(dest, weight=0))),
+                 "drain: no new connections")
+
+
+def plan_service_edit(plan: Plan, removals: Plan, service: VirtualService,
+                      seen: VirtualService, drain: bool) -> None:
     """Bring an existing service we own to the configured attributes and real servers."""
     if service.attributes() != seen.attributes():
         plan.add(("ipvsadm", "-E", *service.service_args()),
@@ -160,8 +179,12 @@ def plan_service_edit(plan: Plan, service: VirtualService, seen: VirtualService)
                      f"real server was {old.forwarding.flag} -w {old.weight}")
     for ident, old in have.items():
         if ident not in want:
-            plan.add(("ipvsadm", "-d", *service.key.args(), "-r", old.endpoint()),
-                     "real server no longer configured")
+            wait = None
+            if drain:
+                _weight_zero(plan, seen, old)
+                wait = Drain(service.key, ident, service.drain_seconds)
+            removals.add(("ipvsadm", "-d", *service.key.args(), "-r", old.endpoint()),
+                         "real server no longer configured", drain=wait)
 
 
 def _plan_arping(plan: Plan, director: DirectorConfig, obs: HostObservation,

@@ -68,8 +68,11 @@ class Role:
     name = "lvs-role"
 
     def __init__(self, config: Config, runner: Runner | None = None,
-                 paths: Paths | None = None, wait_seconds: float = 60.0) -> None:
+                 paths: Paths | None = None, wait_seconds: float = 60.0,
+                 drain: bool = True, poll_seconds: float = 1.0) -> None:
         self.config = config
+        self.drain = drain  # reload/start: drain leaving real servers before deleting them
+        self.poll_seconds = poll_seconds
         self.runner: Runner = runner if runner is not None else PlumbumRunner()
         self.paths = paths or Paths(self.name)
         self.wait_seconds = wait_seconds
@@ -99,6 +102,9 @@ class Role:
     def _save(self, state: State) -> None:
         save_state(self.paths, state)
 
+    def _apply(self, plan: Plan, state: State) -> Outcome:
+        return apply_plan(plan, self.runner, state, self._save, poll_seconds=self.poll_seconds)
+
     def start(self) -> Report:
         with exclusive(self.paths, self.wait_seconds):
             return self._start("start")
@@ -110,7 +116,7 @@ class Role:
     def _start(self, action: str) -> Report:
         state = self.state()
         plan = self.plan_start(self.observe(), state)
-        report = Report(action, plan, apply_plan(plan, self.runner, state, self._save))
+        report = Report(action, plan, self._apply(plan, state))
         write_lock(self.paths)
         self.verify(state)
         return report
@@ -119,7 +125,7 @@ class Role:
         with exclusive(self.paths, self.wait_seconds):
             state = self.state()
             plan = self.plan_stop(self.observe(), state)
-            report = Report("stop", plan, apply_plan(plan, self.runner, state, self._save))
+            report = Report("stop", plan, self._apply(plan, state))
             remove_lock(self.paths)
             return report
 
@@ -127,7 +133,7 @@ class Role:
         with exclusive(self.paths, self.wait_seconds):
             state = self.state()
             plan = self.plan_stop(self.observe(), state)
-            stopped = Report("stop", plan, apply_plan(plan, self.runner, state, self._save))
+            stopped = Report("stop", plan, self._apply(plan, state))
             remove_lock(self.paths)
             return stopped, self._start("start")
 

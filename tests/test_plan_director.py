@@ -93,10 +93,6 @@ START_CASES = [
     pytest.param(SEED, configured(ipvs=SEED_SAVE.replace("-s wrr", "-s rr -p 300")),
                  OWNED, ["ipvsadm -E -t 192.168.30.254:80 -s wrr"],
                  id="scheduler-and-persistence-drift"),
-    pytest.param(SEED, configured(ipvs=SEED_SAVE + "-a -t 192.168.30.254:80 -r 192.168.30.99:80"
-                                  " -g -w 1\n"), OWNED,
-                 ["ipvsadm -d -t 192.168.30.254:80 -r 192.168.30.99:80"],
-                 id="real-server-not-in-config-removed"),
     pytest.param(SEED, configured(ipvs=SEED_SAVE.replace(
         "-a -t 192.168.30.254:80 -r 192.168.30.114:80 -g -w 2\n", "")), OWNED,
                  ["ipvsadm -a -t 192.168.30.254:80 -r 192.168.30.114:80 -g -w 2"],
@@ -106,10 +102,6 @@ START_CASES = [
                  id="same-service-made-by-someone-else-is-not-touched"),
     pytest.param(SEED, configured(ipvs=SEED_SAVE + "-A -t 10.9.9.9:443 -s rr\n"), OWNED, [],
                  id="unrelated-unmanaged-service-left-alone"),
-    pytest.param(SEED, configured(ipvs=SEED_SAVE + "-A -u 192.168.30.254:53 -s rr\n"),
-                 State(services=[*OWNED.services, "udp 192.168.30.254:53"],
-                       addresses=OWNED.addresses, route=OWNED.route),
-                 ["ipvsadm -D -u 192.168.30.254:53"], id="owned-service-dropped-from-config"),
     pytest.param(SEED, configured(addrs=ADDRS_BARE + "\n" + addr_lines(
         ("eth1", "192.168.30.105/24"))), OWNED,
                  ["ip addr add 192.168.30.254/32 brd 192.168.30.254 dev eth0",
@@ -166,6 +158,54 @@ def observed(parts: dict[str, str], arping: str = "iputils"):  # type: ignore[no
 def test_director_start_plan(config, parts, state, expected) -> None:  # type: ignore[no-untyped-def]
     plan = plan_director_start(config, observed(parts), state)
     assert [step.line() for step in plan.steps] == expected
+
+
+EXTRA_REAL = SEED_SAVE + "-a -t 192.168.30.254:80 -r 192.168.30.99:80 -g -w 3\n"
+EXTRA_SERVICE = SEED_SAVE + ("-A -u 192.168.30.254:53 -s rr\n"
+                             "-a -u 192.168.30.254:53 -r 192.168.30.111:53 -g -w 1\n"
+                             "-a -u 192.168.30.254:53 -r 192.168.30.112:53 -g -w 0\n")
+OWNS_DNS = State(services=[*OWNED.services, "udp 192.168.30.254:53"],
+                 addresses=OWNED.addresses, route=OWNED.route)
+
+# Removals: with drain (the default) weight 0 first and the delete waits; --no-drain deletes.
+REMOVAL_CASES = [
+    pytest.param(EXTRA_REAL, OWNED, True,
+                 [("ipvsadm -e -t 192.168.30.254:80 -r 192.168.30.99:80 -g -w 0", None),
+                  ("ipvsadm -d -t 192.168.30.254:80 -r 192.168.30.99:80",
+                   "192.168.30.99:80 in tcp 192.168.30.254:80 has no connections (at most 30 s)"),
+                  ], id="real-server-leaving-is-drained"),
+    pytest.param(EXTRA_REAL, OWNED, False,
+                 [("ipvsadm -d -t 192.168.30.254:80 -r 192.168.30.99:80", None)],
+                 id="real-server-leaving-no-drain"),
+    pytest.param(EXTRA_REAL.replace("99:80 -g -w 3", "99:80 -g -w 0"), OWNED, True,
+                 [("ipvsadm -d -t 192.168.30.254:80 -r 192.168.30.99:80",
+                   "192.168.30.99:80 in tcp 192.168.30.254:80 has no connections (at most 30 s)"),
+                  ], id="drain-interrupted-earlier-resumes-with-the-wait"),
+    pytest.param(EXTRA_SERVICE, OWNS_DNS, True,
+                 [("ipvsadm -e -u 192.168.30.254:53 -r 192.168.30.111:53 -g -w 0", None),
+                  ("ipvsadm -D -u 192.168.30.254:53",
+                   "udp 192.168.30.254:53 has no connections (at most 30 s)")],
+                 id="owned-service-leaving-is-drained-whole"),
+    pytest.param(EXTRA_SERVICE, OWNS_DNS, False, [("ipvsadm -D -u 192.168.30.254:53", None)],
+                 id="owned-service-leaving-no-drain"),
+    pytest.param(EXTRA_SERVICE, OWNED, True, [], id="unowned-service-never-drained-or-deleted"),
+]
+
+
+@pytest.mark.parametrize(("ipvs", "state", "drain", "expected"), REMOVAL_CASES)
+def test_director_removal_plan(ipvs, state, drain, expected) -> None:  # type: ignore[no-untyped-def]
+    plan = plan_director_start(SEED, observed(configured(ipvs=ipvs)), state, drain=drain)
+    assert [(s.line(), s.drain.describe() if s.drain else None) for s in plan.steps] == expected
+
+
+def test_removals_come_after_additions() -> None:
+    config = parse_config(toml(extra_director="arping_count = 0").replace(
+        "192.168.30.111", "192.168.30.120"))
+    plan = plan_director_start(config, observed(configured(
+        ipvs="-A -t 192.168.30.254:80 -s wrr\n"
+             "-a -t 192.168.30.254:80 -r 192.168.30.111:80 -g -w 1\n",
+        addrs=ADDRS_DONE, routes=ROUTE_OURS)), OWNED)
+    assert [s.argv[1] for s in plan.steps] == ["-a", "-e", "-d"]
 
 
 def test_habets_arping_uses_its_own_flags() -> None:
