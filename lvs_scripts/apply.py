@@ -9,12 +9,13 @@ re-run on its own to get ipvsadm's own error message.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Callable, Union
 
-from .errors import ApplyFailed, CommandFailed, LvsError, MissingTool
+from .errors import ApplyFailed, CommandFailed, Interrupted, LvsError, MissingTool
 from .plan import Drain, Plan, Step
 from .probes import IPVS_LIST, IPVS_SAVE, Counters, parse_ipvs_list, parse_ipvs_save, rule_holds
 from .render import shell_line
@@ -69,17 +70,23 @@ class Outcome:
 
 
 def apply_plan(plan: Plan, runner: Runner, state: State, save: Callable[[State], None],
-               batch: bool = True, poll_seconds: float = 1.0) -> Outcome:
+               batch: bool = True, poll_seconds: float = 1.0,
+               stop_requested: threading.Event | None = None) -> Outcome:
+    """Run the plan. stop_requested (set by the CLI's SIGTERM/SIGINT handler) is checked
+    between steps, so a step that started is finished and recorded before stopping."""
     outcome = Outcome()
     started = time.monotonic()
     todo = list(units(plan.steps)) if batch else list(plan.steps)
     for index, unit in enumerate(todo):
         try:
+            if stop_requested is not None and stop_requested.is_set():
+                raise Interrupted("interrupted by a signal; stopped between two steps")
             if isinstance(unit, Batch):
                 _run_batch(unit, runner, state, save, outcome)
             else:
                 if unit.drain is not None:
-                    wait_idle(unit.drain, runner, started, poll_seconds, outcome)
+                    wait_idle(unit.drain, runner, started, poll_seconds, outcome,
+                              stop_requested)
                 _run_step(unit, runner, state, save, outcome)
         except LvsError as err:
             remaining = [line for u in todo[index:] for line in _lines(u)]
@@ -129,7 +136,7 @@ def _run_batch(batch: Batch, runner: Runner, state: State, save: Callable[[State
 
 
 def wait_idle(drain: Drain, runner: Runner, started: float, poll_seconds: float,
-              outcome: Outcome) -> None:
+              outcome: Outcome, stop_requested: threading.Event | None = None) -> None:
     """Poll `ipvsadm -L -n` until the drained real server (or service) has no active or
     inactive connections, or its drain time since `started` is up."""
     deadline = started + drain.seconds
@@ -146,7 +153,11 @@ def wait_idle(drain: Drain, runner: Runner, started: float, poll_seconds: float,
         if not told:
             log.warning("waiting until %s: %d connection(s) open", drain.describe(), open_conns)
             told = True
-        time.sleep(min(poll_seconds, left))
+        if stop_requested is not None:
+            if stop_requested.wait(min(poll_seconds, left)):
+                raise Interrupted(f"interrupted while waiting until {drain.describe()}")
+        else:
+            time.sleep(min(poll_seconds, left))
 
 
 def _connections(drain: Drain, counters: Counters) -> int:

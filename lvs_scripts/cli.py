@@ -8,6 +8,7 @@ import json
 import logging
 import logging.handlers
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -81,6 +82,7 @@ def run(role_class: type[Role], prog: str, actions: tuple[str, ...], what: str,
         argv: Sequence[str] | None) -> int:
     args = _parser(prog, actions, what).parse_args(argv)
     _setup_logging(prog, args.verbose)
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
         return _run(role_class, prog, args)
     except LvsError as err:
@@ -89,6 +91,9 @@ def run(role_class: type[Role], prog: str, actions: tuple[str, ...], what: str,
     except KeyboardInterrupt:
         log.error("interrupted")
         return 1
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
 
 
 def _run(role_class: type[Role], prog: str, args: argparse.Namespace) -> int:
@@ -96,6 +101,7 @@ def _run(role_class: type[Role], prog: str, args: argparse.Namespace) -> int:
     role = role_class(config, paths=Paths(prog, args.state_dir, args.lock_dir),
                       wait_seconds=args.wait, drain=not args.no_drain)
     log.info("%s called with %s", prog, args.action)
+    _defer_signals(role)
     if args.dry_run and args.action != "status":
         script, notes = role.dry_run(args.action)
         for note in notes:
@@ -123,6 +129,19 @@ def _run(role_class: type[Role], prog: str, args: argparse.Namespace) -> int:
         log.info("%s", _summary(prog, report))
         print(_summary(prog, report))
     return 0
+
+
+def _defer_signals(role: Role) -> None:
+    """SIGTERM and Ctrl-C end the action between two steps, never inside one: what ran is
+    recorded in the state file, and the run lock is released on the way out."""
+
+    def request_stop(signum: int, _frame: object) -> None:
+        log.warning("%s received: stopping after the current step",
+                    signal.Signals(signum).name)
+        role.stop_requested.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
 
 
 def _status(prog: str, role: Role, as_json: bool) -> int:

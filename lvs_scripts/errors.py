@@ -82,6 +82,12 @@ class Busy(LvsError):
     exit_code = 1
 
 
+class Interrupted(LvsError):
+    """SIGTERM or Ctrl-C arrived; the step under way was finished and recorded first."""
+
+    exit_code = 1
+
+
 class ApplyFailed(LvsError):
     """A step of a plan failed: says what was applied before it and what was not."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import ipaddress
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,6 +74,8 @@ class Role:
         self.config = config
         self.drain = drain  # reload/start: drain leaving real servers before deleting them
         self.poll_seconds = poll_seconds
+        # Set by a signal handler (the CLI's): the plan stops between two steps.
+        self.stop_requested = threading.Event()
         self.runner: Runner = runner if runner is not None else PlumbumRunner()
         self.paths = paths or Paths(self.name)
         self.wait_seconds = wait_seconds
@@ -103,7 +106,8 @@ class Role:
         save_state(self.paths, state)
 
     def _apply(self, plan: Plan, state: State) -> Outcome:
-        return apply_plan(plan, self.runner, state, self._save, poll_seconds=self.poll_seconds)
+        return apply_plan(plan, self.runner, state, self._save, poll_seconds=self.poll_seconds,
+                          stop_requested=self.stop_requested)
 
     def start(self) -> Report:
         with exclusive(self.paths, self.wait_seconds):

@@ -1,0 +1,174 @@
+"""Parsers, on output captured from a real kernel in the lab (tests/data/captured)."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+
+from lvs_scripts.model import Destination, Forwarding, Protocol, ServiceKey, Timeouts
+from lvs_scripts.probes import (
+    parse_arping_version,
+    parse_default_routes,
+    parse_ip_addrs,
+    parse_ip_links,
+    parse_ipvs_list,
+    parse_ipvs_save,
+    parse_rule,
+    parse_sysctl_values,
+    parse_timeouts,
+    rule_holds,
+    sysctl_key,
+)
+
+CAPTURED = Path(__file__).resolve().parent / "data" / "captured"
+ip = ipaddress.ip_address
+
+
+def captured(name: str) -> str:
+    return (CAPTURED / name).read_text()
+
+
+def tcp(address: str, port: int) -> ServiceKey:
+    return ServiceKey(Protocol.TCP, ip(address), port)
+
+
+def test_save_format_of_a_mixed_table() -> None:
+    table = parse_ipvs_save(captured("ipvsadm-S-n.mixed.txt"))
+    assert [str(key) for key in table] == [
+        "tcp 192.168.30.254:80", "tcp 192.168.30.254:443", "tcp 192.168.30.254:8080",
+        "udp 192.168.30.254:53", "sctp 192.168.30.254:3868", "tcp [2001:db8::1]:80",
+        "fwmark 1", "fwmark 2 (IPv6)"]
+    web = table[tcp("192.168.30.254", 80)]
+    assert web.scheduler == "wrr" and web.persistence == 0
+    assert [(str(d.address), d.port, d.forwarding, d.weight) for d in web.destinations] == [
+        ("192.168.30.111", 80, Forwarding.DR, 1), ("192.168.30.112", 80, Forwarding.DR, 2),
+        ("192.168.30.113", 80, Forwarding.DR, 3), ("192.168.30.114", 80, Forwarding.DR, 0)]
+    https = table[tcp("192.168.30.254", 443)]
+    assert (https.scheduler, https.persistence, https.extra) == (
+        "sh", 300, ("-b", "sh-fallback,sh-port"))
+    assert https.destinations[2].forwarding is Forwarding.TUN  # -i ... --tun-type ipip
+    masq = table[tcp("192.168.30.254", 8080)]
+    assert (masq.persistence, masq.netmask) == (300, "255.255.255.0")
+    assert masq.destinations[0] == Destination(ip("192.168.30.113"), 8081, Forwarding.NAT, 5)
+    dns = table[ServiceKey(Protocol.UDP, ip("192.168.30.254"), 53)]
+    assert dns.extra == ("-o",)
+    v6 = table[tcp("2001:db8::1", 80)]
+    assert (v6.persistence, v6.netmask) == (600, "64")
+    assert v6.destinations[1].endpoint() == "[2001:db8::11]:8080"
+    mark = table[ServiceKey(Protocol.FWMARK, None, 2, ipv6=True)]
+    assert mark.key.args() == ("-f", "2", "-6") and mark.scheduler == "lc"
+
+
+def test_save_format_round_trips_through_our_own_rendering() -> None:
+    """What we would print to recreate a service is what ipvsadm printed for it."""
+    text = captured("ipvsadm-S-n.mixed.txt")
+    table = parse_ipvs_save(text)
+    ours = []
+    for service in table.values():
+        ours.append(" ".join(("-A", *service.service_args())))
+        ours += [" ".join(("-a", *service.destination_args(d))) for d in service.destinations]
+    real = [line for line in text.splitlines() if "--tun-type" not in line]
+    assert [line for line in ours if "192.168.30.113:443" not in line] == real
+
+
+def test_empty_table_and_junk_lines() -> None:
+    assert parse_ipvs_save(captured("ipvsadm-S-n.empty.txt")) == {}
+    junk = ("# a comment\n\n-A\n-A -t nonsense -s rr\n-X -t 1.2.3.4:80\n"
+            "-A -t 10.0.0.1:80 -s rr\n-a -t 10.0.0.1:80\n")
+    table = parse_ipvs_save(junk)
+    assert list(table) == [tcp("10.0.0.1", 80)]
+    assert table[tcp("10.0.0.1", 80)].destinations == ()
+
+
+def test_list_counters() -> None:
+    counters = parse_ipvs_list(captured("ipvsadm-L-n.mixed.txt"))
+    web = counters[tcp("192.168.30.254", 80)]
+    assert [(c.forward, c.weight, c.active, c.inactive) for c in web.values()] == [
+        ("Route", 1, 0, 2), ("Route", 2, 0, 3), ("Route", 3, 0, 4), ("Route", 0, 0, 0)]
+    assert counters[ServiceKey(Protocol.FWMARK, None, 2, True)][(ip("2001:db8::12"), 0)].weight == 1
+    assert counters[tcp("192.168.30.254", 443)][(ip("192.168.30.113"), 443)].forward == "Tunnel"
+    assert parse_ipvs_list(captured("ipvsadm-L-n.empty.txt")) == {}
+
+
+def test_timeouts() -> None:
+    assert parse_timeouts(captured("ipvsadm-L-timeout.set-30-5-60.txt")) == Timeouts(30, 5, 60)
+    assert parse_timeouts(captured("ipvsadm-L-timeout.defaults.txt")) == Timeouts(900, 120, 300)
+    with pytest.raises(ValueError, match="unexpected"):
+        parse_timeouts("IP Virtual Server version 1.2.1\n")
+
+
+def test_addresses_of_director_and_real_server() -> None:
+    director = parse_ip_addrs(captured("ip-o-addr-show.director.txt"))
+    assert [(a.device, str(a.interface)) for a in director] == [
+        ("lo", "127.0.0.1/8"), ("lo", "::1/128"), ("eth0", "192.168.30.105/24"),
+        ("eth0", "192.168.30.254/32"), ("eth0", "fe80::c0ff:fea8:1e69/64")]
+    real = parse_ip_addrs(captured("ip-o-addr-show.realserver.txt"))
+    assert ("lo", "192.168.30.254/32") in [(a.device, str(a.interface)) for a in real]
+
+
+def test_labels_and_secondary_addresses() -> None:
+    found = parse_ip_addrs(captured("ip-o-4-addr-show-dev-eth0.label-secondary.txt"))
+    assert [(a.device, str(a.interface.ip), a.secondary) for a in found] == [
+        ("eth0", "192.168.30.105", False), ("eth0", "192.168.30.254", False),
+        ("eth0", "192.168.30.253", False), ("eth0", "192.168.30.106", True)]
+
+
+def test_links_strip_the_veth_peer_suffix() -> None:
+    links = parse_ip_links(captured("ip-o-link-show.director.txt"))
+    assert sorted(links) == ["eth0", "lo"]
+    assert links["eth0"].up and links["eth0"].mac == "02:00:c0:a8:1e:69"
+    down = parse_ip_links("3: eth1: <BROADCAST,MULTICAST> mtu 1500 qdisc noop state DOWN")
+    assert not down["eth1"].up
+
+
+def test_default_routes() -> None:
+    routes = parse_default_routes(captured("ip-route-show-default.director.txt"))
+    assert [(str(r.via), r.dev) for r in routes] == [("192.168.30.200", "eth0")]
+    more = parse_default_routes("default via 10.0.0.1 dev eth0 proto dhcp src 10.0.0.5 "
+                                "metric 100\ndefault dev ppp0 scope link\n"
+                                "10.0.0.0/24 dev eth0 scope link\n")
+    assert [(r.via and str(r.via), r.dev, r.metric) for r in more] == [
+        ("10.0.0.1", "eth0", 100), (None, "ppp0", 0)]
+
+
+def test_which_arping() -> None:
+    iputils = captured("arping-iputils-V.txt")
+    # Habets' arping takes -V as "VLAN" and prints its usage with its name: not iputils.
+    habets = captured("arping-habets-V.txt") + captured("arping-habets-V.stderr.txt")
+    assert parse_arping_version(iputils).flavour == "iputils"
+    assert parse_arping_version(habets).flavour == "habets"
+
+
+def test_sysctl_values_and_keys() -> None:
+    keys = ("net.ipv4.conf.all.arp_ignore",)
+    assert parse_sysctl_values(keys, captured("sysctl-n-arp_ignore.all.realserver.txt")) == {
+        keys[0]: 1}
+    with pytest.raises(ValueError, match="printed 1 values for 2 keys"):
+        parse_sysctl_values(("a", "b"), "1\n")
+    assert sysctl_key("eth0", "arp_ignore") == "net.ipv4.conf.eth0.arp_ignore"
+    assert sysctl_key("eth0.100", "arp_announce") == "net/ipv4/conf/eth0.100/arp_announce"
+
+
+@pytest.mark.parametrize(("rule", "holds"), [
+    ("-A -t 192.168.30.254:80 -s wrr", True),
+    ("-E -t 192.168.30.254:80 -s rr", False),
+    ("-A -t 192.168.30.254:443 -s sh -p 300 -b sh-fallback,sh-port", True),
+    ("-a -t 192.168.30.254:80 -r 192.168.30.112:80 -g -w 2", True),
+    ("-e -t 192.168.30.254:80 -r 192.168.30.112:80 -g -w 3", False),
+    ("-e -t 192.168.30.254:80 -r 192.168.30.112:80 -m -w 2", False),
+    ("-d -t 192.168.30.254:80 -r 192.168.30.112:80", False),
+    ("-d -t 192.168.30.254:80 -r 192.168.30.199:80", True),
+    ("-D -t 192.168.30.254:80", False),
+    ("-D -t 192.168.30.254:81", True),
+    ("-a -f 1 -r 192.168.30.112:0 -g -w 2", True),
+])
+def test_rule_holds_against_an_observed_table(rule: str, holds: bool) -> None:
+    assert rule_holds(rule, parse_ipvs_save(captured("ipvsadm-S-n.mixed.txt"))) is holds
+
+
+def test_parse_rule_refuses_non_rules() -> None:
+    for line in ("--set 30 5 60", "-a -t 1.2.3.4:80 -w 2", "# -A -t 1.2.3.4:80"):
+        with pytest.raises(ValueError):
+            parse_rule(line)
