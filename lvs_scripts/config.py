@@ -115,21 +115,32 @@ class _Reader:
         if value in (".", "..") or not value.isascii() or not value.isprintable() or any(
                 not (c.isalnum() or c in "._-") for c in value):
             raise self.fail(key, value,
-                            "is not a valid interface name (no '/', ':', spaces or "
-                            "non-ASCII characters)")
+                            "is not a valid interface name (letters, digits, '.', '_' and "
+                            "'-' only)")
         return value
 
 
 def _host_address(text: str) -> IPAddress:
+    """An address one host can own: no scope ids (`%eth0` would reach argv), no
+    unspecified, multicast, loopback, reserved (240/4, broadcast) or v4-mapped addresses."""
     address = ipaddress.ip_address(text)
-    if "%" in text or address.is_unspecified or address.is_multicast or address.is_loopback:
+    if "%" in text or address.is_unspecified or address.is_multicast or address.is_loopback \
+            or address.is_reserved or (address.version == 6 and address.ipv4_mapped):
         raise ValueError(text)
     return address
 
 
 def _interface_address(text: str) -> IPInterface:
+    """`A.B.C.D/NN`: the prefix is required (the original script's DIP had none and
+    silently became a /32), and the address may not be the network's own."""
+    if "/" not in text:
+        raise ValueError(text)
     iface = ipaddress.ip_interface(text)
     _host_address(str(iface.ip))
+    network = iface.network
+    if network.num_addresses > 2 and iface.ip in (network.network_address,
+                                                   network.broadcast_address):
+        raise ValueError(text)
     return iface
 
 
@@ -147,6 +158,8 @@ def load_config(path: str | None = None) -> Config:
                           ) from None
     if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError(path, "", None, f"config file is larger than {MAX_CONFIG_BYTES} bytes")
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]  # a UTF-8 byte order mark, as some Windows editors write: not TOML
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -171,16 +184,27 @@ def parse_config(text: str, path: str = "<string>") -> Config:
                 raise r.fail(f"service[{index}].vip", str(director.gateway),
                              "is also director.gateway; a VIP cannot be the gateway")
     if director is not None and director.dip is not None:
+        if director.gateway == director.dip.ip:
+            raise r.fail("director.gateway", str(director.gateway),
+                         "is also director.dip; the gateway is another host")
         for index, service in enumerate(services):
             if service.key.address == director.dip.ip:
                 raise r.fail(f"service[{index}].vip", str(director.dip.ip),
                              "is also director.dip; the VIP must be an address of its own")
     vips = {s.key.address for s in services}
+    director_own = {} if director is None else {
+        director.gateway: "director.gateway", director.dip.ip if director.dip else None:
+        "director.dip"}
     for index, service in enumerate(services):
         for rindex, dest in enumerate(service.destinations):
+            key = f"service[{index}].real[{rindex}].address"
             if dest.address in vips:
-                raise r.fail(f"service[{index}].real[{rindex}].address", str(dest.address),
+                raise r.fail(key, str(dest.address),
                              "is a VIP of this config; a real server cannot be a VIP")
+            if dest.address in director_own:
+                raise r.fail(key, str(dest.address),
+                             f"is also {director_own[dest.address]}; a real server is a host "
+                             "of its own")
     return Config(path=path, director=director, realserver=realserver, services=services)
 
 
@@ -191,6 +215,9 @@ def _director(r: _Reader, data: object) -> DirectorConfig:
     if "interface" not in d:
         raise r.fail("director.interface", None, "is required (the interface the VIPs go on)")
     interface = r.interface(d["interface"], "director.interface")
+    if interface == "lo":
+        raise r.fail("director.interface", interface,
+                     "the director must answer ARP for its VIPs: use its LAN interface")
     gateway = r.parsed(d, "gateway", where, _host_address, "must be an IP address of a host")
     dip = r.parsed(d, "dip", where, _interface_address,
                    "must be an address with a prefix length, e.g. 192.168.30.105/24")

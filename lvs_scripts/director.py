@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import LvsError
+from .errors import ConfigError, LvsError
+from .model import Config
 from .observe import observe_director
 from .plan import Plan
 from .plan_director import plan_director_start, plan_director_stop
@@ -15,6 +16,12 @@ from .state import State
 
 class Director(Role):
     name = "lvs-director"
+
+    def __init__(self, config: Config, *args: Any, **kwargs: Any) -> None:
+        if config.director is None:  # before any lock is taken or program started
+            raise ConfigError(config.path, "director", None,
+                              "no [director] table: lvs-director needs one")
+        super().__init__(config, *args, **kwargs)
 
     def observe(self, tolerant: bool = False) -> HostObservation:
         return observe_director(self.config, self.runner, tolerant)

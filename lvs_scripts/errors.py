@@ -24,8 +24,17 @@ class ConfigError(LvsError, ValueError):
         self.value = value
         self.rule = rule
         where = f"{path}: {key}" if key else path
-        shown = "" if value is None else f" = {value!r}"
+        shown = "" if value is None else f" = {_shown(value)}"
         super().__init__(f"{where}{shown}: {rule}")
+
+
+def _shown(value: object, limit: int = 80) -> str:
+    """A value for an error message: short, and never an error itself (repr of an int
+    of more than 4300 digits raises ValueError)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"<an integer of {value.bit_length()} bits>"
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 5]}...{text[-2:]}"
 
 
 class CommandFailed(LvsError):
