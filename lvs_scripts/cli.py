@@ -112,7 +112,7 @@ def _run(role_class: type[Role], prog: str, args: argparse.Namespace) -> int:
         raise NotRoot(f"{prog} {args.action} changes addresses, routes and IPVS rules: "
                       "run it as root (or try --dry-run)")
     if args.action == "status":
-        return _status(prog, role, args.json)
+        return _status(prog, role, args.json, tolerant=args.dry_run)
     if args.action == "restart":
         reports = list(role.restart())
     elif args.action in ("reload", "force-reload"):
@@ -144,8 +144,8 @@ def _defer_signals(role: Role) -> None:
     signal.signal(signal.SIGINT, request_stop)
 
 
-def _status(prog: str, role: Role, as_json: bool) -> int:
-    status = role.status()
+def _status(prog: str, role: Role, as_json: bool, tolerant: bool) -> int:
+    status = role.status(tolerant)
     if as_json:
         print(json.dumps(status.to_json(), indent=2))
         return status.code

@@ -148,9 +148,10 @@ class Role:
             raise LvsError(f"{self.name}: the host still differs from the config after "
                            f"applying the plan; still needed:\n{lines}")
 
-    def status(self) -> Status:
+    def status(self, tolerant: bool = False) -> Status:
+        """tolerant (status --dry-run): report what can be seen where a tool is missing."""
         state = self.state()
-        obs = self.observe()
+        obs = self.observe(tolerant)
         plan = self.plan_start(obs, state)
         details, data = self.describe(obs, state)
         drift = [step.line() for step in plan.required]
