@@ -112,7 +112,8 @@ def _run_step(step: Step, runner: Runner, state: State, save: Callable[[State], 
     except (CommandFailed, MissingTool) as err:
         if not step.optional:
             raise
-        outcome.warnings.append(f"{err} (not needed for service; continuing)")
+        outcome.warnings.append(f"{err}: {step.reason} failed; the rest went on (this step "
+                                "is optional)")
         return
     outcome.applied.append(step.line())
     if step.effect is not None:
