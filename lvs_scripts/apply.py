@@ -12,11 +12,11 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Union
 
 from .errors import ApplyFailed, CommandFailed, Interrupted, LvsError, MissingTool
-from .plan import Drain, Plan, Step
+from .plan import Drain, Outcome, Plan, Step
 from .probes import IPVS_LIST, IPVS_SAVE, Counters, parse_ipvs_list, parse_ipvs_save, rule_holds
 from .render import shell_line
 from .runner import Runner
@@ -61,12 +61,6 @@ def _flush(run: list[Step]) -> Iterator[Unit]:
         yield Batch(tuple(run))
     else:
         yield from run
-
-
-@dataclass
-class Outcome:
-    applied: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
 
 
 def apply_plan(plan: Plan, runner: Runner, state: State, save: Callable[[State], None],

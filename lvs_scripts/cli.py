@@ -4,18 +4,23 @@ errors into exit codes. `main(argv) -> int` is callable from tests."""
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import logging.handlers
 import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from .config import DEFAULT_CONFIG, load_config
 from .errors import LvsError, NotRoot
-from .role import Report, Role
-from .state import DEFAULT_LOCK_DIR, DEFAULT_STATE_DIR, Paths
+
+if TYPE_CHECKING:  # the CLI imports the library only once an action runs: --help stays fast
+    from .role import Report, Role
+
+# Defaults repeated here rather than imported, for the same reason (tests keep them equal).
+DEFAULT_CONFIG = "/etc/lvs/lvs.toml"
+DEFAULT_STATE_DIR = "/run/lvs-scripts"
+DEFAULT_LOCK_DIR = "/var/lock/subsys"
 
 log = logging.getLogger("lvs_scripts")
 
@@ -78,13 +83,23 @@ def _summary(prog: str, report: Report) -> str:
     return f"{prog} {report.action}: {len(report.outcome.applied)} change(s) applied"
 
 
-def run(role_class: type[Role], prog: str, actions: tuple[str, ...], what: str,
+def _role_class(role: str) -> type[Role]:
+    if role == "director":
+        from .director import Director
+
+        return Director
+    from .realserver import RealServer
+
+    return RealServer
+
+
+def run(role: str, prog: str, actions: tuple[str, ...], what: str,
         argv: Sequence[str] | None) -> int:
     args = _parser(prog, actions, what).parse_args(argv)
     _setup_logging(prog, args.verbose)
     saved = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
-        return _run(role_class, prog, args)
+        return _run(_role_class(role), prog, args)
     except LvsError as err:
         log.error("%s", err)
         return err.exit_code
@@ -97,6 +112,9 @@ def run(role_class: type[Role], prog: str, actions: tuple[str, ...], what: str,
 
 
 def _run(role_class: type[Role], prog: str, args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .state import Paths
+
     config = load_config(args.config)
     role = role_class(config, paths=Paths(prog, args.state_dir, args.lock_dir),
                       wait_seconds=args.wait, drain=not args.no_drain)
@@ -147,6 +165,8 @@ def _defer_signals(role: Role) -> None:
 def _status(prog: str, role: Role, as_json: bool, tolerant: bool) -> int:
     status = role.status(tolerant)
     if as_json:
+        import json
+
         print(json.dumps(status.to_json(), indent=2))
         return status.code
     print(f"{prog}: {status.summary}")
@@ -160,16 +180,12 @@ def _status(prog: str, role: Role, as_json: bool, tolerant: bool) -> int:
 
 
 def director_main(argv: Sequence[str] | None = None) -> int:
-    from .director import Director
-
-    return run(Director, "lvs-director", DIRECTOR_ACTIONS,
+    return run("director", "lvs-director", DIRECTOR_ACTIONS,
                "Set up an LVS director (VIPs, default route, IPVS services) from the "
                "shared config file.", argv)
 
 
 def realserver_main(argv: Sequence[str] | None = None) -> int:
-    from .realserver import RealServer
-
-    return run(RealServer, "lvs-realserver", REALSERVER_ACTIONS,
+    return run("realserver", "lvs-realserver", REALSERVER_ACTIONS,
                "Set up an LVS-DR real server (VIPs on lo, ARP settings) from the shared "
                "config file.", argv)

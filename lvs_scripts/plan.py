@@ -114,3 +114,11 @@ class Plan:
 
     def __bool__(self) -> bool:
         return bool(self.steps)
+
+
+@dataclass
+class Outcome:
+    """What applying a plan did: the commands that succeeded, and warnings."""
+
+    applied: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)

@@ -13,10 +13,16 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from .apply import Outcome, apply_plan, render_script
 from .errors import LvsError
 from .model import Config
-from .plan import AddressRemoved, Plan, RouteRemoved, ServiceDeleted, SysctlRestored
+from .plan import (
+    AddressRemoved,
+    Outcome,
+    Plan,
+    RouteRemoved,
+    ServiceDeleted,
+    SysctlRestored,
+)
 from .probes import HostObservation
 from .runner import PlumbumRunner, Runner
 from .state import (
@@ -106,6 +112,8 @@ class Role:
         save_state(self.paths, state)
 
     def _apply(self, plan: Plan, state: State) -> Outcome:
+        from .apply import apply_plan
+
         return apply_plan(plan, self.runner, state, self._save, poll_seconds=self.poll_seconds,
                           stop_requested=self.stop_requested)
 
@@ -169,6 +177,8 @@ class Role:
     # --- dry run: the same plans, printed --------------------------------------------------
     def dry_run(self, action: str) -> tuple[str, list[str]]:
         """The plan for an action as a shell script, and the notes to show on stderr."""
+        from .apply import render_script
+
         state = self.state()
         obs = self.observe(tolerant=True)
         source = f"planned from {self.config.path} against this host; nothing was changed"

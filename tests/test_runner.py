@@ -107,3 +107,11 @@ def test_no_ipvs_is_exit_5_with_how_to_fix() -> None:
                             "Can't initialize ipvs: Protocol not available\n"))
     assert caught.value.exit_code == 5
     assert "modprobe ip_vs" in str(caught.value)
+
+
+def test_public_api_names_all_resolve() -> None:
+    import lvs_scripts
+
+    assert sorted(lvs_scripts.__all__) == sorted(lvs_scripts._WHERE)
+    for name in lvs_scripts.__all__:
+        assert getattr(lvs_scripts, name).__name__ == name

@@ -1,0 +1,268 @@
+"""Benchmarks of lvs_scripts: they print figures; nothing here asserts a time.
+
+    python bench/bench.py              # on any machine: planning and cold start
+    python bench/bench.py --kernel     # inside the lab VM only (python -m lab run -- ...):
+                                       # start with N real servers against a real IPVS
+                                       # kernel, ours versus the original script's style
+
+The host part never runs a real ip/ipvsadm/sysctl/arping: the cold-start runs use
+the fake tools of tests/fakes. The kernel part refuses to run outside the lab.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from lvs_scripts.config import parse_config  # noqa: E402
+from lvs_scripts.plan_director import plan_director_start  # noqa: E402
+from lvs_scripts.probes import HostObservation, parse_ipvs_save  # noqa: E402
+from lvs_scripts.runner import PlumbumRunner, Result  # noqa: E402
+from lvs_scripts.state import State  # noqa: E402
+
+VIP = "10.200.0.1"
+
+
+def reals(count: int) -> list[str]:
+    base = ipaddress.ip_address("10.100.0.1")
+    return [str(base + index) for index in range(count)]
+
+
+def config_text(count: int, interface: str = "eth0") -> str:
+    lines = [f'[director]\ninterface = "{interface}"\narping_count = 0\n',
+             f'[[service]]\nvip = "{VIP}"\nport = 80\nscheduler = "wrr"\nreal = [']
+    lines += [f'  {{ address = "{address}", weight = 1 }},' for address in reals(count)]
+    lines.append("]\n")
+    return "\n".join(lines)
+
+
+def save_text(count: int, changed: int | None = None) -> str:
+    lines = [f"-A -t {VIP}:80 -s wrr"]
+    for index, address in enumerate(reals(count)):
+        weight = 2 if index == changed else 1
+        lines.append(f"-a -t {VIP}:80 -r {address}:80 -g -w {weight}")
+    return "\n".join(lines) + "\n"
+
+
+def best_of(runs: int, func: object) -> float:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        func()  # type: ignore[operator]
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def table(title: str, header: Sequence[str], rows: list[Sequence[object]]) -> None:
+    print(f"\n{title}\n")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join(" --- " for _ in header) + "|")
+    for row in rows:
+        print("| " + " | ".join(str(cell) for cell in row) + " |")
+
+
+# --- planning ------------------------------------------------------------------------------
+
+def bench_planning() -> None:
+    rows: list[Sequence[object]] = []
+    for count in (10, 1000, 10000):
+        config = parse_config(config_text(count))
+        text = save_text(count, changed=count // 2)
+        parse_s = best_of(5, lambda text=text: parse_ipvs_save(text))
+        obs = HostObservation(ipvs=parse_ipvs_save(text))
+        state = State(services=[f"tcp {VIP}:80"])
+        plan_s = best_of(5, lambda c=config, o=obs, s=state: plan_director_start(c, o, s))
+        plan = plan_director_start(config, obs, state)
+        rules = [step.line() for step in plan.steps if step.ipvs_rule]
+        rows.append((count, f"{parse_s * 1000:.1f}", f"{plan_s * 1000:.1f}", len(rules),
+                     rules[0] if len(rules) == 1 else rules[:2]))
+    table("reload where one weight changed (parse `ipvsadm -S -n`, then plan; best of 5)",
+          ("real servers", "parse ms", "plan ms", "rules planned", "the rule"), rows)
+
+
+# --- cold start ----------------------------------------------------------------------------
+
+def median_run(argv: Sequence[str], env: dict[str, str], runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       check=False)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def bench_cold_start(runs: int) -> None:
+    from tests.fakes.fakehost import FakeHost
+
+    python = sys.executable
+    with tempfile.TemporaryDirectory() as tmp:
+        host = FakeHost(Path(tmp) / "host")
+        env = dict(host.env, LVS_SYSLOG="0", LVS_STATE_DIR=f"{tmp}/state",
+                   LVS_LOCK_DIR=f"{tmp}/lock", PYTHONPATH=str(ROOT))
+        director = [python, str(ROOT / "bin" / "lvs-director")]
+        seed = str(ROOT / "examples" / "seed-dr.toml")
+        cases = [
+            ("python -c pass", [python, "-c", "pass"]),
+            ('python -c "import plumbum"', [python, "-c", "import plumbum"]),
+            ("import plumbum + what `lvs-director status` loads",
+             [python, "-c", "import plumbum, lvs_scripts.cli, lvs_scripts.director"]),
+            ("import plumbum + what `lvs-director --help` loads",
+             [python, "-c", "import plumbum, lvs_scripts.cli"]),
+            ("lvs-director --help", [*director, "--help"]),
+            ("lvs-director --dry-run status (fake tools)",
+             [*director, "-c", seed, "--dry-run", "status"]),
+        ]
+        measured = {label: median_run(argv, env, runs) for label, argv in cases}
+    base = measured["python -c pass"]
+    plumbum = measured['python -c "import plumbum"']
+    rows = [(label, f"{seconds * 1000:.0f}", f"{(seconds - base) * 1000:+.0f}")
+            for label, seconds in measured.items()]
+    table(f"cold start (median of {runs} runs)", ("command", "ms", "ms over bare python"),
+          rows)
+    del plumbum
+    for what, modules in (("--help", "lvs_scripts.cli"),
+                          ("status", "lvs_scripts.cli, lvs_scripts.director")):
+        ours = own_import_ms(python, modules, runs)
+        print(f"our own import time after plumbum, for `lvs-director {what}`: {ours:.1f} ms "
+              "(python -X importtime, best of runs; goal: under 30 ms)")
+
+
+def own_import_ms(python: str, modules: str, runs: int) -> float:
+    """What importing our modules costs once plumbum is loaded: the cumulative times
+    that `python -X importtime` reports for the top-level lvs_scripts imports."""
+    best = float("inf")
+    for _ in range(runs):
+        err = subprocess.run([python, "-X", "importtime", "-c",
+                              f"import plumbum\nimport {modules}"],
+                             capture_output=True, text=True, check=True).stderr
+        total = 0
+        after_plumbum = False
+        for line in err.splitlines():
+            parts = line.split("|")
+            if len(parts) != 3:
+                continue
+            name = parts[2]
+            if name.strip() == "plumbum" and not name.startswith("  "):
+                after_plumbum = True
+            elif after_plumbum and name.startswith(" lvs_scripts"):
+                total += int(parts[1])
+        best = min(best, total / 1000)
+    return best
+
+
+# --- the real kernel (lab only) ------------------------------------------------------------
+
+class CountingRunner:
+    """A PlumbumRunner that counts the programs it starts, by name."""
+
+    def __init__(self) -> None:
+        self.inner = PlumbumRunner()
+        self.counts: dict[str, int] = {}
+
+    def run(self, argv: Sequence[str], *, stdin: str | None = None,
+            check: bool = True) -> Result:
+        self.counts[argv[0]] = self.counts.get(argv[0], 0) + 1
+        return self.inner.run(argv, stdin=stdin, check=check)
+
+
+def sh(*argv: str, stdin: str | None = None) -> None:
+    subprocess.run(argv, input=stdin, text=True, check=True, stdout=subprocess.DEVNULL)
+
+
+def bench_kernel(sizes: list[int], script_max: int) -> None:
+    from lvs_scripts.director import Director
+    from lvs_scripts.state import Paths
+
+    if os.environ.get("LVS_LAB") != "1" or not Path("/proc/net/ip_vs").exists():
+        sys.exit("bench --kernel runs only inside the lab VM (python -m lab run -- ...): "
+                 "it changes addresses and IPVS rules")
+    # An interface of our own for the VIP: the VM has no network card (-nic none).
+    if subprocess.run(["ip", "link", "show", "bench0"], capture_output=True,
+                      check=False).returncode != 0:
+        sh("ip", "link", "add", "bench0", "type", "veth", "peer", "name", "bench1")
+    rows: list[Sequence[object]] = []
+    for count in sizes:
+        sh("ipvsadm", "-C")
+        script_s: float | None = None
+        if count <= script_max:
+            # The original scripts' style: one ipvsadm process per rule, from a shell.
+            lines = [f"ipvsadm -A -t {VIP}:80 -s wrr"] + [
+                f"ipvsadm -a -t {VIP}:80 -r {address}:80 -g -w 1" for address in reals(count)]
+            started = time.perf_counter()
+            sh("sh", "-e", stdin="\n".join(lines) + "\n")
+            script_s = time.perf_counter() - started
+            sh("ipvsadm", "-C")
+        with tempfile.TemporaryDirectory() as tmp:
+            config_file = Path(tmp) / "lvs.toml"
+            config_file.write_text(config_text(count, "bench0"))
+            runner = CountingRunner()
+            from lvs_scripts.config import load_config
+
+            director = Director(load_config(str(config_file)), runner=runner,
+                                paths=Paths("lvs-director", f"{tmp}/state", f"{tmp}/lock"))
+            started = time.perf_counter()
+            director.start()
+            ours_s = time.perf_counter() - started
+            spawns = sum(runner.counts.values())
+            ipvsadm = runner.counts.get("ipvsadm", 0)
+            # reload after one weight changed in the config
+            text = config_file.read_text().replace("weight = 1 }", "weight = 3 }", 1)
+            config_file.write_text(text)
+            director = Director(load_config(str(config_file)), runner=CountingRunner(),
+                                paths=Paths("lvs-director", f"{tmp}/state", f"{tmp}/lock"))
+            started = time.perf_counter()
+            report = director.reload()
+            reload_s = time.perf_counter() - started
+            reload_rules = sum(1 for step in report.plan.steps if step.ipvs_rule)
+            director.stop()
+        ratio = f"{script_s / ours_s:.1f}x" if script_s else "not run"
+        rows.append((count, f"{script_s:.2f}" if script_s else "-", count + 1 if script_s
+                     else "-", f"{ours_s:.2f}", spawns, ipvsadm, ratio, f"{reload_s:.2f}",
+                     reload_rules))
+    sh("ip", "link", "del", "bench0")
+    table("start of 1 service x N real servers on a real IPVS kernel (lab VM, emulated CPU: "
+          "compare ratios, not seconds)",
+          ("real servers", "script style s", "script ipvsadm runs", "ours s",
+           "ours programs started", "ours ipvsadm runs", "speed-up", "reload 1 weight s",
+           "reload rules"), rows)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kernel", action="store_true",
+                        help="the real-kernel part (lab VM only)")
+    parser.add_argument("--sizes", default="10,1000,10000")
+    parser.add_argument("--script-max", type=int, default=1000,
+                        help="largest N run in the one-process-per-rule style")
+    parser.add_argument("--runs", type=int, default=15, help="cold-start repetitions")
+    args = parser.parse_args()
+    print(f"lvs_scripts benchmark, {date.today()}, {platform.node()}, "
+          f"{platform.machine()}, Python {platform.python_version()}, "
+          f"{os.cpu_count()} CPUs, kernel {platform.release()}")
+    if args.kernel:
+        bench_kernel([int(n) for n in args.sizes.split(",")], args.script_max)
+        return 0
+    bench_planning()
+    if shutil.which(sys.executable):
+        bench_cold_start(args.runs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
