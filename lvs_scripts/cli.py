@@ -122,7 +122,7 @@ def _run(role_class: type[Role], prog: str, args: argparse.Namespace) -> int:
     _defer_signals(role)
     if args.dry_run and args.action != "status":
         script, notes = role.dry_run(args.action)
-        for note in notes:
+        for note in dict.fromkeys(notes):  # once each, in order
             log.warning("%s", note)
         sys.stdout.write(script)
         return 0
@@ -134,7 +134,7 @@ def _run(role_class: type[Role], prog: str, args: argparse.Namespace) -> int:
     if args.action == "restart":
         reports = list(role.restart())
     elif args.action in ("reload", "force-reload"):
-        reports = [role.reload()]
+        reports = [role.reload(args.action)]
     elif args.action == "start":
         reports = [role.start()]
     else:

@@ -66,10 +66,11 @@ class IpvsUnavailable(MissingTool):
 
     def __init__(self, stderr: str) -> None:
         said = " / ".join(line.strip() for line in stderr.strip().splitlines()[:2])
-        LvsError.__init__(
-            self,
-            f"the kernel has no IPVS support (ipvsadm said: {said or 'nothing'}): load it "
-            "with `modprobe ip_vs`, or boot a kernel built with CONFIG_IP_VS")
+        fix = ("this kernel has no ip_vs module: boot one built with CONFIG_IP_VS (Debian's "
+               "standard kernels are)" if "Module ip_vs not found" in stderr else
+               "load it with `modprobe ip_vs`, or boot a kernel built with CONFIG_IP_VS")
+        LvsError.__init__(self, f"the kernel has no IPVS support (ipvsadm said: "
+                                f"{said or 'nothing'}): {fix}")
         self.program = "ipvsadm"
 
 

@@ -35,6 +35,24 @@ class RouteRemoved:
 
 
 @dataclass(frozen=True)
+class RouteRestored:
+    """The default route start had replaced is back."""
+
+    via: str
+    dev: str | None = None
+
+
+@dataclass(frozen=True)
+class TimeoutsSet:
+    previous: tuple[int, int, int]  # tcp tcpfin udp before our first --set
+
+
+@dataclass(frozen=True)
+class TimeoutsRestored:
+    pass
+
+
+@dataclass(frozen=True)
 class ServiceCreated:
     key: str
 
@@ -55,8 +73,9 @@ class SysctlRestored:
     key: str
 
 
-Effect = Union[AddressAdded, AddressRemoved, RouteSet, RouteRemoved, ServiceCreated,
-               ServiceDeleted, SysctlChanged, SysctlRestored]
+Effect = Union[AddressAdded, AddressRemoved, RouteSet, RouteRemoved, RouteRestored,
+               TimeoutsSet, TimeoutsRestored, ServiceCreated, ServiceDeleted, SysctlChanged,
+               SysctlRestored]
 
 @dataclass(frozen=True)
 class Drain:

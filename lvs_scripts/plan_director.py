@@ -18,9 +18,12 @@ from .plan import (
     Drain,
     Plan,
     RouteRemoved,
+    RouteRestored,
     RouteSet,
     ServiceCreated,
     ServiceDeleted,
+    TimeoutsRestored,
+    TimeoutsSet,
 )
 from .probes import Arping, HostObservation
 from .state import State
@@ -82,7 +85,8 @@ def _plan_timeouts(plan: Plan, director: DirectorConfig, obs: HostObservation) -
     # 0 means "leave unchanged" to ipvsadm --set, so a 0 never makes a difference.
     if any(want not in (0, old) for want, old in zip(
             (wanted.tcp, wanted.tcpfin, wanted.udp), have)):
-        plan.add(("ipvsadm", "--set", *wanted.args()), "connection timeouts (tcp tcpfin udp)")
+        plan.add(("ipvsadm", "--set", *wanted.args()), "connection timeouts (tcp tcpfin udp)",
+                 TimeoutsSet((seen.tcp, seen.tcpfin, seen.udp)) if seen else None)
 
 
 def _plan_vips(plan: Plan, config: Config, director: DirectorConfig, obs: HostObservation,
@@ -226,7 +230,25 @@ def plan_director_stop(config: Config, obs: HostObservation, state: State) -> Pl
                          "the DIP start added" if is_dip else "VIP", AddressRemoved(device, cidr))
             else:
                 plan.forget.append(AddressRemoved(device, cidr))
+    _plan_timeouts_restore(plan, director, obs, state)
     return plan
+
+
+def _plan_timeouts_restore(plan: Plan, director: DirectorConfig, obs: HostObservation,
+                           state: State) -> None:
+    if state.timeouts is None:
+        return
+    ours = director.timeouts
+    seen = obs.timeouts
+    if seen is not None and ours is not None and any(
+            want not in (0, have) for want, have in zip(
+                (ours.tcp, ours.tcpfin, ours.udp), (seen.tcp, seen.tcpfin, seen.udp))):
+        plan.notes.append("the IPVS timeouts were changed since start: not restored to "
+                          f"{' '.join(map(str, state.timeouts))}")
+        plan.forget.append(TimeoutsRestored())
+        return
+    plan.add(("ipvsadm", "--set", *map(str, state.timeouts)),
+             "the connection timeouts from before start", TimeoutsRestored())
 
 
 def _plan_route_restore(plan: Plan, obs: HostObservation, state: State) -> None:
@@ -244,5 +266,5 @@ def _plan_route_restore(plan: Plan, obs: HostObservation, state: State) -> None:
         dev = state.route.get("previous_dev")
         if dev:
             argv += ("dev", dev)
-        plan.add(argv, "the default route start replaced")
+        plan.add(argv, "the default route start replaced", RouteRestored(previous, dev))
 

@@ -14,16 +14,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import LvsError
-from .model import Config
+from .model import Config, Timeouts
 from .plan import (
     AddressRemoved,
     Outcome,
     Plan,
     RouteRemoved,
+    RouteRestored,
     ServiceDeleted,
     SysctlRestored,
+    TimeoutsRestored,
 )
-from .probes import HostObservation
+from .probes import HostObservation, Route
 from .runner import PlumbumRunner, Runner
 from .state import (
     Paths,
@@ -31,6 +33,7 @@ from .state import (
     exclusive,
     load_state,
     lock_exists,
+    preflight,
     remove_lock,
     save_state,
     write_lock,
@@ -121,11 +124,13 @@ class Role:
         with exclusive(self.paths, self.wait_seconds):
             return self._start("start")
 
-    def reload(self) -> Report:
+    def reload(self, action: str = "reload") -> Report:
+        """reload and force-reload: the same reconciliation as start, named as asked."""
         with exclusive(self.paths, self.wait_seconds):
-            return self._start("reload")
+            return self._start(action)
 
     def _start(self, action: str) -> Report:
+        preflight(self.paths)
         state = self.state()
         plan = self.plan_start(self.observe(), state)
         report = Report(action, plan, self._apply(plan, state))
@@ -135,6 +140,7 @@ class Role:
 
     def stop(self) -> Report:
         with exclusive(self.paths, self.wait_seconds):
+            preflight(self.paths)
             state = self.state()
             plan = self.plan_stop(self.observe(), state)
             report = Report("stop", plan, self._apply(plan, state))
@@ -143,6 +149,7 @@ class Role:
 
     def restart(self) -> tuple[Report, Report]:
         with exclusive(self.paths, self.wait_seconds):
+            preflight(self.paths)
             state = self.state()
             plan = self.plan_stop(self.observe(), state)
             stopped = Report("stop", plan, self._apply(plan, state))
@@ -163,7 +170,7 @@ class Role:
         plan = self.plan_start(obs, state)
         details, data = self.describe(obs, state)
         drift = [step.line() for step in plan.required]
-        notes = plan.notes + obs.notes
+        notes = list(dict.fromkeys(plan.notes + obs.notes))
         if not drift:
             return Status(STATUS_RUNNING, "running as configured", details, drift, notes, data)
         if not self.present(obs):
@@ -209,6 +216,10 @@ def observation_after(obs: HostObservation, plan: Plan, state: State) -> HostObs
             after.ipvs = {k: v for k, v in after.ipvs.items() if str(k) != effect.key}
         elif isinstance(effect, RouteRemoved) and state.route is not None:
             after.routes = [r for r in after.routes if str(r.via) != state.route.get("via")]
+        elif isinstance(effect, RouteRestored):
+            after.routes.append(Route(ipaddress.ip_address(effect.via), effect.dev))
+        elif isinstance(effect, TimeoutsRestored) and state.timeouts is not None:
+            after.timeouts = Timeouts(*state.timeouts)
         elif isinstance(effect, SysctlRestored) and effect.key in state.sysctls:
             after.sysctls[effect.key] = state.sysctls[effect.key]
     return after

@@ -26,11 +26,14 @@ from .plan import (
     AddressRemoved,
     Effect,
     RouteRemoved,
+    RouteRestored,
     RouteSet,
     ServiceCreated,
     ServiceDeleted,
     SysctlChanged,
     SysctlRestored,
+    TimeoutsRestored,
+    TimeoutsSet,
 )
 
 DEFAULT_STATE_DIR = "/run/lvs-scripts"
@@ -44,6 +47,7 @@ class State:
     route: dict[str, str | None] | None = None  # {"via", "previous_via", "previous_dev"}
     services: list[str] = field(default_factory=list)  # str(ServiceKey) of services we created
     sysctls: dict[str, int] = field(default_factory=dict)  # key -> value before we changed it
+    timeouts: list[int] | None = None  # ipvsadm timeouts (tcp tcpfin udp) before our --set
 
     def owns_address(self, device: str, cidr: str) -> bool:
         return [device, cidr] in self.addresses
@@ -53,12 +57,8 @@ class State:
 
     def apply(self, effect: Effect) -> None:
         """Record that a step succeeded."""
-        if isinstance(effect, AddressAdded):
-            if [effect.device, effect.cidr] not in self.addresses:
-                self.addresses.append([effect.device, effect.cidr])
-        elif isinstance(effect, AddressRemoved):
-            with contextlib.suppress(ValueError):
-                self.addresses.remove([effect.device, effect.cidr])
+        if isinstance(effect, (AddressAdded, AddressRemoved, ServiceCreated, ServiceDeleted)):
+            self._apply_owned(effect)
         elif isinstance(effect, RouteSet):
             # A route we set ourselves is not a "previous" route to restore.
             if self.route is not None:
@@ -66,22 +66,37 @@ class State:
                                   self.route.get("previous_dev"))
             self.route = {"via": effect.via, "previous_via": effect.previous_via,
                           "previous_dev": effect.previous_dev}
-        elif isinstance(effect, RouteRemoved):
+        elif isinstance(effect, (RouteRemoved, RouteRestored)):
             self.route = None
-        elif isinstance(effect, ServiceCreated):
-            if effect.key not in self.services:
-                self.services.append(effect.key)
-        elif isinstance(effect, ServiceDeleted):
-            with contextlib.suppress(ValueError):
-                self.services.remove(effect.key)
+        # The values from before our first change are kept, never ones we set ourselves.
+        elif isinstance(effect, TimeoutsSet):
+            if self.timeouts is None:
+                self.timeouts = list(effect.previous)
+        elif isinstance(effect, TimeoutsRestored):
+            self.timeouts = None
         elif isinstance(effect, SysctlChanged):
-            # Keep the value from before our first change, not one we set ourselves.
             self.sysctls.setdefault(effect.key, effect.previous)
         elif isinstance(effect, SysctlRestored):
             self.sysctls.pop(effect.key, None)
 
+    def _apply_owned(self, effect: AddressAdded | AddressRemoved | ServiceCreated
+                     | ServiceDeleted) -> None:
+        """Things we own: a list each, no duplicates."""
+        if isinstance(effect, (AddressAdded, AddressRemoved)):
+            items: list[Any] = self.addresses
+            item: Any = [effect.device, effect.cidr]
+        else:
+            items, item = self.services, effect.key
+        if isinstance(effect, (AddressAdded, ServiceCreated)):
+            if item not in items:
+                items.append(item)
+        else:
+            with contextlib.suppress(ValueError):
+                items.remove(item)
+
     def empty(self) -> bool:
-        return not (self.addresses or self.route or self.services or self.sysctls)
+        return not (self.addresses or self.route or self.services or self.sysctls
+                    or self.timeouts)
 
     def to_json(self) -> str:
         return json.dumps({"version": STATE_VERSION, **asdict(self)}, indent=2, sort_keys=True)
@@ -175,6 +190,18 @@ def save_state(paths: Paths, state: State) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def preflight(paths: Paths) -> None:
+    """Before a plan changes the host: the directories exist and nothing at the state or
+    lock path is a symlink, so a planted link fails the action before it starts, not after."""
+    for directory in (paths.state_dir, paths.lock_dir):
+        _ensure_dir(directory)
+        if not os.access(directory, os.W_OK):
+            raise StateError(f"{directory}: not writable")
+    for path in (paths.state_file, paths.lock_file):
+        if os.path.islink(path):
+            raise StateError(f"{path}: is a symbolic link; refusing to follow it (remove it)")
 
 
 def lock_exists(paths: Paths) -> bool:

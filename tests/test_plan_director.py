@@ -250,6 +250,11 @@ STOP_CASES = [
     pytest.param(configured(addrs=ADDRS_BARE, ipvs=""), OWNED,
                  ["ip route del default via 192.168.30.1"],
                  id="already-gone-things-need-no-command"),
+    pytest.param(configured(ipvs=""), State(timeouts=[900, 120, 300]),
+                 ["ipvsadm --set 900 120 300"], id="timeouts-from-before-start-restored"),
+    pytest.param(configured(ipvs="", timeouts="Timeout (tcp tcpfin udp): 45 5 60\n"),
+                 State(timeouts=[900, 120, 300]), [],
+                 id="timeouts-changed-since-start-left-alone"),
 ]
 
 
@@ -259,6 +264,16 @@ def test_director_stop_plan(parts, state, expected) -> None:  # type: ignore[no-
     lines = [step.line() for step in plan.steps]
     assert lines == expected
     assert not any("-C" in line.split() or " down" in line for line in lines)
+
+
+def test_start_remembers_the_timeouts_it_overwrote_once() -> None:
+    state = State()
+    for timeouts in (TIMEOUTS_DEFAULT, "Timeout (tcp tcpfin udp): 31 5 60\n"):
+        plan = plan_director_start(SEED, observed(configured(timeouts=timeouts)), state)
+        for step in plan.steps:
+            if step.effect is not None:
+                state.apply(step.effect)
+    assert state.timeouts == [900, 120, 300]
 
 
 def test_stop_forgets_records_of_things_already_gone() -> None:
