@@ -120,14 +120,26 @@ def _run_batch(batch: Batch, runner: Runner, state: State, save: Callable[[State
     log.debug("batch of %d ipvsadm rules:\n%s", len(batch.steps), batch.stdin.rstrip())
     runner.run(batch.argv, stdin=batch.stdin, check=False)
     table = parse_ipvs_save(runner.run(IPVS_SAVE).stdout)
+    # ipvsadm -R goes on after a refused line: record every rule that took, and save,
+    # before re-running the ones that did not (in order, each alone, for its own error).
+    missing = []
     for step in batch.steps:
         if step.ipvs_rule is not None and not rule_holds(step.ipvs_rule, table):
-            log.debug("rule did not take in the batch, running it alone: %s", step.line())
-            runner.run(step.argv)  # raises CommandFailed with ipvsadm's own message
-        outcome.applied.append(step.line())
-        if step.effect is not None:
-            state.apply(step.effect)
+            missing.append(step)
+        else:
+            _record(step, state, outcome)
     save(state)
+    for step in missing:
+        log.debug("rule did not take in the batch, running it alone: %s", step.line())
+        runner.run(step.argv)  # raises CommandFailed with ipvsadm's own message
+        _record(step, state, outcome)
+        save(state)
+
+
+def _record(step: Step, state: State, outcome: Outcome) -> None:
+    outcome.applied.append(step.line())
+    if step.effect is not None:
+        state.apply(step.effect)
 
 
 def wait_idle(drain: Drain, runner: Runner, started: float, poll_seconds: float,

@@ -65,6 +65,7 @@ def plan_director_start(config: Config, obs: HostObservation, state: State,
     _link_up(plan, obs, director.interface)
     _plan_route(plan, director, obs)
     _plan_ipvs(plan, config.services, obs, state, drain)
+    _plan_unwanted_addresses(plan, config, director, obs, state)
     _plan_arping(plan, director, obs, added_vips)
     return plan
 
@@ -102,14 +103,24 @@ def _plan_vips(plan: Plan, config: Config, director: DirectorConfig, obs: HostOb
         plan.add(add_vip_argv(vip, director.interface), f"VIP of the services on {vip}",
                  AddressAdded(director.interface, vip_cidr(vip)))
         added.append(vip)
-    # VIPs we added earlier that the config no longer has.
-    wanted_cidrs = {vip_cidr(vip) for vip in wanted}
-    for device, cidr in state.addresses:
-        if device == director.interface and cidr not in wanted_cidrs and obs.has_address(
-                device, ipaddress.ip_interface(cidr).ip):
-            plan.add(("ip", "addr", "del", cidr, "dev", device), "VIP no longer configured",
-                     AddressRemoved(device, cidr))
     return added
+
+
+def _plan_unwanted_addresses(plan: Plan, config: Config, director: DirectorConfig,
+                             obs: HostObservation, state: State) -> None:
+    """Addresses we added that the config no longer has: removed after the services that
+    used them; records of ones already gone are dropped."""
+    wanted = {(director.interface, vip_cidr(vip)) for vip in config.director_vips()}
+    if director.dip is not None and director.dip_interface is not None:
+        wanted.add((director.dip_interface, str(director.dip)))
+    for device, cidr in state.addresses:
+        if (device, cidr) in wanted:
+            continue
+        if obs.has_address(device, ipaddress.ip_interface(cidr).ip):
+            plan.add(("ip", "addr", "del", cidr, "dev", device), "address no longer configured",
+                     AddressRemoved(device, cidr))
+        else:
+            plan.forget.append(AddressRemoved(device, cidr))
 
 
 def _plan_route(plan: Plan, director: DirectorConfig, obs: HostObservation) -> None:
@@ -148,6 +159,12 @@ def _plan_ipvs(plan: Plan, services: tuple[VirtualService, ...], obs: HostObserv
             continue
         plan_service_edit(plan, removals, service, seen, drain)
     wanted = {s.key for s in services}
+    present = {str(key) for key in obs.ipvs}
+    configured = {str(key) for key in wanted}
+    # Records of services gone from both the kernel and the config: if someone else makes
+    # one again later, it is theirs, not ours.
+    plan.forget += [ServiceDeleted(key) for key in state.services
+                    if key not in present and key not in configured]
     for key, seen in obs.ipvs.items():
         if key not in wanted and state.owns_service(key):
             wait = None

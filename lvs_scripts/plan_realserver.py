@@ -59,9 +59,13 @@ def plan_realserver_start(config: Config, obs: HostObservation, state: State) ->
                      AddressAdded("lo", vip_cidr(vip)))
     wanted_cidrs = {vip_cidr(vip) for vip in wanted}
     for device, cidr in state.addresses:
-        if cidr not in wanted_cidrs and obs.has_address(device, ipaddress.ip_interface(cidr).ip):
+        if cidr in wanted_cidrs:
+            continue
+        if obs.has_address(device, ipaddress.ip_interface(cidr).ip):
             plan.add(("ip", "addr", "del", cidr, "dev", device), "VIP no longer configured",
                      AddressRemoved(device, cidr))
+        else:
+            plan.forget.append(AddressRemoved(device, cidr))
     return plan
 
 

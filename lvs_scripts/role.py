@@ -121,12 +121,12 @@ class Role:
                           stop_requested=self.stop_requested)
 
     def start(self) -> Report:
-        with exclusive(self.paths, self.wait_seconds):
+        with exclusive(self.paths, self.wait_seconds, self.stop_requested):
             return self._start("start")
 
     def reload(self, action: str = "reload") -> Report:
         """reload and force-reload: the same reconciliation as start, named as asked."""
-        with exclusive(self.paths, self.wait_seconds):
+        with exclusive(self.paths, self.wait_seconds, self.stop_requested):
             return self._start(action)
 
     def _start(self, action: str) -> Report:
@@ -139,7 +139,7 @@ class Role:
         return report
 
     def stop(self) -> Report:
-        with exclusive(self.paths, self.wait_seconds):
+        with exclusive(self.paths, self.wait_seconds, self.stop_requested):
             preflight(self.paths)
             state = self.state()
             plan = self.plan_stop(self.observe(), state)
@@ -148,7 +148,7 @@ class Role:
             return report
 
     def restart(self) -> tuple[Report, Report]:
-        with exclusive(self.paths, self.wait_seconds):
+        with exclusive(self.paths, self.wait_seconds, self.stop_requested):
             preflight(self.paths)
             state = self.state()
             plan = self.plan_stop(self.observe(), state)

@@ -11,16 +11,19 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import ipaddress
 import json
 import os
+import re
 import stat
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .errors import Busy, StateError
+from .errors import Busy, Interrupted, StateError
 from .plan import (
     AddressAdded,
     AddressRemoved,
@@ -66,7 +69,13 @@ class State:
                                   self.route.get("previous_dev"))
             self.route = {"via": effect.via, "previous_via": effect.previous_via,
                           "previous_dev": effect.previous_dev}
-        elif isinstance(effect, (RouteRemoved, RouteRestored)):
+        elif isinstance(effect, RouteRemoved):
+            # Our route is gone; the one it replaced stays on record until it is back.
+            previous = self.route.get("previous_via") if self.route else None
+            self.route = None if previous is None else {
+                "via": None, "previous_via": previous,
+                "previous_dev": self.route.get("previous_dev") if self.route else None}
+        elif isinstance(effect, RouteRestored):
             self.route = None
         # The values from before our first change are kept, never ones we set ourselves.
         elif isinstance(effect, TimeoutsSet):
@@ -108,15 +117,70 @@ class State:
             if not isinstance(data, dict) or data.pop("version", None) != STATE_VERSION:
                 raise ValueError("unknown layout")
             state = cls(**data)
-            if not (isinstance(state.addresses, list) and isinstance(state.services, list)
-                    and isinstance(state.sysctls, dict)):
-                raise ValueError("wrong types")
+            state._check()
             return state
         except (ValueError, TypeError) as err:
-            raise StateError(
-                f"{path}: state file is corrupt ({err}). It records what start changed so that "
-                "stop can undo it. Inspect it, undo by hand what it lists if needed, then "
-                "delete it; the next start observes the host again.") from None
+            raise cls.corrupt(path, str(err)) from None
+
+    @staticmethod
+    def corrupt(path: str, why: str) -> StateError:
+        return StateError(
+            f"{path}: state file is corrupt ({why}). It records what start changed so that "
+            "stop can undo it. Inspect it, undo by hand what it lists if needed, then "
+            "delete it; the next start observes the host again.")
+
+    def _check(self) -> None:
+        """Every entry of the right shape: the file is read as root and drives commands."""
+        def fail(what: str, value: object) -> ValueError:
+            return ValueError(f"{what}: {value!r:.60}")
+
+        if not isinstance(self.addresses, list):
+            raise fail("addresses", self.addresses)
+        for entry in self.addresses:
+            if not (isinstance(entry, list) and len(entry) == 2 and _NAME.fullmatch(
+                    str(entry[0])) and isinstance(entry[1], str) and _is_interface(entry[1])):
+                raise fail("address entry", entry)
+        if not (isinstance(self.services, list) and all(
+                isinstance(key, str) and _SERVICE.fullmatch(key) for key in self.services)):
+            raise fail("services", self.services)
+        if not (isinstance(self.sysctls, dict) and all(
+                isinstance(k, str) and _SYSCTL.fullmatch(k) and type(v) is int and 0 <= v <= 8
+                for k, v in self.sysctls.items())):
+            raise fail("sysctls", self.sysctls)
+        if self.timeouts is not None and not (isinstance(self.timeouts, list) and len(
+                self.timeouts) == 3 and all(type(t) is int and t >= 0 for t in self.timeouts)):
+            raise fail("timeouts", self.timeouts)
+        if self.route is not None:
+            if not (isinstance(self.route, dict) and set(self.route) == {
+                    "via", "previous_via", "previous_dev"}):
+                raise fail("route", self.route)
+            for key in ("via", "previous_via"):
+                if self.route[key] is not None and not _is_address(self.route[key]):
+                    raise fail(f"route.{key}", self.route[key])
+            dev = self.route["previous_dev"]
+            if dev is not None and not (isinstance(dev, str) and _NAME.fullmatch(dev)):
+                raise fail("route.previous_dev", dev)
+
+
+_NAME = re.compile(r"[A-Za-z0-9._-]{1,15}")
+_SERVICE = re.compile(r"(tcp|udp|sctp) \S+|fwmark \d+( \(IPv6\))?")
+_SYSCTL = re.compile(r"net[./]ipv4[./]conf[./][A-Za-z0-9._-]{1,15}[./]arp_(ignore|announce)")
+
+
+def _is_interface(text: str) -> bool:
+    try:
+        ipaddress.ip_interface(text)
+    except ValueError:
+        return False
+    return "/" in text
+
+
+def _is_address(value: object) -> bool:
+    try:
+        ipaddress.ip_address(str(value))
+    except ValueError:
+        return False
+    return isinstance(value, str)
 
 
 @dataclass(frozen=True)
@@ -151,8 +215,12 @@ def _open_nofollow(path: str, flags: int, mode: int = 0o644) -> int:
 
 
 def _ensure_dir(path: str) -> None:
+    """Create a missing directory as 0755 whatever the umask; an existing one is left as
+    its owner made it."""
     try:
-        os.makedirs(path, mode=0o755, exist_ok=True)
+        if not os.path.lexists(path):
+            os.makedirs(path, mode=0o755, exist_ok=True)
+            os.chmod(path, 0o755)  # noqa: S103 - world-readable on purpose: status for all
     except OSError as err:
         raise StateError(f"{path}: cannot create directory: {err.strerror}") from None
     info = os.lstat(path)
@@ -167,21 +235,35 @@ def load_state(paths: Paths) -> State:
         if not os.path.lexists(paths.state_file):
             return State()
         raise
-    with os.fdopen(fd, "r", encoding="utf-8") as handle:
-        return State.from_json(handle.read(1 << 20), paths.state_file)
+    with os.fdopen(fd, "rb") as handle:
+        raw = handle.read(1 << 20)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise State.corrupt(paths.state_file, "not UTF-8 text") from None
+    return State.from_json(text, paths.state_file)
 
 
 def save_state(paths: Paths, state: State) -> None:
     """Atomically replace the state file; remove it when there is nothing to remember."""
     _ensure_dir(paths.state_dir)
-    if state.empty():
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(paths.state_file)
-        return
+    try:
+        if state.empty():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(paths.state_file)
+            return
+        _write_atomically(paths, state.to_json())
+    except OSError as err:
+        raise StateError(f"{paths.state_file}: cannot write the state file: {err.strerror}. "
+                         "What was applied so far is listed below; the file may still show "
+                         "the state before it") from None
+
+
+def _write_atomically(paths: Paths, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{paths.name}.", dir=paths.state_dir)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(state.to_json())
+            handle.write(text)
             handle.flush()
             os.fchmod(handle.fileno(), 0o644)
             os.fsync(handle.fileno())
@@ -210,7 +292,11 @@ def lock_exists(paths: Paths) -> bool:
 
 def write_lock(paths: Paths) -> None:
     _ensure_dir(paths.lock_dir)
-    os.close(_open_nofollow(paths.lock_file, os.O_WRONLY | os.O_CREAT))
+    fd = _open_nofollow(paths.lock_file, os.O_WRONLY | os.O_CREAT)
+    try:
+        os.fchmod(fd, 0o644)
+    finally:
+        os.close(fd)
 
 
 def remove_lock(paths: Paths) -> None:
@@ -219,11 +305,15 @@ def remove_lock(paths: Paths) -> None:
 
 
 @contextlib.contextmanager
-def exclusive(paths: Paths, wait_seconds: float) -> Iterator[None]:
-    """Hold an exclusive flock for the whole action; a second run waits, then gives up."""
+def exclusive(paths: Paths, wait_seconds: float,
+              stop_requested: threading.Event | None = None) -> Iterator[None]:
+    """Hold an exclusive flock for the whole action; a second run waits, then gives up.
+    A signal (stop_requested) ends the wait at once."""
     _ensure_dir(paths.state_dir)
     fd = _open_nofollow(paths.run_lock, os.O_RDWR | os.O_CREAT)
+    stop = stop_requested or threading.Event()
     try:
+        os.fchmod(fd, 0o644)
         deadline = time.monotonic() + wait_seconds
         while True:
             try:
@@ -234,7 +324,9 @@ def exclusive(paths: Paths, wait_seconds: float) -> Iterator[None]:
                     holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
                     raise Busy(f"another {paths.name} is running (pid {holder}); "
                                f"gave up after {wait_seconds:g} s ({paths.run_lock})") from None
-                time.sleep(0.05)
+                if stop.wait(0.05):
+                    raise Interrupted(f"interrupted while waiting for {paths.run_lock}"
+                                      ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield

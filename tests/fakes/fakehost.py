@@ -29,6 +29,12 @@ invocation overall (counting every invocation of every fake); without either,
 every matching call fails. ``in_restore`` rules match the lines that one
 ``ipvsadm -R`` reads (as ``["ipvsadm", *words]``) and fail that line like a
 kernel error would.
+
+Delays (``FakeHost.delay``): a rule ``{"match": [...], "seconds": s, "nth": k}``
+makes a matching *executable* (not ``invoke``) sleep ``s`` seconds before it
+runs, outside the state lock, so a test can signal or race the caller while a
+command is under way. ``fired`` counts the sleeps begun. A delayed fake dies of
+SIGINT like a C program (no KeyboardInterrupt traceback).
 """
 
 from __future__ import annotations
@@ -286,6 +292,17 @@ class FakeHost:
     def clear_failures(self) -> None:
         with self.edit() as st:
             st["failures"] = []
+
+    def delay(self, match: list[str], seconds: float, *, nth: int | None = None) -> None:
+        """Make the matching executable sleep before it runs (see the module docstring)."""
+        rule = {"match": list(match), "seconds": float(seconds), "nth": nth, "seen": 0,
+                "fired": 0}
+        with self.edit() as st:
+            st.setdefault("delays", []).append(rule)
+
+    def delays(self) -> list[dict[str, Any]]:
+        """The delay rules, with how often each matched ("seen") and slept ("fired")."""
+        return list(self.state().get("delays", []))
 
     # ------------------------------------------------------------ tools & kernel
 
@@ -631,6 +648,25 @@ def build_path(bin_dir: Path, sys_dir: Path, missing: list[str],
 # ---------------------------------------------------------------- executables
 
 
+def _take_delay(host: FakeHost, argv: list[str]) -> float:
+    """Seconds this invocation should sleep first (0: none); counts the rule's use."""
+    if not host.state().get("delays"):
+        return 0.0
+    with host.edit() as st:
+        for rule in st.get("delays", []):
+            if not argv_matches(rule["match"], argv):
+                continue
+            rule["seen"] += 1
+            if rule.get("nth") is None or rule["nth"] == rule["seen"]:
+                import signal
+
+                # Before "fired" is saved: a test may send SIGINT as soon as it sees it.
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                rule["fired"] += 1
+                return float(rule["seconds"])
+    return 0.0
+
+
 def main(tool: str) -> int:
     """Entry point of tests/fakes/bin/<tool>."""
     directory = os.environ.get("FAKEHOST_DIR")
@@ -639,6 +675,11 @@ def main(tool: str) -> int:
                          "refusing to run\n")
         return UNSUPPORTED_RC
     host = FakeHost(directory)
+    seconds = _take_delay(host, [tool, *sys.argv[1:]])
+    if seconds:
+        import time
+
+        time.sleep(seconds)
     stdin: Any = None
     if tool == "ipvsadm":
         stdin = sys.stdin  # read only if the command is -R
