@@ -204,8 +204,17 @@ def test_removals_come_after_additions() -> None:
     plan = plan_director_start(config, observed(configured(
         ipvs="-A -t 192.168.30.254:80 -s wrr\n"
              "-a -t 192.168.30.254:80 -r 192.168.30.111:80 -g -w 1\n",
-        addrs=ADDRS_DONE, routes=ROUTE_OURS)), OWNED)
+        addrs=ADDRS_DONE, routes=ROUTE_OURS)), State(services=OWNED.services))
     assert [s.argv[1] for s in plan.steps] == ["-a", "-e", "-d"]
+
+
+def test_addresses_leaving_the_config_go_after_the_services() -> None:
+    """The seed state owns a DIP; a config without dip removes it, after the IPVS changes."""
+    config = parse_config(toml(extra_director="arping_count = 0"))
+    plan = plan_director_start(config, observed(configured()), OWNED)
+    lines = [s.line() for s in plan.steps]
+    assert lines[-1] == "ip addr del 192.168.30.105/24 dev eth1"
+    assert all(line.startswith("ipvsadm") for line in lines[:-1])
 
 
 def test_habets_arping_uses_its_own_flags() -> None:
