@@ -18,7 +18,7 @@ check: venv
 	$(BIN)/mypy --strict lvs_scripts
 
 unit: venv
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2
 
 lab-test: venv
 	$(BIN)/python -m lab pytest
