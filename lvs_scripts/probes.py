@@ -222,6 +222,58 @@ def parse_ipvs_list(text: str) -> Counters:
     return result
 
 
+IPVS_STATS = ("ipvsadm", "-L", "-n", "--stats", "--exact")
+
+
+@dataclass(frozen=True)
+class Stats:
+    conns: int
+    inpkts: int
+    outpkts: int
+    inbytes: int
+    outbytes: int
+
+
+_UNITS = {"K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4}
+
+
+def _number(text: str) -> int:
+    """`118291K` without --exact (ipvsadm's print_largenum scales by 1000), else exact."""
+    if text[-1:] in _UNITS:
+        return int(text[:-1]) * _UNITS[text[-1]]
+    return int(text)
+
+
+def parse_ipvs_stats(text: str) -> dict[ServiceKey, tuple[Stats, dict[tuple[IPAddress, int],
+                                                                       Stats]]]:
+    """`ipvsadm -L -n --stats [--exact]`: totals per service and per real server. The DR
+    proof: OutPkts stays 0 at the director, because replies go straight to the client."""
+    result: dict[ServiceKey, tuple[Stats, dict[tuple[IPAddress, int], Stats]]] = {}
+    current: ServiceKey | None = None
+    names = {"TCP": Protocol.TCP, "UDP": Protocol.UDP, "SCTP": Protocol.SCTP}
+    for line in text.splitlines():
+        tokens = line.split()
+        try:
+            if len(tokens) >= 7 and tokens[0] in names:
+                address, port = parse_endpoint(tokens[1])
+                current = ServiceKey(names[tokens[0]], address, port)
+                numbers = tokens[2:7]
+            elif len(tokens) >= 7 and tokens[0] == "FWM":
+                ipv6 = tokens[2] == "IPv6"
+                current = ServiceKey(Protocol.FWMARK, None, int(tokens[1]), ipv6)
+                numbers = tokens[3:8] if ipv6 else tokens[2:7]
+            elif len(tokens) == 7 and tokens[0] == "->" and current is not None:
+                stats = Stats(*(_number(t) for t in tokens[2:7]))
+                result[current][1][parse_endpoint(tokens[1])] = stats
+                continue
+            else:
+                continue
+            result[current] = (Stats(*(_number(t) for t in numbers)), {})
+        except (ValueError, TypeError):
+            current = None
+    return result
+
+
 # --- ip ----------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

@@ -174,3 +174,24 @@ def test_parse_rule_refuses_non_rules() -> None:
     for line in ("--set 30 5 60", "-a -t 1.2.3.4:80 -w 2", "# -A -t 1.2.3.4:80"):
         with pytest.raises(ValueError):
             parse_rule(line)
+
+
+def test_stats_exact_and_scaled() -> None:
+    from lvs_scripts.probes import parse_ipvs_stats
+
+    exact = parse_ipvs_stats(captured("ipvsadm-L-n-stats-exact.mixed.txt"))
+    scaled = parse_ipvs_stats(captured("ipvsadm-L-n-stats.mixed.txt"))
+    web_total, web_reals = exact[tcp("192.168.30.254", 80)]
+    # DR: the director forwarded the requests in and saw no reply go out.
+    assert web_total.inpkts > 0 and web_total.outpkts == 0
+    assert all(s.outpkts == 0 for s in web_reals.values())
+    assert sum(s.conns for s in web_reals.values()) == web_total.conns
+    assert set(exact) == set(scaled) and len(exact) == 8
+    # without --exact, ipvsadm prints large numbers scaled (118291K): read back as such
+    line = next(t for t in captured("ipvsadm-L-n-stats.mixed.txt").splitlines()
+                if t.startswith("TCP  192.168.30.254:8080"))
+    printed = line.split()[-1]
+    assert printed.endswith("K")
+    assert scaled[tcp("192.168.30.254", 8080)][0].outbytes == int(printed[:-1]) * 1000
+    fwm6 = exact[ServiceKey(Protocol.FWMARK, None, 2, True)]
+    assert list(fwm6[1]) == [(ip("2001:db8::12"), 0)]
