@@ -195,7 +195,13 @@ def bench_kernel(sizes: list[int], script_max: int) -> None:
     if subprocess.run(["ip", "link", "show", "bench0"], capture_output=True,
                       check=False).returncode != 0:
         sh("ip", "link", "add", "bench0", "type", "veth", "peer", "name", "bench1")
-    rows: list[Sequence[object]] = []
+    header = ("real servers", "script style s", "script ipvsadm runs", "ours s",
+              "ours programs started", "ours ipvsadm runs", "speed-up", "reload 1 weight s",
+              "reload rules")
+    print("\nstart of 1 service x N real servers on a real IPVS kernel (lab VM, emulated "
+          "CPU: compare ratios, not seconds)\n")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join(" --- " for _ in header) + "|", flush=True)
     for count in sizes:
         sh("ipvsadm", "-C")
         script_s: float | None = None
@@ -231,15 +237,11 @@ def bench_kernel(sizes: list[int], script_max: int) -> None:
             reload_rules = sum(1 for step in report.plan.steps if step.ipvs_rule)
             director.stop()
         ratio = f"{script_s / ours_s:.1f}x" if script_s else "not run"
-        rows.append((count, f"{script_s:.2f}" if script_s else "-", count + 1 if script_s
-                     else "-", f"{ours_s:.2f}", spawns, ipvsadm, ratio, f"{reload_s:.2f}",
-                     reload_rules))
+        row = (count, f"{script_s:.2f}" if script_s else "-", count + 1 if script_s
+               else "-", f"{ours_s:.2f}", spawns, ipvsadm, ratio, f"{reload_s:.2f}",
+               reload_rules)
+        print("| " + " | ".join(str(cell) for cell in row) + " |", flush=True)
     sh("ip", "link", "del", "bench0")
-    table("start of 1 service x N real servers on a real IPVS kernel (lab VM, emulated CPU: "
-          "compare ratios, not seconds)",
-          ("real servers", "script style s", "script ipvsadm runs", "ours s",
-           "ours programs started", "ours ipvsadm runs", "speed-up", "reload 1 weight s",
-           "reload rules"), rows)
 
 
 def main() -> int:
