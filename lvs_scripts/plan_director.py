@@ -108,11 +108,19 @@ def _plan_vips(plan: Plan, config: Config, director: DirectorConfig, obs: HostOb
 
 def _plan_unwanted_addresses(plan: Plan, config: Config, director: DirectorConfig,
                              obs: HostObservation, state: State) -> None:
-    """Addresses we added that the config no longer has: removed after the services that
-    used them; records of ones already gone are dropped."""
+    """VIPs and the DIP we added that the config no longer has: removed after the
+    services that used them."""
     wanted = {(director.interface, vip_cidr(vip)) for vip in config.director_vips()}
     if director.dip is not None and director.dip_interface is not None:
         wanted.add((director.dip_interface, str(director.dip)))
+    plan_unwanted_addresses(plan, obs, state, wanted)
+
+
+def plan_unwanted_addresses(plan: Plan, obs: HostObservation, state: State,
+                            wanted: set[tuple[str, str]]) -> None:
+    """Remove the addresses our state file lists but `wanted` (device, cidr) does not;
+    drop the records of those already gone, so that an address someone else adds later
+    is never taken for ours."""
     for device, cidr in state.addresses:
         if (device, cidr) in wanted:
             continue

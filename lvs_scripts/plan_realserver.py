@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from .model import Config
 from .plan import AddressAdded, AddressRemoved, Plan, SysctlChanged, SysctlRestored
-from .plan_director import add_vip_argv, vip_cidr
+from .plan_director import add_vip_argv, plan_unwanted_addresses, vip_cidr
 from .probes import HostObservation, sysctl_key
 from .state import State
 
@@ -57,15 +57,7 @@ def plan_realserver_start(config: Config, obs: HostObservation, state: State) ->
         if not obs.has_address("lo", vip):
             plan.add(add_vip_argv(vip, "lo"), "accept the VIP locally (DR)",
                      AddressAdded("lo", vip_cidr(vip)))
-    wanted_cidrs = {vip_cidr(vip) for vip in wanted}
-    for device, cidr in state.addresses:
-        if cidr in wanted_cidrs:
-            continue
-        if obs.has_address(device, ipaddress.ip_interface(cidr).ip):
-            plan.add(("ip", "addr", "del", cidr, "dev", device), "VIP no longer configured",
-                     AddressRemoved(device, cidr))
-        else:
-            plan.forget.append(AddressRemoved(device, cidr))
+    plan_unwanted_addresses(plan, obs, state, {("lo", vip_cidr(vip)) for vip in wanted})
     return plan
 
 
