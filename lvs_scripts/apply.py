@@ -152,14 +152,14 @@ def wait_idle(drain: Drain, runner: Runner, started: float, poll_seconds: float,
         open_conns = _connections(drain, parse_ipvs_list(runner.run(IPVS_LIST).stdout))
         if open_conns == 0:
             return
+        if not told:  # said once, whenever connections are open, even if time is up
+            log.warning("waiting until %s: %d connection(s) open", drain.describe(), open_conns)
+            told = True
         left = deadline - time.monotonic()
         if left <= 0:
             outcome.warnings.append(f"drain time up: deleting although {open_conns} "
                                     f"connection(s) remain ({drain.describe()})")
             return
-        if not told:
-            log.warning("waiting until %s: %d connection(s) open", drain.describe(), open_conns)
-            told = True
         if stop_requested is not None:
             if stop_requested.wait(min(poll_seconds, left)):
                 raise Interrupted(f"interrupted while waiting until {drain.describe()}")
