@@ -3,7 +3,8 @@
 python -m lab prepare             # install, download, build (cached)
 python -m lab run -- CMD [ARG..]  # boot, run CMD in the checkout, exit with its code
 python -m lab pytest [ARGS]       # the real-kernel tests (tests/e2e, marker "lab")
-python -m lab demo                # the how-to's DR set-up, checked end to end
+python -m lab demo                # the how-to's DR set-up through our init.d scripts, checked
+python -m lab demo --manual       # the same by hand with ipvsadm/ip/sysctl (phase 1)
 python -m lab capture             # refresh tests/data/captured/ from the real kernel
 """
 
@@ -53,18 +54,26 @@ def _parser() -> argparse.ArgumentParser:
         ("prepare", cmd_prepare, "install what the lab needs and build the VM image"),
         ("run", cmd_run, "boot the VM and run a command in the checkout: run -- CMD [ARGS]"),
         ("pytest", cmd_pytest, "run the lab tests (tests/e2e) inside the VM: pytest [ARGS]"),
-        ("demo", cmd_demo, "the how-to's DR topology, configured and checked"),
+        ("demo", cmd_demo, "the how-to's DR topology, configured by init.d and checked"),
         ("capture", cmd_capture, "record real outputs into tests/data/captured/"),
     ):
         sub = commands.add_parser(name, help=text, description=text, allow_abbrev=False)
         sub.set_defaults(func=func)
+        # The lab tests make ~40 CLI calls of 6-15 s each (more when the host is busy).
+        timeout = 1800 if name == "pytest" else 600
         sub.add_argument(
             "--vm-timeout",
             type=float,
-            default=600,
+            default=timeout,
             metavar="SECONDS",
-            help="kill the VM after this long (default 600)",
+            help=f"kill the VM after this long (default {timeout})",
         )
+        if name == "demo":
+            sub.add_argument(
+                "--manual",
+                action="store_true",
+                help="configure DR by hand with ipvsadm/ip/sysctl instead (lab/scenario_manual.sh)",
+            )
     return parser
 
 
@@ -92,12 +101,20 @@ def cmd_pytest(args: argparse.Namespace) -> int:
     if not pytest.exists():
         print(f"lab: {pytest} not found: make the venv first (make venv)", file=sys.stderr)
         return 2
-    argv = [str(pytest), "-m", "lab", "-p", "no:cacheprovider", "tests/e2e"]
+    argv = [str(pytest), "-m", "lab", "-p", "no:cacheprovider"]
+    # Paths among the arguments (tests/e2e/test_x.py::test_y) replace the default tests/e2e.
+    if not any(_is_test_path(arg) for arg in args.rest):
+        argv.append("tests/e2e")
     return boot(argv + args.rest, "pytest", args.vm_timeout)
 
 
+def _is_test_path(arg: str) -> bool:
+    return not arg.startswith("-") and (vm.CHECKOUT / arg.split("::", 1)[0]).exists()
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    return boot(["bash", "lab/scenario_manual.sh"], "demo", args.vm_timeout)
+    script = "lab/scenario_manual.sh" if args.manual else "lab/scenario_initd.sh"
+    return boot(["bash", script], "demo", args.vm_timeout)
 
 
 def cmd_capture(args: argparse.Namespace) -> int:

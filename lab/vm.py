@@ -119,7 +119,9 @@ def run(
     """
     shutil.rmtree(results, ignore_errors=True)
     results.mkdir(parents=True)
-    environment = guest_environment(env)
+    # The kernel modules, for a test that unloads one (a real fault) and loads it back.
+    environment = guest_environment({"LAB_MODULES": str(image.kernel.parent / "modules"),
+                                     **(env or {})})
     (results / "command.sh").write_text(command_script(argv, cwd, environment))
     started = time.monotonic()
     process = subprocess.Popen(
