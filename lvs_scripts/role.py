@@ -140,21 +140,20 @@ class Role:
 
     def stop(self) -> Report:
         with exclusive(self.paths, self.wait_seconds, self.stop_requested):
-            preflight(self.paths)
-            state = self.state()
-            plan = self.plan_stop(self.observe(), state)
-            report = Report("stop", plan, self._apply(plan, state))
-            remove_lock(self.paths)
-            return report
+            return self._stop()
 
     def restart(self) -> tuple[Report, Report]:
+        """stop then start under one run lock, so no other run slips in between."""
         with exclusive(self.paths, self.wait_seconds, self.stop_requested):
-            preflight(self.paths)
-            state = self.state()
-            plan = self.plan_stop(self.observe(), state)
-            stopped = Report("stop", plan, self._apply(plan, state))
-            remove_lock(self.paths)
-            return stopped, self._start("start")
+            return self._stop(), self._start("start")
+
+    def _stop(self) -> Report:
+        preflight(self.paths)
+        state = self.state()
+        plan = self.plan_stop(self.observe(), state)
+        report = Report("stop", plan, self._apply(plan, state))
+        remove_lock(self.paths)
+        return report
 
     def verify(self, state: State) -> None:
         again = self.plan_start(self.observe(), state).required
