@@ -12,12 +12,12 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Callable, Union
 
 from .errors import ApplyFailed, CommandFailed, Interrupted, LvsError, MissingTool
 from .plan import Drain, Outcome, Plan, Step
 from .probes import IPVS_LIST, IPVS_SAVE, Counters, parse_ipvs_list, parse_ipvs_save, rule_holds
+from .record import Record
 from .render import shell_line
 from .runner import Runner
 from .state import State
@@ -27,8 +27,7 @@ log = logging.getLogger("lvs_scripts")
 BATCH_MIN = 2  # a single rule runs as itself: clearer in logs, same cost
 
 
-@dataclass(frozen=True)
-class Batch:
+class Batch(Record):
     steps: tuple[Step, ...]
 
     @property

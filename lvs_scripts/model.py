@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Union
+
+from .record import Record, field
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 IPInterface = Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
@@ -94,8 +96,7 @@ class Destination:
         return endpoint(self.address, self.port)
 
 
-@dataclass(frozen=True)
-class VirtualService:
+class VirtualService(Record):
     key: ServiceKey
     scheduler: str = "wlc"
     persistence: int = 0  # seconds; 0 = not persistent
@@ -128,8 +129,7 @@ class VirtualService:
 IpvsTable = dict[ServiceKey, VirtualService]
 
 
-@dataclass(frozen=True)
-class Timeouts:
+class Timeouts(Record):
     """ipvsadm --set tcp tcpfin udp; 0 means "leave unchanged"."""
 
     tcp: int = 0
@@ -140,8 +140,7 @@ class Timeouts:
         return (str(self.tcp), str(self.tcpfin), str(self.udp))
 
 
-@dataclass(frozen=True)
-class DirectorConfig:
+class DirectorConfig(Record):
     interface: str
     gateway: IPAddress | None = None
     dip: IPInterface | None = None
@@ -150,13 +149,11 @@ class DirectorConfig:
     arping_count: int = 5
 
 
-@dataclass(frozen=True)
-class RealServerConfig:
+class RealServerConfig(Record):
     arp_interfaces: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(Record):
     path: str
     director: DirectorConfig | None
     realserver: RealServerConfig

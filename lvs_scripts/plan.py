@@ -3,73 +3,63 @@ state file once it has succeeded. Dry run prints a plan; a real run executes the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Union
 
 from .model import IPAddress, ServiceKey, endpoint
+from .record import Record, field
 from .render import shell_line
 
 
-@dataclass(frozen=True)
-class AddressAdded:
+class AddressAdded(Record):
     device: str
     cidr: str
 
 
-@dataclass(frozen=True)
-class AddressRemoved:
+class AddressRemoved(Record):
     device: str
     cidr: str
 
 
-@dataclass(frozen=True)
-class RouteSet:
+class RouteSet(Record):
     via: str
     previous_via: str | None = None  # the default route we replaced, to put back on stop
     previous_dev: str | None = None
 
 
-@dataclass(frozen=True)
-class RouteRemoved:
+class RouteRemoved(Record):
     pass
 
 
-@dataclass(frozen=True)
-class RouteRestored:
+class RouteRestored(Record):
     """The default route start had replaced is back."""
 
     via: str
     dev: str | None = None
 
 
-@dataclass(frozen=True)
-class TimeoutsSet:
+class TimeoutsSet(Record):
     previous: tuple[int, int, int]  # tcp tcpfin udp before our first --set
 
 
-@dataclass(frozen=True)
-class TimeoutsRestored:
+class TimeoutsRestored(Record):
     pass
 
 
-@dataclass(frozen=True)
-class ServiceCreated:
+class ServiceCreated(Record):
     key: str
 
 
-@dataclass(frozen=True)
-class ServiceDeleted:
+class ServiceDeleted(Record):
     key: str
 
 
-@dataclass(frozen=True)
-class SysctlChanged:
+class SysctlChanged(Record):
     key: str
     previous: int
 
 
-@dataclass(frozen=True)
-class SysctlRestored:
+class SysctlRestored(Record):
     key: str
 
 
@@ -77,8 +67,7 @@ Effect = Union[AddressAdded, AddressRemoved, RouteSet, RouteRemoved, RouteRestor
                TimeoutsSet, TimeoutsRestored, ServiceCreated, ServiceDeleted, SysctlChanged,
                SysctlRestored]
 
-@dataclass(frozen=True)
-class Drain:
+class Drain(Record):
     """Wait before this step until the service (or one real server of it) has no
     connections left, or until `seconds` have passed since the apply began."""
 
@@ -114,8 +103,7 @@ class Step:
         return None
 
 
-@dataclass
-class Plan:
+class Plan(Record, frozen=False):
     steps: list[Step] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # things seen and deliberately left alone
     # Records to drop from the state file once the plan has succeeded: things it lists that
@@ -135,8 +123,7 @@ class Plan:
         return bool(self.steps)
 
 
-@dataclass
-class Outcome:
+class Outcome(Record, frozen=False):
     """What applying a plan did: the commands that succeeded, and warnings."""
 
     applied: list[str] = field(default_factory=list)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
 
 from .model import Config
 from .plan import AddressAdded, AddressRemoved, Plan, SysctlChanged, SysctlRestored
 from .plan_director import add_vip_argv, plan_unwanted_addresses, vip_cidr
 from .probes import HostObservation, sysctl_key
+from .record import Record
 from .state import State
 
 # arp_ignore=1: answer only for addresses on the interface the request came in on (the VIP
@@ -16,8 +16,7 @@ from .state import State
 ARP_SETTINGS = (("arp_ignore", 1), ("arp_announce", 2))
 
 
-@dataclass(frozen=True)
-class ArpSetting:
+class ArpSetting(Record):
     interface: str
     name: str
     value: int

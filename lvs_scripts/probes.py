@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .model import (
     Destination,
@@ -21,6 +21,7 @@ from .model import (
     Timeouts,
     VirtualService,
 )
+from .record import Record, field
 
 IPVS_SAVE = ("ipvsadm", "-S", "-n")
 IPVS_TIMEOUTS = ("ipvsadm", "-L", "--timeout")
@@ -225,8 +226,7 @@ def parse_ipvs_list(text: str) -> Counters:
 IPVS_STATS = ("ipvsadm", "-L", "-n", "--stats", "--exact")
 
 
-@dataclass(frozen=True)
-class Stats:
+class Stats(Record):
     conns: int
     inpkts: int
     outpkts: int
@@ -276,8 +276,7 @@ def parse_ipvs_stats(text: str) -> dict[ServiceKey, tuple[Stats, dict[tuple[IPAd
 
 # --- ip ----------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Address:
+class Address(Record):
     device: str
     interface: IPInterface
     secondary: bool = False
@@ -304,8 +303,7 @@ def parse_ip_addrs(text: str) -> list[Address]:
     return found
 
 
-@dataclass(frozen=True)
-class Link:
+class Link(Record):
     name: str
     up: bool
     mac: str | None = None
@@ -324,8 +322,7 @@ def parse_ip_links(text: str) -> dict[str, Link]:
     return links
 
 
-@dataclass(frozen=True)
-class Route:
+class Route(Record):
     via: IPAddress | None
     dev: str | None
     metric: int = 0
@@ -366,8 +363,7 @@ def parse_sysctl_values(keys: tuple[str, ...], text: str) -> dict[str, int]:
     return {key: int(value) for key, value in zip(keys, lines)}
 
 
-@dataclass(frozen=True)
-class Arping:
+class Arping(Record):
     """Which arping is installed. iputils: -s is the source IP. Thomas Habets': -S is the
     source IP and -s the source MAC, -i the interface."""
 
@@ -387,8 +383,7 @@ def parse_arping_version(text: str) -> Arping:
     return Arping("iputils" if "iputils" in text else "habets")
 
 
-@dataclass
-class HostObservation:
+class HostObservation(Record, frozen=False):
     """What one host looks like now. Empty defaults describe "nothing configured"."""
 
     addresses: list[Address] = field(default_factory=list)

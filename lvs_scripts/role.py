@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import ipaddress
 import threading
-from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import LvsError
@@ -26,6 +25,7 @@ from .plan import (
     TimeoutsRestored,
 )
 from .probes import HostObservation, Route
+from .record import Record, field
 from .runner import PlumbumRunner, Runner
 from .state import (
     Paths,
@@ -47,8 +47,7 @@ STATUS_STOPPED = 3
 STATUS_DRIFT = 150
 
 
-@dataclass
-class Report:
+class Report(Record, frozen=False):
     """What an action did."""
 
     action: str
@@ -60,8 +59,7 @@ class Report:
         return bool(self.outcome.applied)
 
 
-@dataclass
-class Status:
+class Status(Record, frozen=False):
     code: int
     summary: str
     details: list[str] = field(default_factory=list)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 from .errors import CommandFailed, IpvsUnavailable, MissingTool
+from .record import Record
 from .render import shell_line
 
 log = logging.getLogger("lvs_scripts")
@@ -26,8 +26,7 @@ _STDERR_MEANS_FAILURE = frozenset({"sysctl"})
 _NO_IPVS_MARKERS = ("Protocol not available", "Can't initialize ipvs")
 
 
-@dataclass(frozen=True)
-class Result:
+class Result(Record):
     argv: tuple[str, ...]
     returncode: int
     stdout: str

@@ -20,7 +20,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .errors import Busy, Interrupted, StateError
@@ -38,14 +37,14 @@ from .plan import (
     TimeoutsRestored,
     TimeoutsSet,
 )
+from .record import Record, as_dict, field
 
 DEFAULT_STATE_DIR = "/run/lvs-scripts"
 DEFAULT_LOCK_DIR = "/var/lock/subsys"
 STATE_VERSION = 1
 
 
-@dataclass
-class State:
+class State(Record, frozen=False):
     addresses: list[list[str]] = field(default_factory=list)  # [device, cidr] we added
     route: dict[str, str | None] | None = None  # {"via", "previous_via", "previous_dev"}
     services: list[str] = field(default_factory=list)  # str(ServiceKey) of services we created
@@ -108,7 +107,7 @@ class State:
                     or self.timeouts)
 
     def to_json(self) -> str:
-        return json.dumps({"version": STATE_VERSION, **asdict(self)}, indent=2, sort_keys=True)
+        return json.dumps({"version": STATE_VERSION, **as_dict(self)}, indent=2, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str, path: str) -> State:
@@ -183,8 +182,7 @@ def _is_address(value: object) -> bool:
     return isinstance(value, str)
 
 
-@dataclass(frozen=True)
-class Paths:
+class Paths(Record):
     """Where one tool keeps its state, lock and run lock. Overridable for labs where
     several "hosts" share one file system."""
 
