@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lvs_scripts.config import parse_config  # noqa: E402
+from lvs_scripts.config import load_config, parse_config  # noqa: E402
 from lvs_scripts.plan_director import plan_director_start  # noqa: E402
 from lvs_scripts.probes import HostObservation, parse_ipvs_save  # noqa: E402
 from lvs_scripts.runner import PlumbumRunner, Result  # noqa: E402
@@ -92,6 +92,33 @@ def bench_planning() -> None:
                      rules[0] if len(rules) == 1 else rules[:2]))
     table("reload where one weight changed (parse `ipvsadm -S -n`, then plan; best of 5)",
           ("real servers", "parse ms", "plan ms", "rules planned", "the rule"), rows)
+
+
+def bench_start_python() -> None:
+    """What a start of N real servers costs us apart from the programs it runs: read the
+    config, plan against an empty host, check the observed table after the batch. Each
+    must grow linearly with N (a quadratic step shows as x100 per row, not x10)."""
+    from lvs_scripts.apply import units
+    from lvs_scripts.probes import RuleCheck
+
+    rows: list[Sequence[object]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for count in (10, 1000, 10000):
+            path = Path(tmp) / f"lvs-{count}.toml"
+            path.write_text(config_text(count))
+            load_s = best_of(3, lambda p=path: load_config(str(p)))
+            config = load_config(str(path))
+            plan_s = best_of(3, lambda c=config: plan_director_start(c, HostObservation(),
+                                                                        State()))
+            plan = plan_director_start(config, HostObservation(), State())
+            rules = [step.ipvs_rule for step in plan.steps if step.ipvs_rule]
+            observed = parse_ipvs_save(save_text(count))
+            verify_s = best_of(3, lambda r=rules, t=observed: list(map(RuleCheck(t), r)))
+            rows.append((count, f"{load_s * 1000:.1f}", f"{plan_s * 1000:.1f}",
+                         f"{verify_s * 1000:.1f}", len(rules), len(list(units(plan.steps)))))
+    table("start of 1 service x N real servers, our Python alone (best of 3)",
+          ("real servers", "load config ms", "plan ms", "verify batch ms", "ipvsadm rules",
+           "units (batch = 1)"), rows)
 
 
 # --- cold start ----------------------------------------------------------------------------
@@ -224,8 +251,6 @@ def bench_kernel(sizes: list[int], script_max: int) -> None:
             config_file = Path(tmp) / "lvs.toml"
             config_file.write_text(config_text(count, "bench0"))
             runner = CountingRunner()
-            from lvs_scripts.config import load_config
-
             director = Director(load_config(str(config_file)), runner=runner,
                                 paths=Paths("lvs-director", f"{tmp}/state", f"{tmp}/lock"))
             started = time.perf_counter()
@@ -268,6 +293,7 @@ def main() -> int:
         bench_kernel([int(n) for n in args.sizes.split(",")], args.script_max)
         return 0
     bench_planning()
+    bench_start_python()
     if shutil.which(sys.executable):
         bench_cold_start(args.runs)
     return 0

@@ -16,7 +16,7 @@ from typing import Callable, Union
 
 from .errors import ApplyFailed, CommandFailed, Interrupted, LvsError, MissingTool
 from .plan import Drain, Outcome, Plan, Step
-from .probes import IPVS_LIST, IPVS_SAVE, Counters, parse_ipvs_list, parse_ipvs_save, rule_holds
+from .probes import IPVS_LIST, IPVS_SAVE, Counters, RuleCheck, parse_ipvs_list, parse_ipvs_save
 from .record import Record
 from .render import shell_line
 from .runner import Runner
@@ -118,12 +118,12 @@ def _run_batch(batch: Batch, runner: Runner, state: State, save: Callable[[State
                outcome: Outcome) -> None:
     log.debug("batch of %d ipvsadm rules:\n%s", len(batch.steps), batch.stdin.rstrip())
     runner.run(batch.argv, stdin=batch.stdin, check=False)
-    table = parse_ipvs_save(runner.run(IPVS_SAVE).stdout)
+    holds = RuleCheck(parse_ipvs_save(runner.run(IPVS_SAVE).stdout))
     # ipvsadm -R goes on after a refused line: record every rule that took, and save,
     # before re-running the ones that did not (in order, each alone, for its own error).
     missing = []
     for step in batch.steps:
-        if step.ipvs_rule is not None and not rule_holds(step.ipvs_rule, table):
+        if step.ipvs_rule is not None and not holds(step.ipvs_rule):
             missing.append(step)
         else:
             _record(step, state, outcome)

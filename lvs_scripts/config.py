@@ -295,6 +295,7 @@ def _service(r: _Reader, data: object, where: str) -> VirtualService:
     if not isinstance(reals, list):
         raise r.fail(f"{where}.real", reals, "must be a list of tables")
     destinations: list[Destination] = []
+    seen: dict[tuple[IPAddress, int], int] = {}  # ident -> index, to name a duplicate
     for index, item in enumerate(reals):
         rwhere = f"{where}.real[{index}]"
         rs = r.table(item, rwhere, ("address", "port", "weight"))
@@ -314,10 +315,10 @@ def _service(r: _Reader, data: object, where: str) -> VirtualService:
                          "can change the port")
         weight = r.integer(rs, "weight", rwhere, 0, MAX_WEIGHT, 1)
         dest = Destination(address=address, port=rport, forwarding=forwarding, weight=weight)
-        for other_index, other in enumerate(destinations):
-            if other.ident == dest.ident:
-                raise r.fail(f"{rwhere}.address", str(address),
-                             f"duplicates {where}.real[{other_index}]")
+        if dest.ident in seen:
+            raise r.fail(f"{rwhere}.address", str(address),
+                         f"duplicates {where}.real[{seen[dest.ident]}]")
+        seen[dest.ident] = index
         destinations.append(dest)
     key = ServiceKey(protocol=protocol, address=vip, port=port)
     return VirtualService(key=key, scheduler=scheduler, persistence=persistence,

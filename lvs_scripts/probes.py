@@ -118,18 +118,35 @@ def parse_rule(line: str) -> Rule:
 
 def rule_holds(line: str, table: IpvsTable) -> bool:
     """Does the observed table show what this rule asked for?"""
-    rule = parse_rule(line)
-    seen = table.get(rule.key)
-    if rule.service is not None:
-        return seen is not None and seen.attributes() == rule.service.attributes()
-    if rule.dest is None:
-        return seen is None  # -D
-    dests = {d.ident: d for d in seen.destinations} if seen is not None else {}
-    have = dests.get(rule.dest.ident)
-    if rule.op == "-d":
-        return have is None
-    return have is not None and (have.forwarding, have.weight) == (rule.dest.forwarding,
-                                                                  rule.dest.weight)
+    return RuleCheck(table)(line)
+
+
+class RuleCheck:
+    """`rule_holds` for many lines against one observed table. Each service's real servers
+    are indexed once, when first asked about: checking a batch of N rules would otherwise
+    read the service's N real servers N times."""
+
+    def __init__(self, table: IpvsTable) -> None:
+        self.table = table
+        self._dests: dict[ServiceKey, dict[tuple[IPAddress, int], Destination]] = {}
+
+    def __call__(self, line: str) -> bool:
+        rule = parse_rule(line)
+        seen = self.table.get(rule.key)
+        if rule.service is not None:
+            return seen is not None and seen.attributes() == rule.service.attributes()
+        if rule.dest is None:
+            return seen is None  # -D
+        if seen is None:
+            return rule.op == "-d"
+        dests = self._dests.get(rule.key)
+        if dests is None:
+            dests = self._dests[rule.key] = {d.ident: d for d in seen.destinations}
+        have = dests.get(rule.dest.ident)
+        if rule.op == "-d":
+            return have is None
+        return have is not None and (have.forwarding, have.weight) == (rule.dest.forwarding,
+                                                                      rule.dest.weight)
 
 
 def _with_dests(svc: VirtualService, dests: list[Destination]) -> VirtualService:

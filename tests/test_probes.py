@@ -9,6 +9,7 @@ import pytest
 
 from lvs_scripts.model import Destination, Forwarding, Protocol, ServiceKey, Timeouts
 from lvs_scripts.probes import (
+    RuleCheck,
     parse_arping_version,
     parse_default_routes,
     parse_ip_addrs,
@@ -153,7 +154,7 @@ def test_sysctl_values_and_keys() -> None:
     assert sysctl_key("eth0.100", "arp_announce") == "net/ipv4/conf/eth0.100/arp_announce"
 
 
-@pytest.mark.parametrize(("rule", "holds"), [
+RULES_AGAINST_MIXED = [
     ("-A -t 192.168.30.254:80 -s wrr", True),
     ("-E -t 192.168.30.254:80 -s rr", False),
     ("-A -t 192.168.30.254:443 -s sh -p 300 -b sh-fallback,sh-port", True),
@@ -165,9 +166,21 @@ def test_sysctl_values_and_keys() -> None:
     ("-D -t 192.168.30.254:80", False),
     ("-D -t 192.168.30.254:81", True),
     ("-a -f 1 -r 192.168.30.112:0 -g -w 2", True),
-])
+    ("-a -t 192.168.30.254:81 -r 192.168.30.112:81 -g -w 1", False),  # no such service
+    ("-d -t 192.168.30.254:81 -r 192.168.30.112:81", True),
+]
+
+
+@pytest.mark.parametrize(("rule", "holds"), RULES_AGAINST_MIXED)
 def test_rule_holds_against_an_observed_table(rule: str, holds: bool) -> None:
     assert rule_holds(rule, parse_ipvs_save(captured("ipvsadm-S-n.mixed.txt"))) is holds
+
+
+def test_one_rule_check_answers_a_whole_batch_like_rule_holds() -> None:
+    """apply verifies a batch with one RuleCheck, which indexes each service once."""
+    check = RuleCheck(parse_ipvs_save(captured("ipvsadm-S-n.mixed.txt")))
+    assert [check(rule) for rule, _ in RULES_AGAINST_MIXED * 2] == [
+        holds for _, holds in RULES_AGAINST_MIXED * 2]
 
 
 def test_parse_rule_refuses_non_rules() -> None:
