@@ -105,10 +105,15 @@ def _run_step(step: Step, runner: Runner, state: State, save: Callable[[State], 
     except (CommandFailed, MissingTool) as err:
         if not step.optional:
             raise
-        outcome.warnings.append(f"{err}: {step.reason} failed; the rest went on (this step "
-                                "is optional)")
-        return
-    outcome.applied.append(step.line())
+        if isinstance(err, CommandFailed) and err.returncode in step.done_despite:
+            outcome.warnings.append(f"{err}: {step.reason}: sent, but not every probe was "
+                                    "answered")
+        else:
+            outcome.warnings.append(f"{err}: {step.reason} failed; the rest went on (this "
+                                    "step is optional)")
+            return
+    else:
+        outcome.applied.append(step.line())
     if step.effect is not None:
         state.apply(step.effect)
         save(state)

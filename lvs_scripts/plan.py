@@ -54,6 +54,13 @@ class ServiceDeleted(Record):
     key: str
 
 
+class Announced(Record):
+    """arping told the LAN (or the gateway) that this VIP is here: the start that added it
+    may fail before its arping, and the next one must then still announce it."""
+
+    vip: str
+
+
 class SysctlChanged(Record):
     key: str
     previous: int
@@ -64,8 +71,8 @@ class SysctlRestored(Record):
 
 
 Effect = Union[AddressAdded, AddressRemoved, RouteSet, RouteRemoved, RouteRestored,
-               TimeoutsSet, TimeoutsRestored, ServiceCreated, ServiceDeleted, SysctlChanged,
-               SysctlRestored]
+               TimeoutsSet, TimeoutsRestored, ServiceCreated, ServiceDeleted, Announced,
+               SysctlChanged, SysctlRestored]
 
 class Drain(Record):
     """Wait before this step until the service (or one real server of it) has no
@@ -91,6 +98,9 @@ class Step:
     effect: Effect | None = None
     optional: bool = False  # a failure is a warning, not an error (arping)
     drain: Drain | None = None  # wait for connections to finish before running it
+    # Exit codes of an optional step after which its effect holds all the same (arping
+    # exits 1 when a probe went unanswered, but its ARPs did go out).
+    done_despite: tuple[int, ...] = ()
 
     def line(self) -> str:
         return shell_line(self.argv)
@@ -111,8 +121,9 @@ class Plan(Record, frozen=False):
     forget: list[Effect] = field(default_factory=list)
 
     def add(self, argv: tuple[str, ...], reason: str, effect: Effect | None = None,
-            optional: bool = False, drain: Drain | None = None) -> None:
-        self.steps.append(Step(argv, reason, effect, optional, drain))
+            optional: bool = False, drain: Drain | None = None,
+            done_despite: tuple[int, ...] = ()) -> None:
+        self.steps.append(Step(argv, reason, effect, optional, drain, done_despite))
 
     @property
     def required(self) -> list[Step]:

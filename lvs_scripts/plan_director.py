@@ -15,6 +15,7 @@ from .model import Config, Destination, DirectorConfig, IPAddress, VirtualServic
 from .plan import (
     AddressAdded,
     AddressRemoved,
+    Announced,
     Drain,
     Plan,
     RouteRemoved,
@@ -61,12 +62,12 @@ def plan_director_start(config: Config, obs: HostObservation, state: State,
                      "the director's own address (DIP)",
                      AddressAdded(director.dip_interface, str(dip)))
         _link_up(plan, obs, director.dip_interface)
-    added_vips = _plan_vips(plan, config, director, obs, state)
+    unannounced = _plan_vips(plan, config, director, obs, state)
     _link_up(plan, obs, director.interface)
     _plan_route(plan, director, obs)
     _plan_ipvs(plan, config.services, obs, state, drain)
     _plan_unwanted_addresses(plan, config, director, obs, state)
-    _plan_arping(plan, director, obs, added_vips)
+    _plan_arping(plan, director, obs, unannounced)
     return plan
 
 
@@ -92,18 +93,22 @@ def _plan_timeouts(plan: Plan, director: DirectorConfig, obs: HostObservation) -
 
 def _plan_vips(plan: Plan, config: Config, director: DirectorConfig, obs: HostObservation,
                state: State) -> list[IPAddress]:
+    """Add the missing VIPs. Returns the VIPs to announce: those added now, and those an
+    earlier start added but failed before announcing."""
     wanted = config.director_vips()
-    added = []
+    unannounced = []
     for vip in wanted:
         if obs.has_address(director.interface, vip):
+            if state.unannounced(director.interface, vip_cidr(vip)):
+                unannounced.append(vip)
             continue
         elsewhere = [d for d in obs.devices_with(vip) if d != director.interface]
         if elsewhere:
             plan.notes.append(f"VIP {vip} is also on {', '.join(elsewhere)}; left there")
         plan.add(add_vip_argv(vip, director.interface), f"VIP of the services on {vip}",
                  AddressAdded(director.interface, vip_cidr(vip)))
-        added.append(vip)
-    return added
+        unannounced.append(vip)
+    return unannounced
 
 
 def _plan_unwanted_addresses(plan: Plan, config: Config, director: DirectorConfig,
@@ -217,18 +222,20 @@ def plan_service_edit(plan: Plan, removals: Plan, service: VirtualService,
 
 
 def _plan_arping(plan: Plan, director: DirectorConfig, obs: HostObservation,
-                 added: list[IPAddress]) -> None:
+                 vips: list[IPAddress]) -> None:
+    """Gratuitous ARP for the VIPs, so the gateway forgets whoever had them before. Optional:
+    a failure is a warning, and the VIP stays unannounced for the next start to retry."""
     if director.arping_count == 0:
         return
     arping = obs.arping or Arping("iputils")
-    for vip in added:
+    for vip in vips:
         if vip.version != 4:
             continue  # IPv6 neighbours learn from unsolicited NAs, not ARP
         target: IPAddress = director.gateway if (
             director.gateway is not None and director.gateway.version == 4) else vip
         plan.add(arping.announce(director.interface, vip, target, director.arping_count),
                  f"tell {'the gateway' if target != vip else 'the LAN'} that {vip} is here",
-                 optional=True)
+                 Announced(str(vip)), optional=True, done_despite=(1,))
 
 
 def plan_director_stop(config: Config, obs: HostObservation, state: State) -> Plan:

@@ -26,6 +26,7 @@ from .errors import Busy, Interrupted, StateError
 from .plan import (
     AddressAdded,
     AddressRemoved,
+    Announced,
     Effect,
     RouteRemoved,
     RouteRestored,
@@ -50,6 +51,9 @@ class State(Record, frozen=False):
     services: list[str] = field(default_factory=list)  # str(ServiceKey) of services we created
     sysctls: dict[str, int] = field(default_factory=dict)  # key -> value before we changed it
     timeouts: list[int] | None = None  # ipvsadm timeouts (tcp tcpfin udp) before our --set
+    # VIPs we added whose arping announcement has run since; an added VIP missing here is
+    # announced by the next start or reload (the one that added it failed before arping).
+    announced: list[str] = field(default_factory=list)
 
     def owns_address(self, device: str, cidr: str) -> bool:
         return [device, cidr] in self.addresses
@@ -57,10 +61,17 @@ class State(Record, frozen=False):
     def owns_service(self, key: object) -> bool:
         return str(key) in self.services
 
+    def unannounced(self, device: str, cidr: str) -> bool:
+        """Did we add this address and not announce it yet?"""
+        return self.owns_address(device, cidr) and _address_of(cidr) not in self.announced
+
     def apply(self, effect: Effect) -> None:
         """Record that a step succeeded."""
         if isinstance(effect, (AddressAdded, AddressRemoved, ServiceCreated, ServiceDeleted)):
             self._apply_owned(effect)
+        elif isinstance(effect, Announced):
+            if effect.vip not in self.announced:
+                self.announced.append(effect.vip)
         elif isinstance(effect, RouteSet):
             # A route we set ourselves is not a "previous" route to restore.
             if self.route is not None:
@@ -93,6 +104,9 @@ class State(Record, frozen=False):
         if isinstance(effect, (AddressAdded, AddressRemoved)):
             items: list[Any] = self.addresses
             item: Any = [effect.device, effect.cidr]
+            # a VIP added (again) is not announced yet; a removed one needs no announcement
+            with contextlib.suppress(ValueError):
+                self.announced.remove(_address_of(effect.cidr))
         else:
             items, item = self.services, effect.key
         if isinstance(effect, (AddressAdded, ServiceCreated)):
@@ -142,6 +156,9 @@ class State(Record, frozen=False):
         if not (isinstance(self.services, list) and all(
                 isinstance(key, str) and _SERVICE.fullmatch(key) for key in self.services)):
             raise fail("services", self.services)
+        if not (isinstance(self.announced, list) and all(
+                isinstance(vip, str) and _is_address(vip) for vip in self.announced)):
+            raise fail("announced", self.announced)
         if not (isinstance(self.sysctls, dict) and all(
                 isinstance(k, str) and _SYSCTL.fullmatch(k) and type(v) is int and 0 <= v <= 8
                 for k, v in self.sysctls.items())):
@@ -164,6 +181,10 @@ class State(Record, frozen=False):
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,15}")
 _SERVICE = re.compile(r"(tcp|udp|sctp) \S+|fwmark \d+( \(IPv6\))?")
 _SYSCTL = re.compile(r"net[./]ipv4[./]conf[./][A-Za-z0-9._-]{1,15}[./]arp_(ignore|announce)")
+
+
+def _address_of(cidr: str) -> str:
+    return cidr.split("/", 1)[0]
 
 
 def _is_interface(text: str) -> bool:

@@ -107,12 +107,13 @@ def test_state_file_is_replaced_whole_after_every_step(bench: Bench,
         assert ran.code == 0, ran.err
         assert bench.state_file.read_text() == seen[-1][1]  # the last step saved it
         records = [json.loads(text) for _, text in seen]
-        # One save per recorded step: the timeouts, the DIP, two VIPs, the route, then the
-        # batch's services.
-        assert [r["timeouts"] for r in records] == [[900, 120, 300]] * 6
-        assert [len(r["addresses"]) for r in records] == [0, 1, 2, 3, 3, 3]
-        assert [r["route"] is not None for r in records] == [False] * 4 + [True] * 2
-        assert [len(r["services"]) for r in records] == [0, 0, 0, 0, 0, 2]
+        # One save per recorded step: the timeouts, the DIP, two VIPs, the route, the
+        # batch's services, then each VIP's announcement.
+        assert [r["timeouts"] for r in records] == [[900, 120, 300]] * 8
+        assert [len(r["addresses"]) for r in records] == [0, 1, 2, 3, 3, 3, 3, 3]
+        assert [r["route"] is not None for r in records] == [False] * 4 + [True] * 4
+        assert [len(r["services"]) for r in records] == [0, 0, 0, 0, 0, 2, 2, 2]
+        assert [len(r["announced"]) for r in records] == [0] * 6 + [1, 2]
         for handle, text in seen:
             handle.seek(0)
             assert handle.read() == text
@@ -235,6 +236,8 @@ CORRUPT = {
     "address-number": json.dumps({**GOOD, "addresses": [5]}).encode(),
     "address-nonsense": json.dumps({**GOOD, "addresses": [["eth0", "nonsense"]]}).encode(),
     "service-number": json.dumps({**GOOD, "services": [5]}).encode(),
+    "announced-not-an-address": json.dumps({**GOOD, "announced": ["eth0"]}).encode(),
+    "announced-string": json.dumps({**GOOD, "announced": "192.168.30.254"}).encode(),
     "sysctl-text": json.dumps(
         {**GOOD, "sysctls": {"net.ipv4.conf.all.arp_ignore": "0; reboot"}}).encode(),
 }

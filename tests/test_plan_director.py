@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from lvs_scripts.config import load_config, parse_config
+from lvs_scripts.plan import AddressAdded, AddressRemoved, Announced
 from lvs_scripts.plan_director import plan_director_start, plan_director_stop
 from lvs_scripts.state import State
 from tests.hosts import addr_lines, host, link_lines
@@ -49,7 +50,11 @@ TIMEOUTS_SEED = "Timeout (tcp tcpfin udp): 30 5 60\n"
 TIMEOUTS_DEFAULT = "Timeout (tcp tcpfin udp): 900 120 300\n"
 OWNED = State(services=["tcp 192.168.30.254:80"],
               addresses=[["eth1", "192.168.30.105/24"], ["eth0", "192.168.30.254/32"]],
-              route={"via": "192.168.30.1", "previous_via": None, "previous_dev": None})
+              route={"via": "192.168.30.1", "previous_via": None, "previous_dev": None},
+              announced=["192.168.30.254"])
+# A start that added the VIP, then failed before its arping ran.
+OWNED_UNANNOUNCED = State(services=OWNED.services, addresses=OWNED.addresses,
+                          route=OWNED.route)
 
 
 def configured(**changes: str) -> dict[str, str]:
@@ -98,7 +103,8 @@ START_CASES = [
                  ["ipvsadm -a -t 192.168.30.254:80 -r 192.168.30.114:80 -g -w 2"],
                  id="missing-real-server-added"),
     pytest.param(SEED, configured(ipvs=SEED_SAVE.replace("-s wrr", "-s rr")),
-                 State(addresses=OWNED.addresses, route=OWNED.route), [],
+                 State(addresses=OWNED.addresses, route=OWNED.route,
+                       announced=OWNED.announced), [],
                  id="same-service-made-by-someone-else-is-not-touched"),
     pytest.param(SEED, configured(ipvs=SEED_SAVE + "-A -t 10.9.9.9:443 -s rr\n"), OWNED, [],
                  id="unrelated-unmanaged-service-left-alone"),
@@ -107,6 +113,13 @@ START_CASES = [
                  ["ip addr add 192.168.30.254/32 brd 192.168.30.254 dev eth0",
                   "arping -c 5 -I eth0 -s 192.168.30.254 192.168.30.1"],
                  id="vip-removed-by-hand-is-added-and-announced"),
+    pytest.param(SEED, configured(), OWNED_UNANNOUNCED,
+                 ["arping -c 5 -I eth0 -s 192.168.30.254 192.168.30.1"],
+                 id="vip-a-failed-start-added-is-announced-by-the-next"),
+    pytest.param(SEED, configured(), State(services=OWNED.services,
+                                           addresses=[["eth1", "192.168.30.105/24"]],
+                                           route=OWNED.route), [],
+                 id="vip-someone-else-added-is-not-announced"),
     pytest.param(parse_config(toml('arping_count = 0')), {"links": LINKS}, State(),
                  ["ip addr add 192.168.30.254/32 brd 192.168.30.254 dev eth0",
                   "ip route add default via 192.168.30.1",
@@ -165,7 +178,7 @@ EXTRA_SERVICE = SEED_SAVE + ("-A -u 192.168.30.254:53 -s rr\n"
                              "-a -u 192.168.30.254:53 -r 192.168.30.111:53 -g -w 1\n"
                              "-a -u 192.168.30.254:53 -r 192.168.30.112:53 -g -w 0\n")
 OWNS_DNS = State(services=[*OWNED.services, "udp 192.168.30.254:53"],
-                 addresses=OWNED.addresses, route=OWNED.route)
+                 addresses=OWNED.addresses, route=OWNED.route, announced=OWNED.announced)
 
 # Removals: with drain (the default) weight 0 first and the delete waits; --no-drain deletes.
 REMOVAL_CASES = [
@@ -292,3 +305,28 @@ def test_stop_forgets_records_of_things_already_gone() -> None:
     for effect in [s.effect for s in plan.steps if s.effect] + plan.forget:
         after.apply(effect)
     assert after.empty()
+
+
+def test_the_state_tracks_which_added_vips_were_announced() -> None:
+    """Announced after its arping; not any more once removed or added again, so that the
+    next start announces it (the run that added it may fail before arping)."""
+    state = State()
+    vip = ["eth0", "192.168.30.254/32"]
+    state.apply(AddressAdded(*vip))
+    assert state.unannounced(*vip)
+    state.apply(Announced("192.168.30.254"))
+    assert not state.unannounced(*vip)
+    state.apply(AddressRemoved(*vip))
+    assert state.announced == []
+    state.apply(AddressAdded(*vip))
+    state.apply(Announced("192.168.30.254"))
+    state.apply(AddressAdded(*vip))  # added again by hand-repair: announce again
+    assert state.unannounced(*vip)
+    assert State.from_json(state.to_json(), "state.json") == state
+
+
+def test_an_announcement_is_recorded_only_when_its_arping_ran() -> None:
+    plan = plan_director_start(SEED, observed({}), State())
+    arping = [step for step in plan.steps if step.argv[0] == "arping"]
+    assert [(step.optional, step.effect) for step in arping] == [
+        (True, Announced("192.168.30.254"))]

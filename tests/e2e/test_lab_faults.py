@@ -10,8 +10,7 @@
    (the fault gone) must finish the job, and stop leave the host as it was.
 
 Both: exit 1 naming the command, and a state file that says exactly what is in the
-kernel. Every CLI call costs seconds in the VM: scenario 2 runs once, for two tests
-(the second shows a bug: xfail).
+kernel. Every CLI call costs seconds in the VM: scenario 2 runs once, for two tests.
 """
 
 from __future__ import annotations
@@ -153,25 +152,23 @@ def test_a_rule_refused_in_the_batch_then_start_again_and_stop(batch_fault: Batc
     assert run.state_failed is not None, run.failed
     assert run.state_failed["services"] == [OURS], run.state_failed
     assert run.state_failed["addresses"] == [["eth0", f"{VIP}/32"]], run.state_failed
-    # Start again applies what is missing, and only that: rs4's rule (and, the bug below
-    # fixed, the announcement of the VIP).
+    assert run.state_failed["announced"] == [], run.state_failed  # arping never ran
+    # Start again applies what is missing, and only that: rs4's rule and the announcement
+    # of the VIP that the failed start added.
     assert run.again.returncode == 0, run.again
     rule = f"ipvsadm -a -t {VIP}:80 -r {refused}:80 -g -w 2"
     announce = f"arping -c 2 -I eth0 -s {VIP} {GATEWAY}"
-    assert set(changing(run.again.ran())) - {announce} == {rule}, run.again
+    assert sorted(changing(run.again.ran())) == sorted([rule, announce]), run.again
     assert run.save_again == expected_save()
     # stop: the host as before start, IPVS timeouts included.
     assert run.stopped.returncode == 0, run.stopped
     assert run.after_stop == run.before
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: lvs_scripts/plan_director.py plans the arping announcement only for VIPs that the "
-    "same run adds (_plan_arping(..., added_vips)); a start that added the VIP and then "
-    "failed never announced it, and the start that finishes the job does not either, so "
-    "the gateway is never told (the original script's arping is lost after any failure)"))
 def test_start_after_a_failure_announces_the_vip_the_failed_start_added(
         batch_fault: BatchFault) -> None:
+    """The failed start added the VIP but never reached its arping; the start that
+    finishes the job must announce it, so the router learns the director's MAC."""
     run = batch_fault
     assert run.again.returncode == 0, run.again
     assert f"arping -c 2 -I eth0 -s {VIP} {GATEWAY}" in run.again.ran(), run.again
