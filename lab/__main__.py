@@ -11,8 +11,13 @@ python -m lab capture             # refresh tests/data/captured/ from the real k
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
+import os
 import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 from lab import vm
 from lab.prepare import LabImage, LabUnavailable, prepare
@@ -121,16 +126,34 @@ def cmd_capture(args: argparse.Namespace) -> int:
     from lab import capture  # only this command needs it
 
     image = prepare()
-    return capture.capture(image, RESULTS_ROOT / "capture", args.vm_timeout)
+    with results_folder("capture") as results:
+        return capture.capture(image, results, args.vm_timeout)
 
 
 def boot(argv: list[str], name: str, timeout: float) -> int:
     """Prepare (cached), boot once, run argv, report, return its exit code."""
     image = prepare()
-    results = RESULTS_ROOT / name
-    print(f"lab: booting {image.kernel_release} to run: {' '.join(argv)}", flush=True)
-    outcome = vm.run(image, argv, results, timeout=timeout)
+    with results_folder(name) as results:
+        print(f"lab: booting {image.kernel_release} to run: {' '.join(argv)}", flush=True)
+        outcome = vm.run(image, argv, results, timeout=timeout)
     return report(outcome, timeout)
+
+
+@contextlib.contextmanager
+def results_folder(name: str, root: Path = RESULTS_ROOT) -> Iterator[Path]:
+    """root/NAME, held for the run; root/NAME-PID while another run of this checkout holds
+    NAME (a run empties its folder first: two runs must never share one)."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f".{name}.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            own = root / f"{name}-{os.getpid()}"
+            print(f"lab: {root / name} is in use by another run; results go to {own}",
+                  flush=True)
+            yield own
+        else:
+            yield root / name
 
 
 def report(outcome: vm.GuestRun, timeout: float) -> int:
