@@ -66,10 +66,10 @@ def test_kernel_refuses_the_scheduler_then_stop_puts_the_host_back(fresh: None) 
     assert f"`ipvsadm -A -t {VIP}:80 -s wrr` exited" in failed.stderr, failed
     assert "Scheduler or persistence engine not found" in failed.stderr, failed
     # The state file records what was applied: the timeouts (with the kernel's before),
-    # the VIP, and no service (there is none).
+    # the VIP (not announced: arping comes last), and no service (there is none).
     assert read_state("director") == {
         "addresses": [["eth0", f"{VIP}/32"]], "route": None, "services": [],
-        "sysctls": {}, "timeouts": [900, 120, 300], "version": 1}
+        "sysctls": {}, "timeouts": [900, 120, 300], "announced": [], "version": 1}
     assert ipvs_save() == []
 
     stopped = initd("director", "stop")
