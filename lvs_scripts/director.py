@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import ConfigError, LvsError
+from .errors import LvsError
 from .model import Config
 from .observe import observe_director
 from .plan import Plan
@@ -18,9 +18,7 @@ class Director(Role):
     name = "lvs-director"
 
     def __init__(self, config: Config, *args: Any, **kwargs: Any) -> None:
-        if config.director is None:  # before any lock is taken or program started
-            raise ConfigError(config.path, "director", None,
-                              "no [director] table: lvs-director needs one")
+        config.require_director()  # before any lock is taken or program started
         super().__init__(config, *args, **kwargs)
 
     def observe(self, tolerant: bool = False) -> HostObservation:
@@ -33,7 +31,7 @@ class Director(Role):
         return plan_director_stop(self.config, obs, state)
 
     def present(self, obs: HostObservation) -> bool:
-        interface = self.config.director.interface if self.config.director else ""
+        interface = self.config.require_director().interface
         return any(s.key in obs.ipvs for s in self.config.services) or any(
             obs.has_address(interface, vip) for vip in self.config.director_vips())
 

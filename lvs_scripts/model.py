@@ -159,6 +159,15 @@ class Config(Record):
     realserver: RealServerConfig
     services: tuple[VirtualService, ...]
 
+    def require_director(self) -> DirectorConfig:
+        """The [director] table, which lvs-director cannot do without."""
+        if self.director is None:
+            from .errors import ConfigError
+
+            raise ConfigError(self.path, "director", None,
+                              "no [director] table: lvs-director needs one")
+        return self.director
+
     def director_vips(self) -> tuple[IPAddress, ...]:
         """Every VIP, once, in config order: the director must own all of them."""
         return _unique(s.key.address for s in self.services if s.key.address is not None)

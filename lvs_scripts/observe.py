@@ -63,23 +63,22 @@ def require_interfaces(config: Config, obs: HostObservation, names: dict[str, st
 
 
 def observe_director(config: Config, runner: Runner, tolerant: bool) -> HostObservation:
+    director = config.require_director()
     obs = HostObservation()
     o = Observer(runner, tolerant)
     obs.links = o.probe(obs, IP_LINKS, parse_ip_links, {})
-    director = config.director
-    if director is not None:
-        names = {"director.interface": director.interface}
-        if director.dip_interface:
-            names["director.dip_interface"] = director.dip_interface
-        require_interfaces(config, obs, names, tolerant)
+    names = {"director.interface": director.interface}
+    if director.dip_interface:
+        names["director.dip_interface"] = director.dip_interface
+    require_interfaces(config, obs, names, tolerant)
     obs.addresses = o.probe(obs, IP_ADDRS, parse_ip_addrs, [])
-    if director is not None and director.gateway is not None:
+    if director.gateway is not None:
         obs.routes = o.probe(obs, ip_default_routes(director.gateway.version),
                              parse_default_routes, [])
     obs.ipvs = o.probe(obs, IPVS_SAVE, parse_ipvs_save, {})
-    if director is not None and director.timeouts is not None and "ipvsadm" not in o.missing:
+    if director.timeouts is not None and "ipvsadm" not in o.missing:
         obs.timeouts = o.probe(obs, IPVS_TIMEOUTS, parse_timeouts, None)
-    if director is not None and director.arping_count:
+    if director.arping_count:
         # arping is optional: without it start still works and says so.
         try:
             result = runner.run(ARPING_VERSION, check=False)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import replace
 
-from .errors import ConfigError
 from .model import Config, Destination, DirectorConfig, IPAddress, VirtualService
 from .plan import (
     AddressAdded,
@@ -52,7 +51,7 @@ def plan_director_start(config: Config, obs: HostObservation, state: State,
     """Everything the Director script's start did, minus what is already in place.
     With drain, real servers and services leaving the config get weight 0 first and are
     deleted once their connections are gone (or their drain_seconds are up)."""
-    director = _director(config)
+    director = config.require_director()
     plan = Plan()
     _plan_timeouts(plan, director, obs)
     if director.dip is not None and director.dip_interface is not None:
@@ -69,13 +68,6 @@ def plan_director_start(config: Config, obs: HostObservation, state: State,
     _plan_unwanted_addresses(plan, config, director, obs, state)
     _plan_arping(plan, director, obs, unannounced)
     return plan
-
-
-def _director(config: Config) -> DirectorConfig:
-    if config.director is None:
-        raise ConfigError(config.path, "director", None,
-                          "no [director] table: lvs-director needs one")
-    return config.director
 
 
 def _plan_timeouts(plan: Plan, director: DirectorConfig, obs: HostObservation) -> None:
@@ -240,7 +232,7 @@ def _plan_arping(plan: Plan, director: DirectorConfig, obs: HostObservation,
 
 def plan_director_stop(config: Config, obs: HostObservation, state: State) -> Plan:
     """Undo what start did, by the state file: never `ipvsadm -C`, never a link down."""
-    director = _director(config)
+    director = config.require_director()
     plan = Plan()
     for key in obs.ipvs:
         if state.owns_service(key):
