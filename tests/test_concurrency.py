@@ -8,35 +8,22 @@ one starts.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.fakes.fakehost import FakeHost
+from tests.machines import DirectorMachine, director_config, opened, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="real runs exit 4 without root; run as root (make test)")
 
-ROOT = Path(__file__).resolve().parent.parent
-DIRECTOR = str(ROOT / "bin" / "lvs-director")
 VIP = "192.168.30.254"
-CONFIG = f"""
-[director]
-interface = "eth0"
-gateway = "192.168.30.1"
-arping_count = 0
-
-[[service]]
-vip = "{VIP}"
-port = 80
-scheduler = "wrr"
-real = [{{ address = "192.168.30.111" }}, {{ address = "192.168.30.112", weight = 2 }}]
-"""
+CONFIG = director_config(
+    VIP, '{ address = "192.168.30.111" }, { address = "192.168.30.112", weight = 2 }')
 RULES = [
     f"-A -t {VIP}:80 -s wrr",
     f"-a -t {VIP}:80 -r 192.168.30.111:80 -g -w 1",
@@ -53,45 +40,12 @@ FIRST = [*OBSERVE,
 SECOND = [*OBSERVE, *OBSERVE]
 
 
-class Machine:
-    def __init__(self, host: FakeHost, root: Path) -> None:
-        self.host = host
-        host.set_ipvs("loaded")
-        self.state_dir = root / "run"
-        self.lock_dir = root / "lock"
-        self.config = root / "lvs.toml"
-        self.config.write_text(CONFIG)
-        self.env = {**host.env, "LVS_STATE_DIR": str(self.state_dir),
-                    "LVS_LOCK_DIR": str(self.lock_dir), "LVS_SYSLOG": "0"}
-
-    def popen(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen([DIRECTOR, "-c", str(self.config), *args], env=self.env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([DIRECTOR, "-c", str(self.config), *args], env=self.env,
-                              capture_output=True, text=True, timeout=120, check=False)
-
-
 @pytest.fixture
-def machine(fakehost: FakeHost, tmp_path: Path) -> Machine:
-    return Machine(fakehost, tmp_path)
+def machine(fakehost: FakeHost, tmp_path: Path) -> DirectorMachine:
+    return DirectorMachine(fakehost, tmp_path, CONFIG)
 
 
-def wait_for(condition: object, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
-def opened(pid: int, path: Path) -> bool:
-    with contextlib.suppress(OSError):
-        return any(os.readlink(fd) == str(path) for fd in Path(f"/proc/{pid}/fd").iterdir())
-    return False
-
-
-def test_two_starts_at_once_serialise(machine: Machine) -> None:
+def test_two_starts_at_once_serialise(machine: DirectorMachine) -> None:
     host = machine.host
     host.delay(["ip", "addr", "add"], 3.0)
     first = machine.popen("start")
@@ -118,7 +72,7 @@ def test_two_starts_at_once_serialise(machine: Machine) -> None:
     assert machine.run("status").returncode == 0
 
 
-def test_wait_gives_up_naming_the_pid_that_holds_the_lock(machine: Machine) -> None:
+def test_wait_gives_up_naming_the_pid_that_holds_the_lock(machine: DirectorMachine) -> None:
     machine.state_dir.mkdir()
     lock_path = machine.state_dir / "lvs-director.lock"
     with open(lock_path, "w") as holder:
@@ -138,7 +92,7 @@ def test_wait_gives_up_naming_the_pid_that_holds_the_lock(machine: Machine) -> N
     assert not machine.lock_dir.exists()
 
 
-def test_a_lock_file_left_by_a_killed_run_does_not_block(machine: Machine) -> None:
+def test_a_lock_file_left_by_a_killed_run_does_not_block(machine: DirectorMachine) -> None:
     """The pid in the file is only for the message: the kernel drops a dead holder's
     flock, so a run killed with SIGKILL never blocks the next one."""
     machine.state_dir.mkdir()

@@ -14,22 +14,19 @@ import io
 import json
 import os
 import signal
-import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from lvs_scripts.cli import director_main
 from tests.fakes.fakehost import FakeHost
+from tests.machines import DirectorMachine, director_config, opened, wait_for
 from tests.test_faults import in_process, read_only
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="real runs exit 4 without root; run as root (make test)")
 
-ROOT = Path(__file__).resolve().parent.parent
-DIRECTOR = str(ROOT / "bin" / "lvs-director")
 VIP = "192.168.30.254"
 SERVICE = f"tcp {VIP}:80"
 DELAY = 2.0  # seconds the slow step takes
@@ -37,43 +34,18 @@ SLACK = 5.0  # a loaded test machine: processes start slowly
 
 
 def config(*reals: str, drain: int = 30) -> str:
-    entries = ", ".join(f'{{ address = "{r}" }}' for r in reals)
-    return f"""
-[director]
-interface = "eth0"
-gateway = "192.168.30.1"
-arping_count = 0
-
-[[service]]
-vip = "{VIP}"
-port = 80
-scheduler = "wrr"
-drain_seconds = {drain}
-real = [{entries}]
-"""
+    return director_config(VIP, ", ".join(f'{{ address = "{r}" }}' for r in reals), drain)
 
 
-class Machine:
+class Machine(DirectorMachine):
+    new_session = True  # a Ctrl-C (SIGINT to the process group) reaches only the run
+
     def __init__(self, host: FakeHost, root: Path) -> None:
-        self.host = host
-        host.set_ipvs("loaded")
-        self.state_dir = root / "run"
-        self.lock_dir = root / "lock"
-        self.config = root / "lvs.toml"
-        self.config.write_text(config("192.168.30.111", "192.168.30.112"))
-        self.env = {**host.env, "LVS_STATE_DIR": str(self.state_dir),
-                    "LVS_LOCK_DIR": str(self.lock_dir), "LVS_SYSLOG": "0"}
+        super().__init__(host, root, config("192.168.30.111", "192.168.30.112"))
 
     @property
     def state_file(self) -> Path:
         return self.state_dir / "lvs-director.json"
-
-    def argv(self, *args: str) -> list[str]:
-        return [DIRECTOR, "-c", str(self.config), *args]
-
-    def popen(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(self.argv(*args), env=self.env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, start_new_session=True)
 
     def here(self, *args: str) -> tuple[int, str]:
         """A run in this process (quicker than a process): (exit status, stdout+stderr)."""
@@ -91,20 +63,6 @@ class Machine:
 @pytest.fixture
 def machine(fakehost: FakeHost, tmp_path: Path) -> Machine:
     return Machine(fakehost, tmp_path)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
-def opened(pid: int, path: Path) -> bool:
-    fds = Path(f"/proc/{pid}/fd")
-    with contextlib.suppress(OSError):
-        return any(os.readlink(fd) == str(path) for fd in fds.iterdir())
-    return False
 
 
 def changes(host: FakeHost) -> list[list[str]]:

@@ -134,40 +134,6 @@ Arping home page: <http://www.habets.pp.se/synscan/>
 Development repo: http://github.com/ThomasHabets/arping"""
 
 
-def getopt(run: Run, args: list[str], spec: str) -> tuple[list[tuple[str, str | None]],
-                                                             list[str], str | None]:
-    """glibc getopt() with argument permutation; third item: an error message."""
-    opts: list[tuple[str, str | None]] = []
-    operands: list[str] = []
-    i = 0
-    while i < len(args):
-        word = args[i]
-        i += 1
-        if word == "--":
-            operands += args[i:]
-            break
-        if not word.startswith("-") or word == "-":
-            operands.append(word)
-            continue
-        chars = word[1:]
-        while chars:
-            ch, chars = chars[0], chars[1:]
-            pos = spec.find(ch)
-            if pos < 0 or ch in ":-":
-                return opts, operands, f"arping: invalid option -- '{ch}'"
-            value = None
-            if spec[pos + 1: pos + 2] == ":":
-                if chars:
-                    value, chars = chars, ""
-                elif i < len(args):
-                    value = args[i]
-                    i += 1
-                else:
-                    return opts, operands, f"arping: option requires an argument -- '{ch}'"
-            opts.append((ch, value))
-    return opts, operands, None
-
-
 def main(run: Run) -> int:
     flavour = run.state["arping"].get("flavour")
     if flavour == "habets":
@@ -202,7 +168,7 @@ def _strtol_or_err(run: Run, text: str | None, lo: int) -> int:
 
 def iputils(run: Run) -> int:
     st = run.state
-    opts, operands, error = getopt(run, run.args, "h?bfDUAqc:w:i:s:I:V")
+    opts, operands, error = model.getopt("arping", run.args, "h?bfDUAqc:w:i:s:I:V")
     if error:
         run.eprint(error)
     if error or any(o in ("h", "?") for o, _ in opts):
@@ -223,13 +189,10 @@ def iputils(run: Run) -> int:
     dad = "D" in o
     quiet = "q" in o
     target = operands[0]
-    try:
-        dst = str(ipaddress.IPv4Address(target))
-    except ValueError:
-        dst = _resolve(st, target)
-        if dst is None:
-            run.eprint(f"arping: {target}: Name or service not known")
-            return 2
+    dst = _resolve(st, target)
+    if dst is None:
+        run.eprint(f"arping: {target}: Name or service not known")
+        return 2
     dev = o.get("I")
     if dev is None:
         route = model.route_lookup(st, dst)
@@ -297,6 +260,12 @@ def iputils(run: Run) -> int:
 
 
 def _resolve(st: model.State, name: str) -> str | None:
+    """The target's IPv4 address: `name` itself if it is one, else the first address the
+    state's hosts table gives that name; None if neither."""
+    try:
+        return str(ipaddress.IPv4Address(name))
+    except ValueError:
+        pass
     for addr, host in st.get("hosts", {}).items():
         if host == name and ":" not in addr:
             return str(addr)
@@ -310,7 +279,7 @@ def habets(run: Run) -> int:
         run.print(HABETS_OPTIONS)
         return 0
     spec = "0aAbBC:c:dDeFg:hi:I:m:pPqQ:rRs:S:t:T:uUvV:w:W:zZ"
-    opts, operands, error = getopt(run, run.args, spec)
+    opts, operands, error = model.getopt("arping", run.args, spec)
     if error:
         run.eprint(error)
         run.print(HABETS_USAGE)
@@ -336,16 +305,12 @@ def habets(run: Run) -> int:
         run.print("For complete usage info, use --help or check the manpage.")
         return 1
     target = operands[0]
-    try:
-        dst = str(ipaddress.IPv4Address(target))
-    except ValueError:
-        resolved = _resolve(st, target)
-        if resolved is None:
-            if ":" in target:
-                run.unsupported("MAC ping mode")
-            run.eprint(f"arping: Can't resolve {target}")
-            return 1
-        dst = resolved
+    dst = _resolve(st, target)
+    if dst is None:
+        if ":" in target:
+            run.unsupported("MAC ping mode")
+        run.eprint(f"arping: Can't resolve {target}")
+        return 1
     dev = o.get("i") or o.get("I")
     if dev is None:
         route = model.route_lookup(st, dst)

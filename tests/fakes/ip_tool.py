@@ -57,6 +57,17 @@ def usage(run: Run) -> None:
     raise ToolExit(255)
 
 
+def unknown_command(run: Run, obj: str, sub: str, not_emulated: tuple[str, ...]) -> int:
+    """The end of `ip OBJECT SUB`, after the commands the fake knows: `help` prints the
+    usage, a real command the fake does not emulate is refused, the rest are unknown."""
+    if matches(sub, "help"):
+        usage(run)
+    if any(matches(sub, s) for s in not_emulated):
+        run.unsupported(f"ip {obj} {sub}")
+    die(run, 255, f'Command "{sub}" is unknown, try "ip {obj} help".')
+    return 255
+
+
 def die(run: Run, rc: int, msg: str) -> None:
     run.eprint(msg)
     raise ToolExit(rc)
@@ -84,6 +95,35 @@ def keyword_value(run: Run, word: str, keyword: str, it: Any) -> str:
         return word
     value = next(it, "")
     if not value:
+        incomplete(run)
+    return str(value)
+
+
+def dev_arg(run: Run, word: str, it: Any, dev: str | None) -> str:
+    """The device of `[dev] NAME` (any other word in its place is a device name too);
+    `help` (or a prefix of it) instead prints the usage, a second device is a duparg2."""
+    if matches(word, "help"):
+        usage(run)
+    value = keyword_value(run, word, "dev", it)
+    if dev is not None:
+        duparg2(run, "dev", value)
+    return value
+
+
+def shown_interfaces(run: Run, dev: str | None, up_only: bool) -> list[dict[str, Any]]:
+    """The interfaces a `show`/`list` (`dev NAME`, `up`) selects, by index; a named device
+    that does not exist ends the command."""
+    st = run.state
+    if dev is not None and model.iface(st, dev) is None:
+        die(run, 1, f'Device "{dev}" does not exist.')
+    return [ifc for ifc in sorted(st["interfaces"], key=lambda i: i["index"])
+            if (dev is None or ifc["name"] == dev) and (ifc["up"] or not up_only)]
+
+
+def next_arg(run: Run, it: Any) -> str:
+    """NEXT_ARG(): the word after a keyword; none left is an incomplete command."""
+    value = next(it, None)
+    if value is None:
         incomplete(run)
     return str(value)
 
@@ -264,12 +304,7 @@ def do_address(run: Run, opts: Opts, args: list[str]) -> int:
         return addr_list(run, opts, rest, flush=False)
     if matches(sub, "flush"):
         return addr_list(run, opts, rest, flush=True)
-    if matches(sub, "help"):
-        usage(run)
-    if any(matches(sub, s) for s in ("save", "showdump", "restore")):
-        run.unsupported(f"ip address {sub}")
-    die(run, 255, f'Command "{sub}" is unknown, try "ip address help".')
-    return 255
+    return unknown_command(run, "address", sub, ("save", "showdump", "restore"))
 
 
 def addr_modify(run: Run, opts: Opts, args: list[str], action: str) -> int:
@@ -286,31 +321,21 @@ def addr_modify(run: Run, opts: Opts, args: list[str], action: str) -> int:
                 or matches(word, "preferred_lft"):
             run.unsupported(f"ip address {word}")
         elif matches(word, "broadcast") or word == "brd":
-            value = next(it, None)
-            if value is None:
-                incomplete(run)
+            value = next_arg(run, it)
             if brd is not None:
                 die(run, 255, f'Error: duplicate "broadcast": "{value}" is the second value.')
             brd = value
         elif word == "scope":
-            value = next(it, None)
-            if value is None:
-                incomplete(run)
+            value = next_arg(run, it)
             if value not in model.SCOPES:
                 invarg(run, "invalid scope value.", value)
             scope = value
         elif word == "dev":
-            dev = next(it, None)
-            if dev is None:
-                incomplete(run)
+            dev = next_arg(run, it)
         elif word == "label":
-            label = next(it, None)
-            if label is None:
-                incomplete(run)
+            label = next_arg(run, it)
         elif matches(word, "metric") or matches(word, "priority") or matches(word, "preference"):
-            value = next(it, None)
-            if value is None:
-                incomplete(run)
+            value = next_arg(run, it)
             if not value.isdigit():
                 invarg(run, '"metric" value is invalid\n', value)
             metric = int(value)
@@ -404,14 +429,10 @@ def addr_list(run: Run, opts: Opts, args: list[str], flush: bool) -> int:
     it = iter(args)
     for word in it:
         if word == "to":
-            value = next(it, None)
-            if value is None:
-                incomplete(run)
+            value = next_arg(run, it)
             to = get_prefix(run, value, None)
         elif word == "scope":
-            value = next(it, None)
-            if value is None:
-                incomplete(run)
+            value = next_arg(run, it)
             if value not in model.SCOPES and value != "all":
                 invarg(run, 'invalid "scope"\n', value)
             scope = value
@@ -420,21 +441,13 @@ def addr_list(run: Run, opts: Opts, args: list[str], flush: bool) -> int:
         elif word in ("primary", "secondary", "permanent", "dynamic"):
             kinds.add(word)
         elif word == "label":
-            label = next(it, None)
-            if label is None:
-                incomplete(run)
+            label = next_arg(run, it)
         elif word in ("group", "master", "vrf", "nomaster", "type", "tentative", "deprecated",
                       "dadfailed", "temporary"):
             run.unsupported(f"ip address show {word}")
         else:
-            if word != "dev" and matches(word, "help"):
-                usage(run)
-            value = keyword_value(run, word, "dev", it)
-            if dev_name is not None:
-                duparg2(run, "dev", value)
-            dev_name = value
-    if dev_name is not None and model.iface(st, dev_name) is None:
-        die(run, 1, f'Device "{dev_name}" does not exist.')
+            dev_name = dev_arg(run, word, it, dev_name)
+    interfaces = shown_interfaces(run, dev_name, up_only)
 
     def wanted(ifc: dict[str, Any], a: dict[str, Any], family: str) -> bool:
         if scope not in (None, "all") and a["scope"] != scope:
@@ -456,11 +469,7 @@ def addr_list(run: Run, opts: Opts, args: list[str], flush: bool) -> int:
                 return False
         return True
 
-    for ifc in sorted(st["interfaces"], key=lambda i: i["index"]):
-        if dev_name is not None and ifc["name"] != dev_name:
-            continue
-        if up_only and not ifc["up"]:
-            continue
+    for ifc in interfaces:
         v4 = [a for a in ifc["addrs"] if wanted(ifc, a, "inet")] \
             if opts.family in (None, "inet") else []
         v6 = [a for a in v6_addrs(st, ifc) if wanted(ifc, a, "inet6")] \
@@ -518,12 +527,7 @@ def do_link(run: Run, opts: Opts, args: list[str]) -> int:
         return link_set(run, rest)
     if matches(sub, "show") or matches(sub, "lst") or matches(sub, "list"):
         return link_show(run, opts, rest)
-    if matches(sub, "help"):
-        usage(run)
-    if any(matches(sub, s) for s in ("xstats", "afstats", "property")):
-        run.unsupported(f"ip link {sub}")
-    die(run, 255, f'Command "{sub}" is unknown, try "ip link help".')
-    return 255
+    return unknown_command(run, "link", sub, ("xstats", "afstats", "property"))
 
 
 def link_set(run: Run, args: list[str]) -> int:
@@ -535,38 +539,29 @@ def link_set(run: Run, args: list[str]) -> int:
         if word in ("up", "down"):
             changes["up"] = word == "up"
         elif word == "mtu":
-            value = next(it, None)
-            if value is None:
-                incomplete(run)
+            value = next_arg(run, it)
             if not value.isdigit():
                 invarg(run, 'Invalid "mtu" value\n', value)
             changes["mtu"] = int(value)
         elif word in ("address", "addr"):
-            value = next(it, None)
-            if value is None:
-                incomplete(run)
+            value = next_arg(run, it)
             changes["mac"] = value.lower()
         elif word == "arp":
-            value = next(it, None)
-            if value not in ("on", "off"):
-                invarg(run, '"arp" must be "on" or "off"', str(value))
-            changes["noarp"] = value == "off"
+            arp = next(it, None)
+            if arp not in ("on", "off"):
+                invarg(run, '"arp" must be "on" or "off"', str(arp))
+            changes["noarp"] = arp == "off"
         elif word in ("txqueuelen", "qlen", "txqlen"):
-            value = next(it, None)
-            if value is None or not value.isdigit():
-                invarg(run, 'Invalid "txqueuelen" value\n', str(value))
-            changes["qlen"] = int(value)
+            qlen = next(it, None)
+            if qlen is None or not qlen.isdigit():
+                invarg(run, 'Invalid "txqueuelen" value\n', str(qlen))
+            changes["qlen"] = int(qlen)
         elif word in ("name", "alias", "promisc", "allmulticast", "multicast", "netns",
                       "master", "nomaster", "vrf", "type", "group", "carrier", "protodown",
                       "xdp", "vf", "link-netns", "link-netnsid", "addrgenmode", "altname"):
             run.unsupported(f"ip link set {word}")
         else:
-            if matches(word, "help"):
-                usage(run)
-            value = keyword_value(run, word, "dev", it)
-            if dev is not None:
-                duparg2(run, "dev", value)
-            dev = value
+            dev = dev_arg(run, word, it, dev)
     if dev is None:
         die(run, 255, 'Not enough information: "dev" argument is required.')
     assert dev is not None
@@ -583,7 +578,6 @@ def link_set(run: Run, args: list[str]) -> int:
 
 
 def link_show(run: Run, opts: Opts, args: list[str]) -> int:
-    st = run.state
     dev_name: str | None = None
     up_only = False
     it = iter(args)
@@ -593,19 +587,8 @@ def link_show(run: Run, opts: Opts, args: list[str]) -> int:
         elif word in ("group", "master", "vrf", "type", "nomaster"):
             run.unsupported(f"ip link show {word}")
         else:
-            if word != "dev" and matches(word, "help"):
-                usage(run)
-            value = keyword_value(run, word, "dev", it)
-            if dev_name is not None:
-                duparg2(run, "dev", value)
-            dev_name = value
-    if dev_name is not None and model.iface(st, dev_name) is None:
-        die(run, 1, f'Device "{dev_name}" does not exist.')
-    for ifc in sorted(st["interfaces"], key=lambda i: i["index"]):
-        if dev_name is not None and ifc["name"] != dev_name:
-            continue
-        if up_only and not ifc["up"]:
-            continue
+            dev_name = dev_arg(run, word, it, dev_name)
+    for ifc in shown_interfaces(run, dev_name, up_only):
         if opts.brief:
             run.print(f"{_link_name(ifc):<16} {model.oper_state(ifc):<14} {ifc['mac']} "
                       f"<{model.link_flags(ifc)}> ")
@@ -642,12 +625,7 @@ def do_route(run: Run, opts: Opts, args: list[str]) -> int:
         return route_get(run, opts, rest)
     if matches(sub, "flush"):
         return route_list(run, opts, rest, flush=True)
-    if any(matches(sub, s) for s in ("save", "restore", "showdump")):
-        run.unsupported(f"ip route {sub}")
-    if matches(sub, "help"):
-        usage(run)
-    die(run, 255, f'Command "{sub}" is unknown, try "ip route help".')
-    return 255
+    return unknown_command(run, "route", sub, ("save", "restore", "showdump"))
 
 
 def v6_kernel_routes(st: model.State) -> list[str]:
@@ -671,10 +649,7 @@ def route_modify(run: Run, opts: Opts, args: list[str], mode: str) -> int:
     for word in it:
         if word in ("via", "src", "dev", "oif", "metric", "priority", "preference", "proto",
                     "protocol", "scope", "table"):
-            value = next(it, None)
-            if value is None:
-                incomplete(run)
-            assert value is not None
+            value = next_arg(run, it)
             if word == "via":
                 if value in ("inet", "inet6", "mpls", "bridge", "link"):
                     run.unsupported("via FAMILY")
@@ -759,10 +734,7 @@ def route_list(run: Run, opts: Opts, args: list[str], flush: bool) -> int:
     for word in it:
         if word in ("table", "proto", "protocol", "scope", "type", "dev", "oif", "via", "src",
                     "root", "match", "exact"):
-            value = next(it, None)
-            if value is None:
-                incomplete(run)
-            assert value is not None
+            value = next_arg(run, it)
             if word == "table":
                 if value != "main":
                     run.unsupported(f"routing table {value}")

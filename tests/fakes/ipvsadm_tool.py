@@ -228,6 +228,18 @@ def usage_exit(run: Run, rc: int) -> None:
 # ---------------------------------------------------------------- popt
 
 
+def _argument_word(argv: list[str], i: int, takes: str | None) -> tuple[str | None, int] | None:
+    """An option's argument taken from the word after it, argv[i]: a required one ("req")
+    whatever that word is, an optional one ("opt") unless it starts with '-'. (argument
+    or None, index of the word after the option's), or None if a required one is missing.
+    """
+    if i < len(argv) and (takes == "req" or (takes == "opt" and not argv[i].startswith("-"))):
+        return argv[i], i + 1
+    if takes == "req":
+        return None
+    return None, i
+
+
 def popt_events(argv: list[str]) -> tuple[list[tuple[str, Any, str]], list[str]]:
     """Split argv into option events and leftover arguments, as popt would.
 
@@ -254,18 +266,13 @@ def popt_events(argv: list[str]) -> tuple[list[tuple[str, Any, str]], list[str]]
                 events.append(("error", "unknown option", word))
                 return events, leftovers
             tag, takes = spec
-            arg: str | None = None
-            if eq:
-                arg = value
-            elif takes == "req":
-                if i >= len(argv):
+            arg: str | None = value
+            if not eq:
+                taken = _argument_word(argv, i, takes)
+                if taken is None:
                     events.append(("error", "missing argument", word))
                     return events, leftovers
-                arg = argv[i]
-                i += 1
-            elif takes == "opt" and i < len(argv) and not argv[i].startswith("-"):
-                arg = argv[i]
-                i += 1
+                arg, i = taken
             events.append(("opt", (tag, arg), word))
             continue
         chars = word[1:]
@@ -276,19 +283,14 @@ def popt_events(argv: list[str]) -> tuple[list[tuple[str, Any, str]], list[str]]
                 events.append(("error", "unknown option", word))
                 return events, leftovers
             tag, takes = sspec
-            arg = None
-            if takes is not None:
-                if chars:
-                    arg, chars = chars, ""
-                elif takes == "req":
-                    if i >= len(argv):
-                        events.append(("error", "missing argument", word))
-                        return events, leftovers
-                    arg = argv[i]
-                    i += 1
-                elif i < len(argv) and not argv[i].startswith("-"):
-                    arg = argv[i]
-                    i += 1
+            if takes is not None and chars:
+                arg, chars = chars, ""
+            else:
+                taken = _argument_word(argv, i, takes)
+                if taken is None:
+                    events.append(("error", "missing argument", word))
+                    return events, leftovers
+                arg, i = taken
             events.append(("opt", (tag, arg), "-" + ch))
     return events, leftovers
 
@@ -1067,21 +1069,24 @@ def largenum(value: int, fmt: set[str]) -> str:
     return f"{value // 1_000_000_000_000:8d}T"
 
 
+# print_title(): the columns after "Prot LocalAddress:Port" per listing format, in the
+# order the C tests the formats.
+TITLE_COLUMNS = {
+    "stats": f"{'Conns':>8} {'InPkts':>8} {'OutPkts':>8} {'InBytes':>8} {'OutBytes':>8}",
+    "rate": f"{'CPS':>8} {'InPPS':>8} {'OutPPS':>8} {'InBPS':>8} {'OutBPS':>8}",
+    "thresholds": (f"{'Uthreshold':<10} {'Lthreshold':<10} {'ActiveConn':<10} "
+                   f"{'InActConn':<10}"),
+    "persistent-conn": (f"{'Weight':<9} {'PersistConn':<11} {'ActiveConn':<10} "
+                        f"{'InActConn':<10}"),
+}
+
+
 def print_title(run: Run, fmt: set[str]) -> None:
-    head = "Prot LocalAddress:Port"
-    if "stats" in fmt:
-        run.print(f"{head:<33} {'Conns':>8} {'InPkts':>8} {'OutPkts':>8} {'InBytes':>8} "
-                  f"{'OutBytes':>8}\n  -> RemoteAddress:Port")
-    elif "rate" in fmt:
-        run.print(f"{head:<33} {'CPS':>8} {'InPPS':>8} {'OutPPS':>8} {'InBPS':>8} "
-                  f"{'OutBPS':>8}\n  -> RemoteAddress:Port")
-    elif "thresholds" in fmt:
-        run.print(f"{head:<33} {'Uthreshold':<10} {'Lthreshold':<10} {'ActiveConn':<10} "
-                  f"{'InActConn':<10}\n  -> RemoteAddress:Port")
-    elif "persistent-conn" in fmt:
-        run.print(f"{head:<33} {'Weight':<9} {'PersistConn':<11} {'ActiveConn':<10} "
-                  f"{'InActConn':<10}\n  -> RemoteAddress:Port")
-    elif "tun-info" in fmt:
+    for key, columns in TITLE_COLUMNS.items():
+        if key in fmt:
+            run.print(f"{'Prot LocalAddress:Port':<33} {columns}\n  -> RemoteAddress:Port")
+            return
+    if "tun-info" in fmt:
         run.print("Prot LocalAddress:Port Scheduler Flags\n"
                   "  -> RemoteAddress:Port           Forward TunnelInfo    Weight ActiveConn "
                   "InActConn")
@@ -1112,6 +1117,19 @@ def _tun_info(d: dict[str, Any]) -> str | None:
     return "ipip"
 
 
+def _persistence_text(se: dict[str, Any], timeout_word: str, mask_word: str) -> str:
+    """` -p 300 -M 255.255.255.0` (rules) or ` persistent 300 mask 255.255.255.0` (the
+    listing): the persistence timeout, and the netmask unless it is a single address;
+    empty for a service without persistence."""
+    if not se["persistent"]:
+        return ""
+    text = f" {timeout_word} {se['timeout']}"
+    if (se["af"] == "inet" and se["netmask"] != "255.255.255.255") or (
+            se["af"] == "inet6" and se["netmask"] != 128):
+        text += f" {mask_word} {se['netmask']}"
+    return text
+
+
 def print_service_entry(run: Run, se: dict[str, Any], fmt: set[str]) -> None:
     st = run.state
     numeric = "numeric" in fmt
@@ -1132,13 +1150,7 @@ def print_service_entry(run: Run, se: dict[str, Any], fmt: set[str]) -> None:
     line = ""
     flags_text = _sched_flags_text(se)
     if rule:
-        line = f"-A {name} -s {se['sched']}"
-        if se["persistent"]:
-            line += f" -p {se['timeout']}"
-            if se["af"] == "inet" and se["netmask"] != "255.255.255.255":
-                line += f" -M {se['netmask']}"
-            if se["af"] == "inet6" and se["netmask"] != 128:
-                line += f" -M {se['netmask']}"
+        line = f"-A {name} -s {se['sched']}" + _persistence_text(se, "-p", "-M")
         if se.get("pe"):
             line += f" --pe {se['pe']}"
         if se.get("ops"):
@@ -1153,14 +1165,9 @@ def print_service_entry(run: Run, se: dict[str, Any], fmt: set[str]) -> None:
         line = f"{name} {se['sched']}"
         if flags_text:
             line += f" ({flags_text})"
-        if se["persistent"]:
-            line += f" persistent {se['timeout']}"
-            if se["af"] == "inet" and se["netmask"] != "255.255.255.255":
-                line += f" mask {se['netmask']}"
-            if se["af"] == "inet6" and se["netmask"] != 128:
-                line += f" mask {se['netmask']}"
-            if se.get("pe"):
-                line += f" pe {se['pe']}"
+        line += _persistence_text(se, "persistent", "mask")
+        if se["persistent"] and se.get("pe"):  # named only with persistence, as in the C
+            line += f" pe {se['pe']}"
         if se.get("ops"):
             line += " ops"
     run.print(line)

@@ -16,7 +16,7 @@ throw-away network namespace.
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable, NoReturn, Optional
 
 State = dict[str, Any]
 
@@ -140,6 +140,60 @@ class Run:
     @property
     def stderr(self) -> str:
         return "".join(self.err)
+
+
+# ---------------------------------------------------------------- command lines
+
+Option = tuple[str, Optional[str]]
+
+
+def getopt(prog: str, args: list[str], spec: str,
+           long_option: Callable[[str, int], tuple[Option, int]] | None = None,
+           ) -> tuple[list[Option], list[str], str | None]:
+    """glibc getopt() with argument permutation: (the options in order, the operands,
+    None or the message of the error that stopped it).
+
+    `spec` is the optstring: `c:` takes an argument (`-c5`, `-c 5`), `p::` an optional
+    one (attached only). `--` ends the options. Without `long_option` a word `--x` is
+    short options like any other; with it, as getopt_long(), `long_option(word, i)` reads
+    the word (args[i] is the word after it) and gives (its option, the index of the next
+    word), or ends the run itself.
+    """
+    opts: list[Option] = []
+    operands: list[str] = []
+    i = 0
+    while i < len(args):
+        word = args[i]
+        i += 1
+        if word == "--":
+            operands += args[i:]
+            break
+        if long_option is not None and word.startswith("--"):
+            option, i = long_option(word, i)
+            opts.append(option)
+            continue
+        if not word.startswith("-") or word == "-":
+            operands.append(word)
+            continue
+        chars = word[1:]
+        while chars:
+            ch, chars = chars[0], chars[1:]
+            pos = spec.find(ch)
+            if pos < 0 or ch in ":-":
+                return opts, operands, f"{prog}: invalid option -- '{ch}'"
+            value = None
+            if spec[pos + 1: pos + 2] == ":":
+                if chars:
+                    value, chars = chars, ""
+                elif spec[pos + 2: pos + 3] == ":":
+                    pass  # an optional argument is only ever attached
+                elif i < len(args):
+                    value = args[i]
+                    i += 1
+                else:
+                    return opts, operands, f"{prog}: option requires an argument -- '{ch}'"
+            opts.append((ch, value))
+    return opts, operands, None
 
 
 # ---------------------------------------------------------------- defaults

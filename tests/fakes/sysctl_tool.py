@@ -29,7 +29,7 @@ import fnmatch
 import re
 from pathlib import Path
 
-from .model import Run, State, ToolExit
+from .model import Run, State, ToolExit, getopt
 
 VERSION = "sysctl from procps-ng 4.0.2"
 PROC = "/proc/sys/"
@@ -240,53 +240,28 @@ def preload(run: Run, flags: Flags, filename: str) -> int:
 
 def parse_args(run: Run, args: list[str]) -> tuple[dict[str, str | None], list[str]]:
     """getopt_long() with GNU argument permutation."""
-    opts: dict[str, str | None] = {}
-    operands: list[str] = []
-    i = 0
-    while i < len(args):
-        word = args[i]
-        i += 1
-        if word == "--":
-            operands += args[i:]
-            break
-        if word.startswith("--"):
-            name, eq, value = word[2:].partition("=")
-            hits = [n for n in LONGOPTS if n.startswith(name)] if name not in LONGOPTS else [name]
-            if len(hits) != 1:
-                what = "unrecognized" if not hits else "ambiguous"
-                run.eprint(f"sysctl: {what} option '{word}'")
+
+    def long_option(word: str, i: int) -> tuple[tuple[str, str | None], int]:
+        name, eq, value = word[2:].partition("=")
+        hits = [n for n in LONGOPTS if n.startswith(name)] if name not in LONGOPTS else [name]
+        if len(hits) != 1:
+            what = "unrecognized" if not hits else "ambiguous"
+            run.eprint(f"sysctl: {what} option '{word}'")
+            usage(run, 0)
+        tag, takes = LONGOPTS[hits[0]]
+        if takes == "req" and not eq:
+            if i >= len(args):
+                run.eprint(f"sysctl: option '--{hits[0]}' requires an argument")
                 usage(run, 0)
-            tag, takes = LONGOPTS[hits[0]]
-            if takes == "req" and not eq:
-                if i >= len(args):
-                    run.eprint(f"sysctl: option '--{hits[0]}' requires an argument")
-                    usage(run, 0)
-                value, eq = args[i], "="
-                i += 1
-            opts[tag] = value if eq else None
-            continue
-        if not word.startswith("-") or word == "-":
-            operands.append(word)
-            continue
-        chars = word[1:]
-        while chars:
-            ch, chars = chars[0], chars[1:]
-            pos = SHORTOPTS.find(ch)
-            if pos < 0 or ch == ":":
-                run.eprint(f"sysctl: invalid option -- '{ch}'")
-                usage(run, 0)
-            takes_arg = SHORTOPTS[pos + 1: pos + 2] == ":"
-            optional = SHORTOPTS[pos + 1: pos + 3] == "::"
-            value = None
-            if takes_arg and chars:
-                value, chars = chars, ""
-            elif takes_arg and not optional:
-                if i >= len(args):
-                    run.eprint(f"sysctl: option requires an argument -- '{ch}'")
-                    usage(run, 0)
-                value = args[i]
-                i += 1
-            opts["p" if ch == "f" else ch] = value
+            value, eq = args[i], "="
+            i += 1
+        return (tag, value if eq else None), i
+
+    found, operands, error = getopt("sysctl", args, SHORTOPTS, long_option)
+    if error:
+        run.eprint(error)
+        usage(run, 0)
+    opts = {"p" if tag == "f" else tag: value for tag, value in found}  # -f: alias of -p
     return opts, operands
 
 
