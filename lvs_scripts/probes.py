@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from .model import (
     Destination,
@@ -46,6 +47,7 @@ _PROTO_FLAGS = {"-t": Protocol.TCP, "--tcp-service": Protocol.TCP, "-u": Protoco
                 "-f": Protocol.FWMARK, "--fwmark-service": Protocol.FWMARK}
 
 
+@lru_cache(maxsize=1 << 12)  # the VIPs, read once per rule line
 def parse_endpoint(text: str) -> tuple[IPAddress, int]:
     """`192.168.30.254:80` or `[2001:db8::1]:80` (ipvsadm -n numeric form)."""
     match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([0-9.]+):(\d+)", text)
@@ -73,20 +75,15 @@ def parse_ipvs_save(text: str) -> IpvsTable:
     services: dict[ServiceKey, VirtualService] = {}
     dests: dict[ServiceKey, list[Destination]] = {}
     for line in text.splitlines():
-        tokens = line.split()
-        if len(tokens) < 3 or tokens[0] not in ("-A", "-a") or tokens[1] not in _PROTO_FLAGS:
-            continue
         try:
-            key, rest = _service_key(tokens[1:])
-        except (ValueError, IndexError):
-            continue
-        if tokens[0] == "-A":
-            services[key] = _service_attrs(key, rest)
-            dests.setdefault(key, [])
-        else:
-            dest = _destination(key, rest)
-            if dest is not None:
-                dests.setdefault(key, []).append(dest)
+            rule = parse_rule(line)
+        except (ValueError, IndexError, KeyError):
+            continue  # not a rule, or one we cannot read: not ours to judge here
+        if rule.op == "-A" and rule.service is not None:
+            services[rule.key] = rule.service
+            dests.setdefault(rule.key, [])
+        elif rule.op == "-a" and rule.dest is not None:
+            dests.setdefault(rule.key, []).append(rule.dest)
     return {key: _with_dests(svc, dests.get(key, [])) for key, svc in services.items()}
 
 
@@ -100,7 +97,12 @@ class Rule:
     dest: Destination | None = None  # -a / -e / -d (for -d only the identity matters)
 
 
+# One start reads the same rule lines several times: `ipvsadm -S -n` before, the batch
+# check after, the verification, and the batch's own lines. Parsing each distinct line once
+# keeps a start of 10,000 real servers from spending most of its time in ipaddress.
+@lru_cache(maxsize=1 << 16)
 def parse_rule(line: str) -> Rule:
+    """One rule line, as `ipvsadm -S -n` prints it or `ipvsadm -R` reads it."""
     tokens = line.split()
     if len(tokens) < 3 or tokens[0] not in ("-A", "-E", "-D", "-a", "-e", "-d"):
         raise ValueError(f"not an ipvsadm rule: {line!r}")
