@@ -64,15 +64,15 @@ class Director(Role):
                               "actual_weight": actual.weight if actual else None,
                               "active": count.active if count else None,
                               "inactive": count.inactive if count else None})
+            configured = {d.ident for d in service.destinations}
             for ident, extra in have.items():
-                if ident not in {d.ident for d in service.destinations}:
+                if ident not in configured:
                     lines.append(f"  -> {extra.endpoint():<28} not in the config "
                                  f"(weight {extra.weight})")
             services.append({"service": str(service.key), "scheduler": service.scheduler,
                              "status": status, "real": reals})
-        configured = {s.key for s in self.config.services}
-        unmanaged = [str(k) for k in obs.ipvs if k not in configured and
-                     not state.owns_service(k)]
+        keys = {s.key for s in self.config.services}
+        unmanaged = [str(k) for k in obs.ipvs if k not in keys and not state.owns_service(k)]
         for key in unmanaged:
             lines.append(f"{key}  [not managed by lvs-director]")
         return lines, {"services": services, "unmanaged": unmanaged}
