@@ -194,15 +194,21 @@ def plan_service_edit(plan: Plan, removals: Plan, service: VirtualService,
     if service.attributes() != seen.attributes():
         plan.add(("ipvsadm", "-E", *service.service_args()),
                  f"service attributes were {' '.join(seen.service_args()[2:])}")
+    if _same_real_servers_in_order(service, seen):
+        # The usual reload: the kernel lists real servers in the order they were added,
+        # which is the config's. Pairwise, without hashing 2 x N addresses (ipaddress
+        # hashes in Python: half of a 10,000-server plan).
+        for dest, running in zip(service.destinations, seen.destinations):
+            _plan_real_server_edit(plan, service, dest, running)
+        return
     have = {d.ident: d for d in seen.destinations}
     want = {d.ident: d for d in service.destinations}
     for ident, dest in want.items():
         old = have.get(ident)
         if old is None:
             plan.add(("ipvsadm", "-a", *service.destination_args(dest)), "real server")
-        elif (old.forwarding, old.weight) != (dest.forwarding, dest.weight):
-            plan.add(("ipvsadm", "-e", *service.destination_args(dest)),
-                     f"real server was {old.forwarding.flag} -w {old.weight}")
+        else:
+            _plan_real_server_edit(plan, service, dest, old)
     for ident, old in have.items():
         if ident not in want:
             wait = None
@@ -211,6 +217,19 @@ def plan_service_edit(plan: Plan, removals: Plan, service: VirtualService,
                 wait = Drain(service.key, ident, service.drain_seconds)
             removals.add(("ipvsadm", "-d", *service.key.args(), "-r", old.endpoint()),
                          "real server no longer configured", drain=wait)
+
+
+def _same_real_servers_in_order(service: VirtualService, seen: VirtualService) -> bool:
+    return len(service.destinations) == len(seen.destinations) and all(
+        want.port == have.port and want.address == have.address
+        for want, have in zip(service.destinations, seen.destinations))
+
+
+def _plan_real_server_edit(plan: Plan, service: VirtualService, dest: Destination,
+                           old: Destination) -> None:
+    if (old.forwarding, old.weight) != (dest.forwarding, dest.weight):
+        plan.add(("ipvsadm", "-e", *service.destination_args(dest)),
+                 f"real server was {old.forwarding.flag} -w {old.weight}")
 
 
 def _plan_arping(plan: Plan, director: DirectorConfig, obs: HostObservation,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import shlex
 from pathlib import Path
 
@@ -330,3 +331,29 @@ def test_an_announcement_is_recorded_only_when_its_arping_ran() -> None:
     arping = [step for step in plan.steps if step.argv[0] == "arping"]
     assert [(step.optional, step.effect) for step in arping] == [
         (True, Announced("192.168.30.254"))]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_kernel_order_does_not_change_the_plan(seed: int) -> None:
+    """Real servers listed in the config's order are paired off one by one; in any other
+    order they are matched by identity. Both must plan the same rules."""
+    rng = random.Random(seed)
+    addresses = [f"10.1.{i // 200}.{i % 200 + 1}" for i in range(40)]
+    entries = ", ".join(f'{{ address = "{a}", weight = {rng.randint(0, 3)} }}'
+                        for a in addresses)
+    config = parse_config(toml(extra_director="arping_count = 0", service=f'''
+[[service]]
+vip = "192.168.30.254"
+port = 80
+scheduler = "wrr"
+real = [ {entries} ]
+'''))
+    running = [f"-a -t 192.168.30.254:80 -r {a}:80 -{rng.choice('gim')} -w {rng.randint(0, 3)}"
+               for a in addresses]
+    obs = configured(ipvs="\n".join(["-A -t 192.168.30.254:80 -s wrr", *running]) + "\n")
+    in_order = plan_director_start(config, observed(obs), OWNED)
+    rng.shuffle(running)
+    shuffled = configured(ipvs="\n".join(["-A -t 192.168.30.254:80 -s wrr", *running]) + "\n")
+    any_order = plan_director_start(config, observed(shuffled), OWNED)
+    assert in_order.steps, "the random weights and methods differ somewhere"
+    assert sorted(s.line() for s in in_order.steps) == sorted(s.line() for s in any_order.steps)
