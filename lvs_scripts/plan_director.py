@@ -115,17 +115,21 @@ def _plan_unwanted_addresses(plan: Plan, config: Config, director: DirectorConfi
 
 def plan_unwanted_addresses(plan: Plan, obs: HostObservation, state: State,
                             wanted: set[tuple[str, str]]) -> None:
-    """Remove the addresses our state file lists but `wanted` (device, cidr) does not;
-    drop the records of those already gone, so that an address someone else adds later
-    is never taken for ours."""
+    """Remove the addresses our state file lists but `wanted` (device, cidr) does not."""
     for device, cidr in state.addresses:
-        if (device, cidr) in wanted:
-            continue
-        if obs.has_address(device, ipaddress.ip_interface(cidr).ip):
-            plan.add(("ip", "addr", "del", cidr, "dev", device), "address no longer configured",
-                     AddressRemoved(device, cidr))
-        else:
-            plan.forget.append(AddressRemoved(device, cidr))
+        if (device, cidr) not in wanted:
+            remove_owned_address(plan, obs, device, cidr, "address no longer configured")
+
+
+def remove_owned_address(plan: Plan, obs: HostObservation, device: str, cidr: str,
+                         reason: str) -> None:
+    """Delete an address our state file lists; if it is gone already, drop the record
+    instead (an address someone else adds later must never be taken for ours)."""
+    if obs.has_address(device, ipaddress.ip_interface(cidr).ip):
+        plan.add(("ip", "addr", "del", cidr, "dev", device), reason,
+                 AddressRemoved(device, cidr))
+    else:
+        plan.forget.append(AddressRemoved(device, cidr))
 
 
 def _plan_route(plan: Plan, director: DirectorConfig, obs: HostObservation) -> None:
@@ -266,13 +270,9 @@ def plan_director_stop(config: Config, obs: HostObservation, state: State) -> Pl
         if is_dip:
             _plan_route_restore(plan, obs, state)
         for device, cidr in state.addresses:
-            if (cidr == dip_cidr) != is_dip:
-                continue
-            if obs.has_address(device, ipaddress.ip_interface(cidr).ip):
-                plan.add(("ip", "addr", "del", cidr, "dev", device),
-                         "the DIP start added" if is_dip else "VIP", AddressRemoved(device, cidr))
-            else:
-                plan.forget.append(AddressRemoved(device, cidr))
+            if (cidr == dip_cidr) == is_dip:
+                remove_owned_address(plan, obs, device, cidr,
+                                     "the DIP start added" if is_dip else "VIP")
     _plan_timeouts_restore(plan, director, obs, state)
     return plan
 

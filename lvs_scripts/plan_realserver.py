@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import ipaddress
-
 from .model import Config
-from .plan import AddressAdded, AddressRemoved, Plan, SysctlChanged, SysctlRestored
-from .plan_director import add_vip_argv, plan_unwanted_addresses, vip_cidr
+from .plan import AddressAdded, Plan, SysctlChanged, SysctlRestored
+from .plan_director import (
+    add_vip_argv,
+    plan_unwanted_addresses,
+    remove_owned_address,
+    vip_cidr,
+)
 from .probes import HostObservation, sysctl_key
 from .record import Record
 from .state import State
@@ -64,11 +67,7 @@ def plan_realserver_stop(config: Config, obs: HostObservation, state: State) -> 
     """Remove the VIPs we added, then restore the ARP settings we changed. Loopback stays up."""
     plan = Plan()
     for device, cidr in state.addresses:
-        if obs.has_address(device, ipaddress.ip_interface(cidr).ip):
-            plan.add(("ip", "addr", "del", cidr, "dev", device), "VIP",
-                     AddressRemoved(device, cidr))
-        else:
-            plan.forget.append(AddressRemoved(device, cidr))
+        remove_owned_address(plan, obs, device, cidr, "VIP")
     targets = arp_keys(config)
     for key, previous in state.sysctls.items():
         have = obs.sysctls.get(key)
