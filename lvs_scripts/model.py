@@ -139,6 +139,13 @@ class Timeouts(Record):
     def args(self) -> tuple[str, str, str]:
         return (str(self.tcp), str(self.tcpfin), str(self.udp))
 
+    def in_effect(self, seen: Timeouts | None) -> bool:
+        """Do the observed timeouts show these? A 0 always does (it leaves one unchanged);
+        nothing observed shows only all-zero ones."""
+        have = (seen.tcp, seen.tcpfin, seen.udp) if seen else (None, None, None)
+        return all(want in (0, old) for want, old in zip((self.tcp, self.tcpfin, self.udp),
+                                                          have))
+
 
 class DirectorConfig(Record):
     interface: str

@@ -75,10 +75,7 @@ def _plan_timeouts(plan: Plan, director: DirectorConfig, obs: HostObservation) -
     if wanted is None:
         return
     seen = obs.timeouts
-    have = (seen.tcp, seen.tcpfin, seen.udp) if seen else (None, None, None)
-    # 0 means "leave unchanged" to ipvsadm --set, so a 0 never makes a difference.
-    if any(want not in (0, old) for want, old in zip(
-            (wanted.tcp, wanted.tcpfin, wanted.udp), have)):
+    if not wanted.in_effect(seen):
         plan.add(("ipvsadm", "--set", *wanted.args()), "connection timeouts (tcp tcpfin udp)",
                  TimeoutsSet((seen.tcp, seen.tcpfin, seen.udp)) if seen else None)
 
@@ -283,9 +280,7 @@ def _plan_timeouts_restore(plan: Plan, director: DirectorConfig, obs: HostObserv
         return
     ours = director.timeouts
     seen = obs.timeouts
-    if seen is not None and ours is not None and any(
-            want not in (0, have) for want, have in zip(
-                (ours.tcp, ours.tcpfin, ours.udp), (seen.tcp, seen.tcpfin, seen.udp))):
+    if seen is not None and ours is not None and not ours.in_effect(seen):
         plan.notes.append("the IPVS timeouts were changed since start: not restored to "
                           f"{' '.join(map(str, state.timeouts))}")
         plan.forget.append(TimeoutsRestored())
