@@ -61,6 +61,16 @@ on_reals() {  # ACTION: init.d on every real server at once (they are separate m
     wait
 }
 
+on_reals_ok() {  # ACTION: on_reals, each shown, and a FAIL for each that did not exit 0
+    local rs rc
+    on_reals "$1"
+    for rs in "${REALS[@]}"; do
+        rc=$(cat "$OUT/$rs.$1.rc")
+        shown "$rs" "$1" "$rc"
+        [ "$rc" = 0 ] || check FAIL "$rs: $1 exited $rc"
+    done
+}
+
 indent() {
     sed 's/^/    /'
 }
@@ -85,11 +95,7 @@ echo "LVS_CONFIG=${LVS_CONFIG#"$CHECKOUT"/}; per host: LVS_STATE_DIR=/run/lab/HO
 
 # Real servers first: once the director routes to them, they must accept the VIP.
 step "Real servers: init.d/lvs-realserver start (rs1..rs4 at once)"
-on_reals start
-for rs in "${REALS[@]}"; do
-    shown "$rs" start "$(cat "$OUT/$rs.start.rc")"
-    [ "$(cat "$OUT/$rs.start.rc")" = 0 ] || check FAIL "$rs: start exited $(cat "$OUT/$rs.start.rc")"
-done
+on_reals_ok start
 
 step "Director: init.d/lvs-director start"
 show_initd director start || check FAIL "director: start failed"
@@ -158,11 +164,7 @@ fi
 
 step "Stop through init.d: director, then the real servers"
 show_initd director stop || check FAIL "director: stop failed"
-on_reals stop
-for rs in "${REALS[@]}"; do
-    shown "$rs" stop "$(cat "$OUT/$rs.stop.rc")"
-    [ "$(cat "$OUT/$rs.stop.rc")" = 0 ] || check FAIL "$rs: stop exited $(cat "$OUT/$rs.stop.rc")"
-done
+on_reals_ok stop
 
 step "Status after stop"
 show_initd director status
