@@ -29,6 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lvs_scripts.config import load_config, parse_config  # noqa: E402
+from lvs_scripts.model import Protocol, ServiceKey  # noqa: E402
+from lvs_scripts.owned import OwnedService  # noqa: E402
 from lvs_scripts.plan_director import plan_director_start  # noqa: E402
 from lvs_scripts.probes import (  # noqa: E402
     HostObservation,
@@ -40,6 +42,13 @@ from lvs_scripts.runner import PlumbumRunner, Result  # noqa: E402
 from lvs_scripts.state import State  # noqa: E402
 
 VIP = "10.200.0.1"
+
+
+def owner() -> State:
+    """The state after our own start: the service is ours."""
+    import ipaddress
+
+    return State.of(OwnedService(ServiceKey(Protocol.TCP, ipaddress.ip_address(VIP), 80)))
 
 
 def reals(count: int) -> list[str]:
@@ -96,7 +105,7 @@ def bench_planning() -> None:
         text = save_text(count, changed=count // 2)
         parse_s = best_of(5, lambda text=text: cold_parse(text))
         obs = HostObservation(ipvs=parse_ipvs_save(text))
-        state = State(services=[f"tcp {VIP}:80"])
+        state = owner()
         plan_s = best_of(5, lambda c=config, o=obs, s=state: plan_director_start(c, o, s))
         plan = plan_director_start(config, obs, state)
         rules = [step.line() for step in plan.steps if step.ipvs_rule]
@@ -154,8 +163,8 @@ def bench_start_python() -> None:
             # status: the report of configured vs actual weight and the counters
             director = Director(config, runner=ListRunner(list_text(count)))
             running = HostObservation(ipvs=parse_ipvs_save(saved))
-            owner = State(services=[f"tcp {VIP}:80"])
-            status_s = best_of(3, lambda d=director, o=running, s=owner: d.describe(o, s))
+            owned = owner()
+            status_s = best_of(3, lambda d=director, o=running, s=owned: d.describe(o, s))
             rows.append((count, f"{load_s * 1000:.1f}", f"{plan_s * 1000:.1f}",
                          f"{verify_s * 1000:.1f}", f"{status_s * 1000:.1f}", len(rules),
                          len(list(units(plan.steps)))))
@@ -265,7 +274,7 @@ def sh(*argv: str, stdin: str | None = None) -> None:
 
 def bench_kernel(sizes: list[int], script_max: int) -> None:
     from lvs_scripts.director import Director
-    from lvs_scripts.state import Paths
+    from lvs_scripts.locks import Paths
 
     if os.environ.get("LVS_LAB") != "1" or not Path("/proc/net/ip_vs").exists():
         sys.exit("bench --kernel runs only inside the lab VM (python -m lab run -- ...): "

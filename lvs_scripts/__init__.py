@@ -25,7 +25,7 @@ _WHERE = {
     "Outcome": "plan", "Plan": "plan", "Step": "plan",
     "Report": "role", "Status": "role",
     "PlumbumRunner": "runner", "Result": "runner", "Runner": "runner",
-    "Paths": "state",
+    "Paths": "locks",
 }
 
 __all__ = [
@@ -60,9 +60,9 @@ if TYPE_CHECKING:
         NotRoot,
         StateError,
     )
+    from .locks import Paths
     from .model import Config, Destination, ServiceKey, VirtualService
     from .plan import Outcome, Plan, Step
     from .realserver import RealServer
     from .role import Report, Status
     from .runner import PlumbumRunner, Result, Runner
-    from .state import Paths

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Callable, Union
 
 from .errors import ApplyFailed, CommandFailed, Interrupted, LvsError, MissingTool
+from .owned import Owned
 from .plan import Drain, Outcome, Plan, Step
 from .probes import IPVS_LIST, IPVS_SAVE, Counters, RuleCheck, parse_ipvs_list, parse_ipvs_save
 from .record import Record
@@ -87,7 +88,7 @@ def apply_plan(plan: Plan, runner: Runner, state: State, save: Callable[[State],
             remaining = [line for line in remaining if line not in done]
             raise ApplyFailed(err, outcome.applied, remaining) from err
     for effect in plan.forget:
-        state.apply(effect)
+        effect.record(state)
     save(state)
     return outcome
 
@@ -100,50 +101,80 @@ def _lines(unit: Unit) -> list[str]:
 
 def _run_step(step: Step, runner: Runner, state: State, save: Callable[[State], None],
               outcome: Outcome) -> None:
+    before = _write_ahead(step, state, save)
     try:
         runner.run(step.argv)
     except (CommandFailed, MissingTool) as err:
-        if not step.optional:
-            raise
-        if isinstance(err, CommandFailed) and err.returncode in step.done_despite:
+        if isinstance(err, CommandFailed) and step.optional and (
+                err.returncode in step.done_despite):
             outcome.warnings.append(f"{err}: {step.reason}: sent, but not every probe was "
                                     "answered")
         else:
+            _roll_back(step, before, state, save)
+            if not step.optional:
+                raise
             outcome.warnings.append(f"{err}: {step.reason} failed; the rest went on (this "
                                     "step is optional)")
             return
     else:
         outcome.applied.append(step.line())
-    if step.effect is not None:
-        state.apply(step.effect)
+    if step.effect is not None and not step.effect.write_ahead:
+        step.effect.record(state)
+        save(state)
+
+
+def _write_ahead(step: Step, state: State, save: Callable[[State], None] | None
+                 ) -> list[Owned | None]:
+    """Record a change before its command runs, with what to restore (a kill -9 at any
+    point must leave a state file from which stop puts the host back). Returns the
+    entry as it was, to roll back to if the command fails."""
+    effect = step.effect
+    if effect is None or not effect.write_ahead:
+        return []
+    before = state.get(effect.slot())
+    effect.record(state)
+    if save is not None:
+        save(state)
+    return [before]
+
+
+def _roll_back(step: Step, before: list[Owned | None], state: State,
+               save: Callable[[State], None] | None) -> None:
+    """The command failed, so the change it was to make did not happen: the write-ahead
+    record goes (a thing someone else makes later must never be taken for ours)."""
+    if step.effect is None or not before:
+        return
+    state.put(step.effect.slot(), before[0])
+    if save is not None:
         save(state)
 
 
 def _run_batch(batch: Batch, runner: Runner, state: State, save: Callable[[State], None],
                outcome: Outcome) -> None:
     log.debug("batch of %d ipvsadm rules:\n%s", len(batch.steps), batch.stdin.rstrip())
+    befores = [_write_ahead(step, state, None) for step in batch.steps]
+    save(state)
     runner.run(batch.argv, stdin=batch.stdin, check=False)
     holds = RuleCheck(parse_ipvs_save(runner.run(IPVS_SAVE).stdout))
     # ipvsadm -R goes on after a refused line: record every rule that took, and save,
     # before re-running the ones that did not (in order, each alone, for its own error).
     missing = []
-    for step in batch.steps:
+    for step, before in zip(batch.steps, befores):
         if step.ipvs_rule is not None and not holds(step.ipvs_rule):
+            _roll_back(step, before, state, None)
             missing.append(step)
         else:
             _record(step, state, outcome)
     save(state)
     for step in missing:
         log.debug("rule did not take in the batch, running it alone: %s", step.line())
-        runner.run(step.argv)  # raises CommandFailed with ipvsadm's own message
-        _record(step, state, outcome)
-        save(state)
+        _run_step(step, runner, state, save, outcome)  # raises with ipvsadm's own message
 
 
 def _record(step: Step, state: State, outcome: Outcome) -> None:
     outcome.applied.append(step.line())
-    if step.effect is not None:
-        state.apply(step.effect)
+    if step.effect is not None and not step.effect.write_ahead:
+        step.effect.record(state)
 
 
 def wait_idle(drain: Drain, runner: Runner, started: float, poll_seconds: float,
@@ -161,8 +192,9 @@ def wait_idle(drain: Drain, runner: Runner, started: float, poll_seconds: float,
             told = True
         left = deadline - time.monotonic()
         if left <= 0:
-            outcome.warnings.append(f"drain time up: deleting although {open_conns} "
-                                    f"connection(s) remain ({drain.describe()})")
+            outcome.warnings.append(f"drain time up after {drain.seconds} s: deleting "
+                                    f"{drain.what()} although {open_conns} connection(s) "
+                                    "remain")
             return
         if stop_requested is not None:
             if stop_requested.wait(min(poll_seconds, left)):

@@ -113,7 +113,7 @@ def run(role: str, prog: str, actions: tuple[str, ...], what: str,
 
 def _run(role_class: type[Role], prog: str, args: argparse.Namespace) -> int:
     from .config import load_config
-    from .state import Paths
+    from .locks import Paths
 
     config = load_config(args.config)
     role = role_class(config, paths=Paths(prog, args.state_dir, args.lock_dir),

@@ -8,7 +8,7 @@ from .errors import LvsError
 from .model import Config
 from .observe import observe_director
 from .plan import Plan
-from .plan_director import plan_director_start, plan_director_stop
+from .plan_director import plan_director_start, unmanaged_notes
 from .probes import IPVS_LIST, Counters, HostObservation, parse_ipvs_list
 from .role import Role
 from .state import State
@@ -17,18 +17,21 @@ from .state import State
 class Director(Role):
     name = "lvs-director"
 
-    def __init__(self, config: Config, *args: Any, **kwargs: Any) -> None:
-        config.require_director()  # before any lock is taken or program started
+    def __init__(self, config: Config | None, *args: Any, **kwargs: Any) -> None:
+        if config is not None:
+            config.require_director()  # before any lock is taken or program started
         super().__init__(config, *args, **kwargs)
 
-    def observe(self, tolerant: bool = False) -> HostObservation:
-        return observe_director(self.config, self.runner, tolerant)
+    def observe(self, state: State, tolerant: bool = False) -> HostObservation:
+        return observe_director(self.config, self.runner, tolerant, state)
 
     def plan_start(self, obs: HostObservation, state: State) -> Plan:
         return plan_director_start(self.config, obs, state, self.drain)
 
     def plan_stop(self, obs: HostObservation, state: State) -> Plan:
-        return plan_director_stop(self.config, obs, state)
+        plan = super().plan_stop(obs, state)
+        unmanaged_notes(plan, obs, state)
+        return plan
 
     def present(self, obs: HostObservation) -> bool:
         interface = self.config.require_director().interface

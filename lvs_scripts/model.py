@@ -139,6 +139,10 @@ class Timeouts(Record):
     def args(self) -> tuple[str, str, str]:
         return (str(self.tcp), str(self.tcpfin), str(self.udp))
 
+    def over(self, base: Timeouts) -> Timeouts:
+        """What the kernel holds after `--set` of these over `base` (0 leaves one as is)."""
+        return Timeouts(self.tcp or base.tcp, self.tcpfin or base.tcpfin, self.udp or base.udp)
+
     def in_effect(self, seen: Timeouts | None) -> bool:
         """Do the observed timeouts show these? A 0 always does (it leaves one unchanged);
         nothing observed shows only all-zero ones."""

@@ -13,6 +13,8 @@ from .probes import (
     IPVS_SAVE,
     IPVS_TIMEOUTS,
     HostObservation,
+    Route,
+    interface_of_sysctl,
     ip_default_routes,
     parse_arping_version,
     parse_default_routes,
@@ -24,6 +26,7 @@ from .probes import (
     sysctl_read,
 )
 from .runner import Runner
+from .state import State
 
 T = TypeVar("T")
 
@@ -62,7 +65,8 @@ def require_interfaces(config: Config, obs: HostObservation, names: dict[str, st
             raise ConfigError(config.path, key, name, "no such interface on this host")
 
 
-def observe_director(config: Config, runner: Runner, tolerant: bool) -> HostObservation:
+def observe_director(config: Config, runner: Runner, tolerant: bool,
+                     state: State | None = None) -> HostObservation:
     director = config.require_director()
     obs = HostObservation()
     o = Observer(runner, tolerant)
@@ -72,11 +76,16 @@ def observe_director(config: Config, runner: Runner, tolerant: bool) -> HostObse
         names["director.dip_interface"] = director.dip_interface
     require_interfaces(config, obs, names, tolerant)
     obs.addresses = o.probe(obs, IP_ADDRS, parse_ip_addrs, [])
+    families: set[int] = set()
     if director.gateway is not None:
-        obs.routes = o.probe(obs, ip_default_routes(director.gateway.version),
-                             parse_default_routes, [])
+        families.add(director.gateway.version)
+    if state is not None and state.route is not None:
+        families.add(state.route.family)
+    _routes(o, obs, families)
     obs.ipvs = o.probe(obs, IPVS_SAVE, parse_ipvs_save, {})
-    if director.timeouts is not None and "ipvsadm" not in o.missing:
+    wants_timeouts = director.timeouts is not None or (state is not None
+                                                       and state.timeouts is not None)
+    if wants_timeouts and "ipvsadm" not in o.missing:
         obs.timeouts = o.probe(obs, IPVS_TIMEOUTS, parse_timeouts, None)
     if director.arping_count:
         # arping is optional: without it start still works and says so.
@@ -88,7 +97,8 @@ def observe_director(config: Config, runner: Runner, tolerant: bool) -> HostObse
     return obs
 
 
-def observe_realserver(config: Config, runner: Runner, tolerant: bool) -> HostObservation:
+def observe_realserver(config: Config, runner: Runner, tolerant: bool,
+                       state: State | None = None) -> HostObservation:
     from .plan_realserver import arp_settings
 
     obs = HostObservation()
@@ -98,9 +108,43 @@ def observe_realserver(config: Config, runner: Runner, tolerant: bool) -> HostOb
              for i, name in enumerate(config.realserver.arp_interfaces)}
     require_interfaces(config, obs, names, tolerant)
     obs.addresses = o.probe(obs, IP_ADDRS, parse_ip_addrs, [])
-    keys = tuple(s.key for s in arp_settings(config)
-                 if s.interface == "all" or not obs.links or s.interface in obs.links)
-    if keys:
-        obs.sysctls = o.probe(obs, sysctl_read(keys),
-                              lambda text: parse_sysctl_values(keys, text), {})
+    keys = [s.key for s in arp_settings(config)]
+    if state is not None:
+        keys += [key for key in state.sysctls if key not in keys]
+    _sysctls(o, obs, keys)
     return obs
+
+
+def observe_owned(state: State, runner: Runner, tolerant: bool) -> HostObservation:
+    """What undoing the state file needs to see, and nothing the config names: stop must
+    work with a broken config, or with interfaces gone since start."""
+    obs = HostObservation()
+    o = Observer(runner, tolerant)
+    obs.links = o.probe(obs, IP_LINKS, parse_ip_links, {})
+    if state.addresses:
+        obs.addresses = o.probe(obs, IP_ADDRS, parse_ip_addrs, [])
+    if state.route is not None:
+        _routes(o, obs, {state.route.family})
+    if state.services:
+        obs.ipvs = o.probe(obs, IPVS_SAVE, parse_ipvs_save, {})
+    if state.timeouts is not None and "ipvsadm" not in o.missing:
+        obs.timeouts = o.probe(obs, IPVS_TIMEOUTS, parse_timeouts, None)
+    _sysctls(o, obs, list(state.sysctls))
+    return obs
+
+
+def _routes(o: Observer, obs: HostObservation, families: set[int]) -> None:
+    for family in sorted(families):
+        def parse(text: str, family: int = family) -> list[Route]:
+            return parse_default_routes(text, family)
+
+        obs.routes += o.probe(obs, ip_default_routes(family), parse, [])
+
+
+def _sysctls(o: Observer, obs: HostObservation, keys: list[str]) -> None:
+    """Read the keys whose interface exists (a vanished one took its keys with it)."""
+    present = tuple(key for key in keys if not obs.links or interface_of_sysctl(key) in (
+        None, *obs.links))
+    if present:
+        obs.sysctls = o.probe(obs, sysctl_read(present),
+                              lambda text: parse_sysctl_values(present, text), {})

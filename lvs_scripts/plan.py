@@ -4,75 +4,15 @@ state file once it has succeeded. Dry run prints a plan; a real run executes the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
+from typing import TYPE_CHECKING
 
 from .model import IPAddress, ServiceKey, endpoint
 from .record import Record, field
 from .render import shell_line
 
+if TYPE_CHECKING:
+    from .owned import Effect
 
-class AddressAdded(Record):
-    device: str
-    cidr: str
-
-
-class AddressRemoved(Record):
-    device: str
-    cidr: str
-
-
-class RouteSet(Record):
-    via: str
-    previous_via: str | None = None  # the default route we replaced, to put back on stop
-    previous_dev: str | None = None
-
-
-class RouteRemoved(Record):
-    pass
-
-
-class RouteRestored(Record):
-    """The default route start had replaced is back."""
-
-    via: str
-    dev: str | None = None
-
-
-class TimeoutsSet(Record):
-    previous: tuple[int, int, int]  # tcp tcpfin udp before our first --set
-
-
-class TimeoutsRestored(Record):
-    pass
-
-
-class ServiceCreated(Record):
-    key: str
-
-
-class ServiceDeleted(Record):
-    key: str
-
-
-class Announced(Record):
-    """arping told the LAN (or the gateway) that this VIP is here: the start that added it
-    may fail before its arping, and the next one must then still announce it."""
-
-    vip: str
-
-
-class SysctlChanged(Record):
-    key: str
-    previous: int
-
-
-class SysctlRestored(Record):
-    key: str
-
-
-Effect = Union[AddressAdded, AddressRemoved, RouteSet, RouteRemoved, RouteRestored,
-               TimeoutsSet, TimeoutsRestored, ServiceCreated, ServiceDeleted, Announced,
-               SysctlChanged, SysctlRestored]
 
 class Drain(Record):
     """Wait before this step until the service (or one real server of it) has no
@@ -82,10 +22,12 @@ class Drain(Record):
     dest: tuple[IPAddress, int] | None  # None: the whole service
     seconds: int
 
-    def describe(self) -> str:
-        what = str(self.service) if self.dest is None else (
+    def what(self) -> str:
+        return str(self.service) if self.dest is None else (
             f"{endpoint(*self.dest)} in {self.service}")
-        return f"{what} has no connections (at most {self.seconds} s)"
+
+    def describe(self) -> str:
+        return f"{self.what()} has no connections (at most {self.seconds} s)"
 
 
 IPVS_RULE_OPTIONS = frozenset({"-A", "-E", "-D", "-a", "-e", "-d"})
@@ -116,9 +58,13 @@ class Step:
 class Plan(Record, frozen=False):
     steps: list[Step] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # things seen and deliberately left alone
-    # Records to drop from the state file once the plan has succeeded: things it lists that
-    # are already gone from the host, so no command is needed.
+    # Records to update in the state file once the plan has succeeded, with no command:
+    # things it lists that are already gone from the host (dropped), or a value to keep
+    # (a service's drain time, for when it leaves the config).
     forget: list[Effect] = field(default_factory=list)
+    # What the config asks for but the plan cannot do without touching what is not ours
+    # (someone else's service on our VIP:port): the host is not as configured.
+    conflicts: list[str] = field(default_factory=list)
 
     def add(self, argv: tuple[str, ...], reason: str, effect: Effect | None = None,
             optional: bool = False, drain: Drain | None = None,

@@ -7,30 +7,24 @@ this tool did not create are never touched.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import replace
 
 from .model import Config, Destination, DirectorConfig, IPAddress, VirtualService
-from .plan import (
+from .owned import (
     AddressAdded,
-    AddressRemoved,
     Announced,
-    Drain,
-    Plan,
-    RouteRemoved,
-    RouteRestored,
     RouteSet,
     ServiceCreated,
     ServiceDeleted,
-    TimeoutsRestored,
     TimeoutsSet,
+    route_argv,
+    undo_address,
+    undo_route,
+    vip_cidr,
 )
-from .probes import Arping, HostObservation
+from .plan import Drain, Plan
+from .probes import Arping, HostObservation, Route
 from .state import State
-
-
-def vip_cidr(vip: IPAddress) -> str:
-    return f"{vip}/{vip.max_prefixlen}"
 
 
 def add_vip_argv(vip: IPAddress, device: str) -> tuple[str, ...]:
@@ -59,11 +53,11 @@ def plan_director_start(config: Config, obs: HostObservation, state: State,
         if not obs.has_address(director.dip_interface, dip.ip):
             plan.add(("ip", "addr", "add", str(dip), "dev", director.dip_interface),
                      "the director's own address (DIP)",
-                     AddressAdded(director.dip_interface, str(dip)))
+                     AddressAdded(director.dip_interface, str(dip), "dip"))
         _link_up(plan, obs, director.dip_interface)
     unannounced = _plan_vips(plan, config, director, obs, state)
     _link_up(plan, obs, director.interface)
-    _plan_route(plan, director, obs)
+    _plan_route(plan, director, obs, state)
     _plan_ipvs(plan, config.services, obs, state, drain)
     _plan_unwanted_addresses(plan, config, director, obs, state)
     _plan_arping(plan, director, obs, unannounced)
@@ -77,7 +71,7 @@ def _plan_timeouts(plan: Plan, director: DirectorConfig, obs: HostObservation) -
     seen = obs.timeouts
     if not wanted.in_effect(seen):
         plan.add(("ipvsadm", "--set", *wanted.args()), "connection timeouts (tcp tcpfin udp)",
-                 TimeoutsSet((seen.tcp, seen.tcpfin, seen.udp)) if seen else None)
+                 TimeoutsSet(seen, wanted) if seen else None)
 
 
 def _plan_vips(plan: Plan, config: Config, director: DirectorConfig, obs: HostObservation,
@@ -91,7 +85,9 @@ def _plan_vips(plan: Plan, config: Config, director: DirectorConfig, obs: HostOb
             if state.unannounced(director.interface, vip_cidr(vip)):
                 unannounced.append(vip)
             continue
-        elsewhere = [d for d in obs.devices_with(vip) if d != director.interface]
+        # Not where this plan is about to remove it from (a VIP moving to another device).
+        elsewhere = [d for d in obs.devices_with(vip) if d != director.interface
+                     and not state.owns_address(d, vip_cidr(vip))]
         if elsewhere:
             plan.notes.append(f"VIP {vip} is also on {', '.join(elsewhere)}; left there")
         plan.add(add_vip_argv(vip, director.interface), f"VIP of the services on {vip}",
@@ -113,39 +109,38 @@ def _plan_unwanted_addresses(plan: Plan, config: Config, director: DirectorConfi
 def plan_unwanted_addresses(plan: Plan, obs: HostObservation, state: State,
                             wanted: set[tuple[str, str]]) -> None:
     """Remove the addresses our state file lists but `wanted` (device, cidr) does not."""
-    for device, cidr in state.addresses:
-        if (device, cidr) not in wanted:
-            remove_owned_address(plan, obs, device, cidr, "address no longer configured")
+    for key, owned in state.addresses.items():
+        if key not in wanted:
+            undo_address(plan, obs, owned, "address no longer configured")
 
 
-def remove_owned_address(plan: Plan, obs: HostObservation, device: str, cidr: str,
-                         reason: str) -> None:
-    """Delete an address our state file lists; if it is gone already, drop the record
-    instead (an address someone else adds later must never be taken for ours)."""
-    if obs.has_address(device, ipaddress.ip_interface(cidr).ip):
-        plan.add(("ip", "addr", "del", cidr, "dev", device), reason,
-                 AddressRemoved(device, cidr))
-    else:
-        plan.forget.append(AddressRemoved(device, cidr))
-
-
-def _plan_route(plan: Plan, director: DirectorConfig, obs: HostObservation) -> None:
+def _plan_route(plan: Plan, director: DirectorConfig, obs: HostObservation,
+                state: State) -> None:
+    """The default route via the gateway. An existing default route is replaced in place,
+    at its own metric (a route beside it would leave two), and kept on record with all
+    its attributes, so that stop puts back exactly that route."""
     gateway = director.gateway
+    owned = state.route
+    if owned is not None and (gateway is None or gateway.version != owned.family):
+        undo_route(plan, obs, owned)  # the gateway left the config: as stop would
+        owned = None
     if gateway is None:
         return
-    routes = [r for r in obs.routes if r.via is None or r.via.version == gateway.version]
+    family = gateway.version
+    routes = sorted((r for r in obs.routes if r.family == family), key=lambda r: r.metric)
     if any(r.via == gateway for r in routes):
         return
+    ip = route_argv(family)
     if not routes:
-        plan.add(("ip", "route", "add", "default", "via", str(gateway)), "default route",
-                 RouteSet(str(gateway)))
+        plan.add((*ip, "add", "default", "via", str(gateway)), "default route",
+                 RouteSet(family, Route(gateway, None, family=family)))
         return
-    old = routes[0]
-    # `ip route add` over an existing default exits 2 (File exists): replace, and remember
-    # the old route so that stop can put it back.
-    plan.add(("ip", "route", "replace", "default", "via", str(gateway)),
-             f"default route (was via {old.via or '-'} dev {old.dev or '-'})",
-             RouteSet(str(gateway), str(old.via) if old.via else None, old.dev))
+    old = routes[0]  # the lowest metric: the route in use
+    ours = Route(gateway, None, old.metric, family=family)
+    is_ours = owned is not None and owned.ours is not None and old.same(owned.ours)
+    plan.add((*ip, "replace", *ours.args()),
+             f"default route (was {' '.join(old.args())})",
+             RouteSet(family, ours, None if is_ours else old))
 
 
 def _plan_ipvs(plan: Plan, services: tuple[VirtualService, ...], obs: HostObservation,
@@ -155,32 +150,48 @@ def _plan_ipvs(plan: Plan, services: tuple[VirtualService, ...], obs: HostObserv
         seen = obs.ipvs.get(service.key)
         if seen is None:
             plan.add(("ipvsadm", "-A", *service.service_args()), "virtual service",
-                     ServiceCreated(str(service.key)))
+                     ServiceCreated(service.key, service.drain_seconds))
             for dest in service.destinations:
                 plan.add(("ipvsadm", "-a", *service.destination_args(dest)), "real server")
             continue
-        if not state.owns_service(service.key):
-            plan.notes.append(f"{service.key} exists but was not created by lvs-director: "
-                              "not managed, left untouched")
+        owned = state.services.get(service.key)
+        if owned is None:
+            _plan_foreign(plan, service, seen)
             continue
+        if owned.drain_seconds != service.drain_seconds:  # kept for a later removal
+            plan.forget.append(ServiceCreated(service.key, service.drain_seconds))
         plan_service_edit(plan, removals, service, seen, drain)
     wanted = {s.key for s in services}
-    present = {str(key) for key in obs.ipvs}
-    configured = {str(key) for key in wanted}
     # Records of services gone from both the kernel and the config: if someone else makes
     # one again later, it is theirs, not ours.
     plan.forget += [ServiceDeleted(key) for key in state.services
-                    if key not in present and key not in configured]
+                    if key not in obs.ipvs and key not in wanted]
     for key, seen in obs.ipvs.items():
-        if key not in wanted and state.owns_service(key):
+        owned = state.services.get(key)
+        if key not in wanted and owned is not None:
             wait = None
             if drain:
                 for old in seen.destinations:
                     _weight_zero(plan, seen, old)
-                wait = Drain(key, None, seen.drain_seconds)
+                wait = Drain(key, None, owned.drain_seconds)
             removals.add(("ipvsadm", "-D", *key.args()), "service no longer configured",
-                         ServiceDeleted(str(key)), drain=wait)
+                         ServiceDeleted(key), drain=wait)
     plan.steps += removals.steps
+
+
+def _plan_foreign(plan: Plan, service: VirtualService, seen: VirtualService) -> None:
+    """A service on our VIP:port that we did not create is never touched; if it is not
+    what the config describes, the host is not as configured, and we say so."""
+    plan.notes.append(f"{service.key} exists but was not created by lvs-director: not "
+                      "managed, left untouched")
+    edits, removals = Plan(), Plan()
+    plan_service_edit(edits, removals, service, seen, drain=False)
+    if edits or removals:
+        plan.conflicts.append(
+            f"{service.key} is held by a service lvs-director did not create, which differs "
+            f"from the config ({len(edits.steps) + len(removals.steps)} change(s) needed); "
+            f"left untouched: remove it (ipvsadm -D {' '.join(service.key.args())}) or "
+            "change the config")
 
 
 def _weight_zero(plan: Plan, service: VirtualService, dest: Destination) -> None:
@@ -247,62 +258,12 @@ def _plan_arping(plan: Plan, director: DirectorConfig, obs: HostObservation,
             director.gateway is not None and director.gateway.version == 4) else vip
         plan.add(arping.announce(director.interface, vip, target, director.arping_count),
                  f"tell {'the gateway' if target != vip else 'the LAN'} that {vip} is here",
-                 Announced(str(vip)), optional=True, done_despite=(1,))
+                 Announced(director.interface, vip_cidr(vip)), optional=True,
+                 done_despite=(1,))
 
 
-def plan_director_stop(config: Config, obs: HostObservation, state: State) -> Plan:
-    """Undo what start did, by the state file: never `ipvsadm -C`, never a link down."""
-    director = config.require_director()
-    plan = Plan()
+def unmanaged_notes(plan: Plan, obs: HostObservation, state: State) -> None:
+    """Stop leaves services it did not create; say which."""
     for key in obs.ipvs:
-        if state.owns_service(key):
-            plan.add(("ipvsadm", "-D", *key.args()), "virtual service", ServiceDeleted(str(key)))
-        else:
+        if not state.owns_service(key):
             plan.notes.append(f"{key} was not created by lvs-director: left untouched")
-    present = {str(key) for key in obs.ipvs}
-    plan.forget += [ServiceDeleted(key) for key in state.services if key not in present]
-    dip_cidr = str(director.dip) if director.dip is not None else None
-    # VIPs first, the route next, the DIP last: the route may depend on it.
-    for is_dip in (False, True):
-        if is_dip:
-            _plan_route_restore(plan, obs, state)
-        for device, cidr in state.addresses:
-            if (cidr == dip_cidr) == is_dip:
-                remove_owned_address(plan, obs, device, cidr,
-                                     "the DIP start added" if is_dip else "VIP")
-    _plan_timeouts_restore(plan, director, obs, state)
-    return plan
-
-
-def _plan_timeouts_restore(plan: Plan, director: DirectorConfig, obs: HostObservation,
-                           state: State) -> None:
-    if state.timeouts is None:
-        return
-    ours = director.timeouts
-    seen = obs.timeouts
-    if seen is not None and ours is not None and not ours.in_effect(seen):
-        plan.notes.append("the IPVS timeouts were changed since start: not restored to "
-                          f"{' '.join(map(str, state.timeouts))}")
-        plan.forget.append(TimeoutsRestored())
-        return
-    plan.add(("ipvsadm", "--set", *map(str, state.timeouts)),
-             "the connection timeouts from before start", TimeoutsRestored())
-
-
-def _plan_route_restore(plan: Plan, obs: HostObservation, state: State) -> None:
-    if state.route is None:
-        return
-    via = state.route.get("via")
-    if via and any(str(r.via) == via for r in obs.routes):
-        plan.add(("ip", "route", "del", "default", "via", via), "the default route start set",
-                 RouteRemoved())
-    else:
-        plan.forget.append(RouteRemoved())
-    previous: str | None = state.route.get("previous_via")
-    if previous and not any(str(r.via) == previous for r in obs.routes):
-        argv: tuple[str, ...] = ("ip", "route", "add", "default", "via", previous)
-        dev = state.route.get("previous_dev")
-        if dev:
-            argv += ("dev", dev)
-        plan.add(argv, "the default route start replaced", RouteRestored(previous, dev))
-

@@ -3,26 +3,25 @@
 from __future__ import annotations
 
 from .model import Config
-from .plan import AddressAdded, Plan, SysctlChanged, SysctlRestored
-from .plan_director import (
-    add_vip_argv,
-    plan_unwanted_addresses,
-    remove_owned_address,
-    vip_cidr,
-)
+from .owned import AddressAdded, SysctlChanged, undo_sysctl, vip_cidr
+from .plan import Plan
+from .plan_director import add_vip_argv, plan_unwanted_addresses
 from .probes import HostObservation, sysctl_key
 from .record import Record
 from .state import State
 
 # arp_ignore=1: answer only for addresses on the interface the request came in on (the VIP
-# is on lo, so never). arp_announce=2: never use the VIP as the source of our own ARP.
-ARP_SETTINGS = (("arp_ignore", 1), ("arp_announce", 2))
+# is on lo, so never); 2 (also only from the same subnet) and 8 (never answer) are stricter
+# and keep ARP just as quiet, so a host set that way is left so. arp_announce=2: never use
+# the VIP as the source of our own ARP (2 is the strictest value).
+ARP_SETTINGS = (("arp_ignore", 1, frozenset({1, 2, 8})), ("arp_announce", 2, frozenset({2})))
 
 
 class ArpSetting(Record):
     interface: str
     name: str
-    value: int
+    value: int  # what we set
+    accepted: frozenset[int]  # values that need no change
 
     @property
     def key(self) -> str:
@@ -32,9 +31,9 @@ class ArpSetting(Record):
 def arp_settings(config: Config) -> list[ArpSetting]:
     """Every sysctl we set: on "all" and each listed interface (the kernel uses the
     maximum of the two, so "all" alone would do; the interfaces are belt and braces)."""
-    return [ArpSetting(iface, name, value)
+    return [ArpSetting(iface, name, value, accepted)
             for iface in ("all", *config.realserver.arp_interfaces)
-            for name, value in ARP_SETTINGS]
+            for name, value, accepted in ARP_SETTINGS]
 
 
 def arp_keys(config: Config) -> dict[str, int]:
@@ -48,34 +47,23 @@ def plan_realserver_start(config: Config, obs: HostObservation, state: State) ->
         plan.add(("ip", "link", "set", "dev", "lo", "up"), "loopback is down")
     # ARP first: a VIP on lo before arp_ignore is set would answer ARP and steal the VIP
     # from the director for as long as the router caches it.
-    for key, value in arp_keys(config).items():
-        have = obs.sysctls.get(key)
-        if have != value:
-            plan.add(("sysctl", "-w", f"{key}={value}"),
+    settings = arp_settings(config)
+    for setting in settings:
+        have = obs.sysctls.get(setting.key)
+        if have not in setting.accepted:
+            plan.add(("sysctl", "-w", f"{setting.key}={setting.value}"),
                      f"was {have if have is not None else 'unknown'}",
-                     SysctlChanged(key, have) if have is not None else None)
+                     SysctlChanged(setting.key, have, setting.value)
+                     if have is not None else None)
     wanted = config.realserver_vips()
     for vip in wanted:
         if not obs.has_address("lo", vip):
             plan.add(add_vip_argv(vip, "lo"), "accept the VIP locally (DR)",
                      AddressAdded("lo", vip_cidr(vip)))
     plan_unwanted_addresses(plan, obs, state, {("lo", vip_cidr(vip)) for vip in wanted})
-    return plan
-
-
-def plan_realserver_stop(config: Config, obs: HostObservation, state: State) -> Plan:
-    """Remove the VIPs we added, then restore the ARP settings we changed. Loopback stays up."""
-    plan = Plan()
-    for device, cidr in state.addresses:
-        remove_owned_address(plan, obs, device, cidr, "VIP")
-    targets = arp_keys(config)
-    for key, previous in state.sysctls.items():
-        have = obs.sysctls.get(key)
-        if have is not None and have != targets.get(key, have):
-            plan.notes.append(f"{key} was changed to {have} since start: not restored to "
-                              f"{previous}")
-            plan.forget.append(SysctlRestored(key))
-            continue
-        plan.add(("sysctl", "-w", f"{key}={previous}"), "restore the value from before start",
-                 SysctlRestored(key))
+    # Settings of interfaces that left arp_interfaces go back now, not only at stop.
+    keys = {setting.key for setting in settings}
+    for key, owned in state.sysctls.items():
+        if key not in keys:
+            undo_sysctl(plan, obs, owned)
     return plan

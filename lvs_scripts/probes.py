@@ -343,26 +343,83 @@ def parse_ip_links(text: str) -> dict[str, Link]:
 
 
 class Route(Record):
+    """A default route as `ip route show default` prints it and `ip route add` takes it
+    back: every attribute that makes it the same route again (onlink above all: without
+    it a gateway outside the interface's subnets is refused)."""
+
     via: IPAddress | None
     dev: str | None
     metric: int = 0
+    onlink: bool = False
+    proto: str | None = None
+    scope: str | None = None
+    src: IPAddress | None = None
+    family: int = 4  # from the probe (ip -4 / ip -6): a device-only route has no address
+
+    def args(self) -> tuple[str, ...]:
+        """The words after `ip route add|replace|del`."""
+        argv = ["default"]
+        for name, value in (("via", self.via), ("dev", self.dev), ("proto", self.proto),
+                            ("scope", self.scope), ("src", self.src)):
+            if value is not None:
+                argv += [name, str(value)]
+        if self.metric:
+            argv += ["metric", str(self.metric)]
+        if self.onlink:
+            argv.append("onlink")
+        return tuple(argv)
+
+    def same(self, other: Route) -> bool:
+        """The same route for the kernel's purposes: gateway, device and metric."""
+        return (self.via, self.metric) == (other.via, other.metric) and (
+            self.dev is None or other.dev is None or self.dev == other.dev)
 
 
-def parse_default_routes(text: str) -> list[Route]:
-    """`ip -4 route show default`."""
+# Words of `ip route show` output that take a value; the rest of the values are not kept
+# (expires, pref and the like are the kernel's, not part of what was configured).
+_ROUTE_VALUES = frozenset({"via", "dev", "proto", "scope", "src", "metric", "table", "expires",
+                           "hoplimit", "pref", "mtu", "advmss", "realm", "realms", "weight",
+                           "initcwnd", "initrwnd", "rto_min", "quickack", "features",
+                           "congctl", "window", "rtt", "rttvar", "ssthresh", "cwnd", "tos",
+                           "nhid", "from", "type"})
+_ROUTE_WORD = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+
+
+def parse_default_routes(text: str, family: int = 4) -> list[Route]:
+    """`ip -4 route show default` (or -6): every default route with its attributes."""
     routes = []
     for line in text.splitlines():
         tokens = line.split()
         if not tokens or tokens[0] != "default":
             continue
-        values = dict(zip(tokens[1::2], tokens[2::2]))
+        values: dict[str, str] = {}
+        flags: set[str] = set()
+        i = 1
+        while i < len(tokens):
+            if tokens[i] in _ROUTE_VALUES and i + 1 < len(tokens):
+                values.setdefault(tokens[i], tokens[i + 1])
+                i += 2
+            else:
+                flags.add(tokens[i])
+                i += 1
         try:
-            via = ipaddress.ip_address(values["via"]) if "via" in values else None
-            metric = int(values.get("metric", "0"))
+            route = Route(
+                via=ipaddress.ip_address(values["via"]) if "via" in values else None,
+                dev=values.get("dev"), metric=int(values.get("metric", "0")),
+                onlink="onlink" in flags,
+                proto=_word(values.get("proto")), scope=_word(values.get("scope")),
+                src=ipaddress.ip_address(values["src"]) if "src" in values else None,
+                family=family)
         except ValueError:
             continue
-        routes.append(Route(via, values.get("dev"), metric))
+        routes.append(route)
     return routes
+
+
+def _word(text: str | None) -> str | None:
+    if text is None or _ROUTE_WORD.fullmatch(text):
+        return text
+    raise ValueError(text)
 
 
 # --- sysctl, arping ------------------------------------------------------------------------------
@@ -373,6 +430,18 @@ def sysctl_key(interface: str, name: str) -> str:
     if "." in interface:
         return f"net/ipv4/conf/{interface}/{name}"
     return f"net.ipv4.conf.{interface}.{name}"
+
+
+_CONF_KEY = re.compile(r"net[./]ipv[46][./]conf[./]([A-Za-z0-9_-]+)[./][a-z_]+|"
+                       r"net/ipv[46]/conf/([A-Za-z0-9._-]+)/[a-z_]+")
+
+
+def interface_of_sysctl(key: str) -> str | None:
+    """The interface a per-interface key belongs to (None for "all", "default" and keys
+    that are not per interface): when it is gone, so is the key."""
+    match = _CONF_KEY.fullmatch(key)
+    name = (match.group(1) or match.group(2)) if match else None
+    return None if name in (None, "all", "default") else name
 
 
 def parse_sysctl_values(keys: tuple[str, ...], text: str) -> dict[str, int]:

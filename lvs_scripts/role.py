@@ -8,36 +8,18 @@ empty plan is the proof that the host is as configured (the same check status ma
 from __future__ import annotations
 
 import copy
-import ipaddress
 import threading
 from typing import Any
 
 from .errors import LvsError
-from .model import Config, Timeouts
-from .plan import (
-    AddressRemoved,
-    Outcome,
-    Plan,
-    RouteRemoved,
-    RouteRestored,
-    ServiceDeleted,
-    SysctlRestored,
-    TimeoutsRestored,
-)
-from .probes import HostObservation, Route
+from .locks import Paths, exclusive, lock_exists, preflight, remove_lock, write_lock
+from .model import Config
+from .owned import plan_undo
+from .plan import Outcome, Plan
+from .probes import HostObservation
 from .record import Record, field
 from .runner import PlumbumRunner, Runner
-from .state import (
-    Paths,
-    State,
-    exclusive,
-    load_state,
-    lock_exists,
-    preflight,
-    remove_lock,
-    save_state,
-    write_lock,
-)
+from .state import State, load_state, save_state
 
 # LSB status codes (init-functions): 0 running, 2 dead but lock file exists, 3 not running.
 # 150 is from the range LSB leaves to applications: running, but not as configured.
@@ -75,10 +57,14 @@ class Status(Record, frozen=False):
 class Role:
     name = "lvs-role"
 
-    def __init__(self, config: Config, runner: Runner | None = None,
+    def __init__(self, config: Config | None, runner: Runner | None = None,
                  paths: Paths | None = None, wait_seconds: float = 60.0,
-                 drain: bool = True, poll_seconds: float = 1.0) -> None:
-        self.config = config
+                 drain: bool = True, poll_seconds: float = 1.0,
+                 config_error: LvsError | None = None) -> None:
+        """config None (with the error that prevented reading it): only stop, and status
+        of what the state file lists, can run."""
+        self._config = config
+        self.config_error = config_error
         self.drain = drain  # reload/start: drain leaving real servers before deleting them
         self.poll_seconds = poll_seconds
         # Set by a signal handler (the CLI's): the plan stops between two steps.
@@ -87,15 +73,32 @@ class Role:
         self.paths = paths or Paths(self.name)
         self.wait_seconds = wait_seconds
 
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            raise self.config_error or LvsError(f"{self.name}: no config given")
+        return self._config
+
     # --- what each role defines -------------------------------------------------------------
-    def observe(self, tolerant: bool = False) -> HostObservation:
+    def observe(self, state: State, tolerant: bool = False) -> HostObservation:
+        """The host as the config and the state file need it seen."""
         raise NotImplementedError
+
+    def observe_owned(self, state: State, tolerant: bool = False) -> HostObservation:
+        """The host as undoing the state file needs it seen: no config involved."""
+        from .observe import observe_owned
+
+        return observe_owned(state, self.runner, tolerant)
 
     def plan_start(self, obs: HostObservation, state: State) -> Plan:
         raise NotImplementedError
 
     def plan_stop(self, obs: HostObservation, state: State) -> Plan:
-        raise NotImplementedError
+        """Undo what the state file lists, and nothing else: the config plays no part, so
+        a broken or removed config, or one naming a vanished interface, cannot block it."""
+        plan = Plan()
+        plan_undo(plan, obs, state)
+        return plan
 
     def present(self, obs: HostObservation) -> bool:
         """Is anything of the configured set-up in the kernel?"""
@@ -108,6 +111,16 @@ class Role:
     # --- actions ---------------------------------------------------------------------------
     def state(self) -> State:
         return load_state(self.paths)
+
+    def _state_for_change(self) -> State:
+        """The state, after preflight; a file from an older version is rewritten in the
+        current layout before anything else happens."""
+        preflight(self.paths)
+        state = self.state()
+        if state.upgraded_from is not None:
+            self._save(state)
+            state.upgraded_from = None
+        return state
 
     def _save(self, state: State) -> None:
         save_state(self.paths, state)
@@ -128,9 +141,8 @@ class Role:
             return self._start(action)
 
     def _start(self, action: str) -> Report:
-        preflight(self.paths)
-        state = self.state()
-        plan = self.plan_start(self.observe(), state)
+        state = self._state_for_change()
+        plan = self.plan_start(self.observe(state), state)
         report = Report(action, plan, self._apply(plan, state))
         write_lock(self.paths)
         self.verify(state)
@@ -146,28 +158,37 @@ class Role:
             return self._stop(), self._start("start")
 
     def _stop(self) -> Report:
-        preflight(self.paths)
-        state = self.state()
-        plan = self.plan_stop(self.observe(), state)
+        state = self._state_for_change()
+        plan = self.plan_stop(self.observe_owned(state), state)
         report = Report("stop", plan, self._apply(plan, state))
         remove_lock(self.paths)
         return report
 
     def verify(self, state: State) -> None:
-        again = self.plan_start(self.observe(), state).required
+        plan = self.plan_start(self.observe(state), state)
+        again = plan.required
         if again:
             lines = "\n".join(f"  {step.line()}  # {step.reason}" for step in again)
             raise LvsError(f"{self.name}: the host still differs from the config after "
                            f"applying the plan; still needed:\n{lines}")
+        if plan.conflicts:
+            lines = "\n".join(f"  {line}" for line in plan.conflicts)
+            raise LvsError(f"{self.name}: applied what could be, but the host cannot be as "
+                           f"configured without touching what is not ours:\n{lines}")
 
     def status(self, tolerant: bool = False) -> Status:
         """tolerant (status --dry-run): report what can be seen where a tool is missing."""
         state = self.state()
-        obs = self.observe(tolerant)
+        obs = self.observe(state, tolerant)
         plan = self.plan_start(obs, state)
         details, data = self.describe(obs, state)
         drift = [step.line() for step in plan.required]
         notes = list(dict.fromkeys(plan.notes + obs.notes))
+        data["conflicts"] = list(plan.conflicts)
+        details += [f"CONFLICT: {line}" for line in plan.conflicts]
+        if plan.conflicts and not drift:
+            return Status(STATUS_DRIFT, f"running, but not as configured: {len(plan.conflicts)}"
+                          " conflict(s) with what is not ours", details, drift, notes, data)
         if not drift:
             return Status(STATUS_RUNNING, "running as configured", details, drift, notes, data)
         if not self.present(obs):
@@ -184,8 +205,12 @@ class Role:
         from .apply import render_script
 
         state = self.state()
-        obs = self.observe(tolerant=True)
-        source = f"planned from {self.config.path} against this host; nothing was changed"
+        if action == "stop":
+            obs = self.observe_owned(state, tolerant=True)
+        else:
+            obs = self.observe(state, tolerant=True)
+        where = self.config.path if self._config is not None else "the state file alone"
+        source = f"planned from {where} against this host; nothing was changed"
         if action in ("start", "reload", "force-reload"):
             plan = self.plan_start(obs, state)
             return render_script(plan, f"{self.name} {action}: {source}"), plan.notes + obs.notes
@@ -193,32 +218,19 @@ class Role:
         script = render_script(stop, f"{self.name} stop: {source}")
         if action == "stop":
             return script, stop.notes + obs.notes
-        after = observation_after(obs, stop, state)
+        after = observation_after(obs, stop)
         start = self.plan_start(after, _state_after(state, stop))
         return (script + render_script(start, f"{self.name} start, planned against the host "
                                        "as stop would leave it").split("\n", 1)[1],
                 stop.notes + start.notes + obs.notes)
 
 
-def observation_after(obs: HostObservation, plan: Plan, state: State) -> HostObservation:
+def observation_after(obs: HostObservation, plan: Plan) -> HostObservation:
     """What the host would look like after a stop plan: for dry-run restart only."""
     after = copy.deepcopy(obs)
     for step in plan.steps:
-        effect = step.effect
-        if isinstance(effect, AddressRemoved):
-            ip = ipaddress.ip_interface(effect.cidr).ip
-            after.addresses = [a for a in after.addresses
-                               if not (a.device == effect.device and a.interface.ip == ip)]
-        elif isinstance(effect, ServiceDeleted):
-            after.ipvs = {k: v for k, v in after.ipvs.items() if str(k) != effect.key}
-        elif isinstance(effect, RouteRemoved) and state.route is not None:
-            after.routes = [r for r in after.routes if str(r.via) != state.route.get("via")]
-        elif isinstance(effect, RouteRestored):
-            after.routes.append(Route(ipaddress.ip_address(effect.via), effect.dev))
-        elif isinstance(effect, TimeoutsRestored) and state.timeouts is not None:
-            after.timeouts = Timeouts(*state.timeouts)
-        elif isinstance(effect, SysctlRestored) and effect.key in state.sysctls:
-            after.sysctls[effect.key] = state.sysctls[effect.key]
+        if step.effect is not None:
+            step.effect.simulate(after)
     return after
 
 
@@ -226,7 +238,7 @@ def _state_after(state: State, plan: Plan) -> State:
     after = copy.deepcopy(state)
     for step in plan.steps:
         if step.effect is not None:
-            after.apply(step.effect)
+            step.effect.record(after)
     for effect in plan.forget:
-        after.apply(effect)
+        effect.record(after)
     return after

@@ -2,270 +2,407 @@
 
 The state file lives in a root-owned directory (default /run/lvs-scripts: the kernel
 forgets addresses, routes, IPVS rules and sysctls at reboot, and so do we). It is
-written atomically (temp file + rename). The lock file is the SysV `subsys` marker.
-Runs of the same tool serialise on an flock in the state directory.
+written atomically (temp file + rename) and holds typed records (owned.py), keyed by
+structure, never by display text. Version 1 files (lvs_scripts 0.1) are read and
+upgraded in place by the next action that changes the host.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import ipaddress
 import json
 import os
 import re
 import stat
 import tempfile
-import threading
-import time
-from collections.abc import Iterator
-from typing import Any
+from typing import Any, Callable
 
-from .errors import Busy, Interrupted, StateError
-from .plan import (
-    AddressAdded,
-    AddressRemoved,
-    Announced,
-    Effect,
-    RouteRemoved,
-    RouteRestored,
-    RouteSet,
-    ServiceCreated,
-    ServiceDeleted,
-    SysctlChanged,
-    SysctlRestored,
-    TimeoutsRestored,
-    TimeoutsSet,
+from .errors import StateError
+from .locks import Paths, check_state_dir, check_trusted, ensure_dir, open_nofollow
+from .model import DEFAULT_DRAIN_SECONDS, IPAddress, Protocol, ServiceKey, Timeouts
+from .owned import (
+    Owned,
+    OwnedAddress,
+    OwnedRoute,
+    OwnedService,
+    OwnedSysctl,
+    OwnedTimeouts,
+    Slot,
 )
-from .record import Record, as_dict, field
+from .probes import Route
+from .record import Record, field
 
-DEFAULT_STATE_DIR = "/run/lvs-scripts"
-DEFAULT_LOCK_DIR = "/var/lock/subsys"
-STATE_VERSION = 1
+STATE_VERSION = 2
+MAX_STATE_BYTES = 64 << 20  # 100,000 services is about 10 MB
 
 
 class State(Record, frozen=False):
-    addresses: list[list[str]] = field(default_factory=list)  # [device, cidr] we added
-    route: dict[str, str | None] | None = None  # {"via", "previous_via", "previous_dev"}
-    services: list[str] = field(default_factory=list)  # str(ServiceKey) of services we created
-    sysctls: dict[str, int] = field(default_factory=dict)  # key -> value before we changed it
-    timeouts: list[int] | None = None  # ipvsadm timeouts (tcp tcpfin udp) before our --set
-    # VIPs we added whose arping announcement has run since; an added VIP missing here is
-    # announced by the next start or reload (the one that added it failed before arping).
-    announced: list[str] = field(default_factory=list)
+    addresses: dict[tuple[str, str], OwnedAddress] = field(default_factory=dict)
+    route: OwnedRoute | None = None
+    services: dict[ServiceKey, OwnedService] = field(default_factory=dict)
+    sysctls: dict[str, OwnedSysctl] = field(default_factory=dict)
+    timeouts: OwnedTimeouts | None = None
+    upgraded_from: int | None = field(default=None, compare=False)  # read from version N
 
+    @classmethod
+    def of(cls, *records: Owned) -> State:
+        """A state holding these records (tests, and the version 1 upgrade)."""
+        state = cls()
+        for owned in records:
+            state.put_record(owned)
+        return state
+
+    def put_record(self, owned: Owned) -> None:
+        if isinstance(owned, OwnedAddress):
+            self.addresses[(owned.device, owned.cidr)] = owned
+        elif isinstance(owned, OwnedRoute):
+            self.route = owned
+        elif isinstance(owned, OwnedService):
+            self.services[owned.key] = owned
+        elif isinstance(owned, OwnedSysctl):
+            self.sysctls[owned.key] = owned
+        else:
+            self.timeouts = owned
+
+    def records(self) -> list[Owned]:
+        items: list[Owned] = [*self.addresses.values()]
+        if self.route is not None:
+            items.append(self.route)
+        items += [*self.services.values(), *self.sysctls.values()]
+        if self.timeouts is not None:
+            items.append(self.timeouts)
+        return items
+
+    # --- one entry, for rolling back a write-ahead record whose command failed ----------
+    def get(self, slot: Slot) -> Owned | None:
+        kind, key = slot
+        if kind in ("route", "timeouts"):
+            value: Owned | None = self.route if kind == "route" else self.timeouts
+            return value
+        table: dict[Any, Any] = getattr(self, _TABLES[kind])
+        found: Owned | None = table.get(key)
+        return found
+
+    def put(self, slot: Slot, value: Owned | None) -> None:
+        kind, key = slot
+        if kind == "route":
+            self.route = value if isinstance(value, OwnedRoute) else None
+        elif kind == "timeouts":
+            self.timeouts = value if isinstance(value, OwnedTimeouts) else None
+        elif value is None:
+            getattr(self, _TABLES[kind]).pop(key, None)
+        else:
+            getattr(self, _TABLES[kind])[key] = value
+
+    # --- questions the planners ask --------------------------------------------------------
     def owns_address(self, device: str, cidr: str) -> bool:
-        return [device, cidr] in self.addresses
+        return (device, cidr) in self.addresses
 
-    def owns_service(self, key: object) -> bool:
-        return str(key) in self.services
+    def owns_service(self, key: ServiceKey) -> bool:
+        return key in self.services
 
     def unannounced(self, device: str, cidr: str) -> bool:
         """Did we add this address and not announce it yet?"""
-        return self.owns_address(device, cidr) and _address_of(cidr) not in self.announced
-
-    def apply(self, effect: Effect) -> None:
-        """Record that a step succeeded."""
-        if isinstance(effect, (AddressAdded, AddressRemoved, ServiceCreated, ServiceDeleted)):
-            self._apply_owned(effect)
-        elif isinstance(effect, Announced):
-            if effect.vip not in self.announced:
-                self.announced.append(effect.vip)
-        elif isinstance(effect, RouteSet):
-            # A route we set ourselves is not a "previous" route to restore.
-            if self.route is not None:
-                effect = RouteSet(effect.via, self.route.get("previous_via"),
-                                  self.route.get("previous_dev"))
-            self.route = {"via": effect.via, "previous_via": effect.previous_via,
-                          "previous_dev": effect.previous_dev}
-        elif isinstance(effect, RouteRemoved):
-            # Our route is gone; the one it replaced stays on record until it is back.
-            previous = self.route.get("previous_via") if self.route else None
-            self.route = None if previous is None else {
-                "via": None, "previous_via": previous,
-                "previous_dev": self.route.get("previous_dev") if self.route else None}
-        elif isinstance(effect, RouteRestored):
-            self.route = None
-        # The values from before our first change are kept, never ones we set ourselves.
-        elif isinstance(effect, TimeoutsSet):
-            if self.timeouts is None:
-                self.timeouts = list(effect.previous)
-        elif isinstance(effect, TimeoutsRestored):
-            self.timeouts = None
-        elif isinstance(effect, SysctlChanged):
-            self.sysctls.setdefault(effect.key, effect.previous)
-        elif isinstance(effect, SysctlRestored):
-            self.sysctls.pop(effect.key, None)
-
-    def _apply_owned(self, effect: AddressAdded | AddressRemoved | ServiceCreated
-                     | ServiceDeleted) -> None:
-        """Things we own: a list each, no duplicates."""
-        if isinstance(effect, (AddressAdded, AddressRemoved)):
-            items: list[Any] = self.addresses
-            item: Any = [effect.device, effect.cidr]
-            # a VIP added (again) is not announced yet; a removed one needs no announcement
-            with contextlib.suppress(ValueError):
-                self.announced.remove(_address_of(effect.cidr))
-        else:
-            items, item = self.services, effect.key
-        if isinstance(effect, (AddressAdded, ServiceCreated)):
-            if item not in items:
-                items.append(item)
-        else:
-            with contextlib.suppress(ValueError):
-                items.remove(item)
+        owned = self.addresses.get((device, cidr))
+        return owned is not None and not owned.announced
 
     def empty(self) -> bool:
         return not (self.addresses or self.route or self.services or self.sysctls
                     or self.timeouts)
 
+    def describe(self) -> list[str]:
+        return [owned.describe() for owned in self.records()]
+
+    # --- the file --------------------------------------------------------------------------
     def to_json(self) -> str:
-        return json.dumps({"version": STATE_VERSION, **as_dict(self)}, indent=2, sort_keys=True)
+        return json.dumps({
+            "version": STATE_VERSION,
+            "addresses": [{"device": a.device, "cidr": a.cidr, "purpose": a.purpose,
+                           "announced": a.announced} for a in self.addresses.values()],
+            "route": None if self.route is None else {
+                "family": self.route.family, "ours": _route_out(self.route.ours),
+                "previous": _route_out(self.route.previous)},
+            "services": [{**_key_out(s.key), "drain_seconds": s.drain_seconds}
+                         for s in self.services.values()],
+            "sysctls": [{"key": s.key, "previous": s.previous, "value": s.value}
+                        for s in self.sysctls.values()],
+            "timeouts": None if self.timeouts is None else {
+                "previous": list(map(int, self.timeouts.previous.args())),
+                "value": None if self.timeouts.value is None else list(
+                    map(int, self.timeouts.value.args()))},
+        }, indent=1, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str, path: str) -> State:
         try:
             data: Any = json.loads(text)
-            if not isinstance(data, dict) or data.pop("version", None) != STATE_VERSION:
-                raise ValueError("unknown layout")
-            state = cls(**data)
-            state._check()
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            version = data.get("version")
+            reader = _READERS.get(version) if isinstance(version, int) else None
+            if reader is None:
+                raise ValueError(f"unknown version {version!r:.20} (this lvs_scripts reads "
+                                 f"versions {', '.join(map(str, sorted(_READERS)))})")
+            state = reader(data)
+            if version != STATE_VERSION:
+                state.upgraded_from = version
             return state
-        except (ValueError, TypeError) as err:
-            raise cls.corrupt(path, str(err)) from None
+        except (ValueError, TypeError, KeyError, AttributeError) as err:
+            raise corrupt(path, str(err)) from None
 
-    @staticmethod
-    def corrupt(path: str, why: str) -> StateError:
-        return StateError(
-            f"{path}: state file is corrupt ({why}). It records what start changed so that "
-            "stop can undo it. Inspect it, undo by hand what it lists if needed, then "
-            "delete it; the next start observes the host again.")
 
-    def _check(self) -> None:
-        """Every entry of the right shape: the file is read as root and drives commands."""
-        def fail(what: str, value: object) -> ValueError:
-            return ValueError(f"{what}: {value!r:.60}")
+def corrupt(path: str, why: str) -> StateError:
+    return StateError(
+        f"{path}: state file is corrupt ({why}). It records what start changed so that "
+        "stop can undo it. Inspect it, undo by hand what it lists if needed, then "
+        "delete it; the next start observes the host again.")
 
-        if not isinstance(self.addresses, list):
-            raise fail("addresses", self.addresses)
-        for entry in self.addresses:
-            if not (isinstance(entry, list) and len(entry) == 2 and _NAME.fullmatch(
-                    str(entry[0])) and isinstance(entry[1], str) and _is_interface(entry[1])):
-                raise fail("address entry", entry)
-        if not (isinstance(self.services, list) and all(
-                isinstance(key, str) and _SERVICE.fullmatch(key) for key in self.services)):
-            raise fail("services", self.services)
-        if not (isinstance(self.announced, list) and all(
-                isinstance(vip, str) and _is_address(vip) for vip in self.announced)):
-            raise fail("announced", self.announced)
-        if not (isinstance(self.sysctls, dict) and all(
-                isinstance(k, str) and _SYSCTL.fullmatch(k) and type(v) is int and 0 <= v <= 8
-                for k, v in self.sysctls.items())):
-            raise fail("sysctls", self.sysctls)
-        if self.timeouts is not None and not (isinstance(self.timeouts, list) and len(
-                self.timeouts) == 3 and all(type(t) is int and t >= 0 for t in self.timeouts)):
-            raise fail("timeouts", self.timeouts)
-        if self.route is not None:
-            if not (isinstance(self.route, dict) and set(self.route) == {
-                    "via", "previous_via", "previous_dev"}):
-                raise fail("route", self.route)
-            for key in ("via", "previous_via"):
-                if self.route[key] is not None and not _is_address(self.route[key]):
-                    raise fail(f"route.{key}", self.route[key])
-            dev = self.route["previous_dev"]
-            if dev is not None and not (isinstance(dev, str) and _NAME.fullmatch(dev)):
-                raise fail("route.previous_dev", dev)
 
+_TABLES = {"address": "addresses", "service": "services", "sysctl": "sysctls"}
+
+
+# --- reading and checking, field by field: the file is read as root and drives commands ---
 
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,15}")
-_SERVICE = re.compile(r"(tcp|udp|sctp) \S+|fwmark \d+( \(IPv6\))?")
-_SYSCTL = re.compile(r"net[./]ipv4[./]conf[./][A-Za-z0-9._-]{1,15}[./]arp_(ignore|announce)")
+_WORD = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+_SYSCTL = re.compile(r"net[./][A-Za-z0-9_]+([./][A-Za-z0-9_-]+)+|"
+                     r"net/ipv[46]/conf/[A-Za-z0-9._-]{1,15}/[a-z_]+")
+_MAX_INT = 2**31 - 1
 
 
-def _address_of(cidr: str) -> str:
-    return cidr.split("/", 1)[0]
+def _bad(what: str, value: object) -> ValueError:
+    return ValueError(f"{what}: {value!r:.60}")
 
 
-def _is_interface(text: str) -> bool:
+def _table(data: object, what: str, keys: set[str]) -> dict[str, Any]:
+    if not isinstance(data, dict) or set(data) != keys:
+        raise _bad(what, data)
+    return data
+
+
+def _list(data: object, what: str) -> list[Any]:
+    if not isinstance(data, list):
+        raise _bad(what, data)
+    return data
+
+
+def _str(value: object, pattern: re.Pattern[str], what: str) -> str:
+    if not (isinstance(value, str) and pattern.fullmatch(value)):
+        raise _bad(what, value)
+    return value
+
+
+def _int(value: object, what: str, low: int = 0, high: int = _MAX_INT) -> int:
+    if type(value) is not int or not low <= value <= high:
+        raise _bad(what, value)
+    return value
+
+
+def _address(value: object, what: str) -> IPAddress:
+    if not isinstance(value, str):
+        raise _bad(what, value)
     try:
-        ipaddress.ip_interface(text)
+        return ipaddress.ip_address(value)
     except ValueError:
-        return False
-    return "/" in text
+        raise _bad(what, value) from None
 
 
-def _is_address(value: object) -> bool:
+def _cidr(value: object, what: str) -> str:
+    if not (isinstance(value, str) and "/" in value):
+        raise _bad(what, value)
     try:
-        ipaddress.ip_address(str(value))
+        ipaddress.ip_interface(value)
     except ValueError:
-        return False
-    return isinstance(value, str)
+        raise _bad(what, value) from None
+    return value
 
 
-class Paths(Record):
-    """Where one tool keeps its state, lock and run lock. Overridable for labs where
-    several "hosts" share one file system."""
-
-    name: str  # lvs-director | lvs-realserver
-    state_dir: str = DEFAULT_STATE_DIR
-    lock_dir: str = DEFAULT_LOCK_DIR
-
-    @property
-    def state_file(self) -> str:
-        return os.path.join(self.state_dir, f"{self.name}.json")
-
-    @property
-    def lock_file(self) -> str:
-        return os.path.join(self.lock_dir, self.name)
-
-    @property
-    def run_lock(self) -> str:
-        return os.path.join(self.state_dir, f"{self.name}.lock")
+def _route_out(route: Route | None) -> dict[str, Any] | None:
+    if route is None:
+        return None
+    return {"via": None if route.via is None else str(route.via), "dev": route.dev,
+            "metric": route.metric, "onlink": route.onlink, "proto": route.proto,
+            "scope": route.scope, "src": None if route.src is None else str(route.src)}
 
 
-def _open_nofollow(path: str, flags: int, mode: int = 0o644) -> int:
-    try:
-        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
-    except OSError as err:
-        if err.errno == errno.ELOOP:
-            raise StateError(f"{path}: is a symbolic link; refusing to follow it") from None
-        raise StateError(f"{path}: {err.strerror}") from None
+def _route_in(data: object, family: int, what: str) -> Route | None:
+    if data is None:
+        return None
+    d = _table(data, what, {"via", "dev", "metric", "onlink", "proto", "scope", "src"})
+    via = None if d["via"] is None else _address(d["via"], f"{what}.via")
+    src = None if d["src"] is None else _address(d["src"], f"{what}.src")
+    if any(a is not None and a.version != family for a in (via, src)) or (
+            via is None and d["dev"] is None):
+        raise _bad(what, data)
+    if not isinstance(d["onlink"], bool):
+        raise _bad(f"{what}.onlink", d["onlink"])
+    return Route(via, None if d["dev"] is None else _str(d["dev"], _NAME, f"{what}.dev"),
+                 _int(d["metric"], f"{what}.metric", 0, 2**32 - 1), d["onlink"],
+                 None if d["proto"] is None else _str(d["proto"], _WORD, f"{what}.proto"),
+                 None if d["scope"] is None else _str(d["scope"], _WORD, f"{what}.scope"),
+                 src, family)
 
 
-def _ensure_dir(path: str) -> None:
-    """Create a missing directory as 0755 whatever the umask; an existing one is left as
-    its owner made it."""
-    try:
-        if not os.path.lexists(path):
-            os.makedirs(path, mode=0o755, exist_ok=True)
-            os.chmod(path, 0o755)  # noqa: S103 - world-readable on purpose: status for all
-    except OSError as err:
-        raise StateError(f"{path}: cannot create directory: {err.strerror}") from None
-    info = os.lstat(path)
-    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
-        raise StateError(f"{path}: is not a directory")
+def _key_out(key: ServiceKey) -> dict[str, Any]:
+    return {"protocol": key.protocol.value,
+            "address": None if key.address is None else str(key.address),
+            "port": key.port, "ipv6": key.ipv6}
 
+
+def _key_in(d: dict[str, Any], what: str) -> ServiceKey:
+    protocol = Protocol(d["protocol"])
+    if protocol is Protocol.FWMARK:
+        if d["address"] is not None or not isinstance(d["ipv6"], bool):
+            raise _bad(what, d)
+        return ServiceKey(protocol, None, _int(d["port"], f"{what}.port", 1, 2**32 - 1),
+                          d["ipv6"])
+    if d["ipv6"] is not False:
+        raise _bad(f"{what}.ipv6", d["ipv6"])
+    return ServiceKey(protocol, _address(d["address"], f"{what}.address"),
+                      _int(d["port"], f"{what}.port", 1, 65535))
+
+
+def _timeouts_in(value: object, what: str) -> Timeouts:
+    items = _list(value, what)
+    if len(items) != 3:
+        raise _bad(what, value)
+    return Timeouts(*(_int(t, what) for t in items))
+
+
+def _read_v2(data: dict[str, Any]) -> State:
+    d = _table(data, "state", {"version", "addresses", "route", "services", "sysctls",
+                               "timeouts"})
+    state = State()
+    for i, item in enumerate(_list(d["addresses"], "addresses")):
+        a = _table(item, f"addresses[{i}]", {"device", "cidr", "purpose", "announced"})
+        if a["purpose"] not in ("vip", "dip") or not isinstance(a["announced"], bool):
+            raise _bad(f"addresses[{i}]", a)
+        state.put_record(OwnedAddress(_str(a["device"], _NAME, f"addresses[{i}].device"),
+                                      _cidr(a["cidr"], f"addresses[{i}].cidr"),
+                                      a["purpose"], a["announced"]))
+    if d["route"] is not None:
+        r = _table(d["route"], "route", {"family", "ours", "previous"})
+        family = r["family"]
+        if family not in (4, 6) or type(family) is not int:
+            raise _bad("route.family", family)
+        state.route = OwnedRoute(family, _route_in(r["ours"], family, "route.ours"),
+                                 _route_in(r["previous"], family, "route.previous"))
+    for i, item in enumerate(_list(d["services"], "services")):
+        s = _table(item, f"services[{i}]", {"protocol", "address", "port", "ipv6",
+                                            "drain_seconds"})
+        state.put_record(OwnedService(_key_in(s, f"services[{i}]"), _int(
+            s["drain_seconds"], f"services[{i}].drain_seconds", 0, 86400)))
+    for i, item in enumerate(_list(d["sysctls"], "sysctls")):
+        c = _table(item, f"sysctls[{i}]", {"key", "previous", "value"})
+        state.put_record(OwnedSysctl(_str(c["key"], _SYSCTL, f"sysctls[{i}].key"),
+                                     _int(c["previous"], f"sysctls[{i}].previous", -_MAX_INT),
+                                     _int(c["value"], f"sysctls[{i}].value", -_MAX_INT)))
+    if d["timeouts"] is not None:
+        t = _table(d["timeouts"], "timeouts", {"previous", "value"})
+        state.timeouts = OwnedTimeouts(
+            _timeouts_in(t["previous"], "timeouts.previous"),
+            None if t["value"] is None else _timeouts_in(t["value"], "timeouts.value"))
+    return state
+
+
+# Version 1 (lvs_scripts 0.1): addresses as [device, cidr]; services as their display text
+# ("tcp 192.168.30.254:80", "fwmark 1 (IPv6)"); sysctls as {key: previous}, and only the ARP
+# ones, always set to the same values; a route as {via, previous_via, previous_dev}.
+_V1_SERVICE = re.compile(r"(tcp|udp|sctp) (\S+)|fwmark (\d+)( \(IPv6\))?")
+_V1_ARP = re.compile(r"net[./]ipv4[./]conf[./][A-Za-z0-9._-]{1,15}[./]arp_(ignore|announce)")
+_V1_ARP_VALUES = {"ignore": 1, "announce": 2}
+
+
+def _read_v1(data: dict[str, Any]) -> State:
+    from .probes import parse_endpoint
+
+    d = data
+    unknown = set(d) - {"version", "addresses", "route", "services", "sysctls", "timeouts",
+                        "announced"}
+    if unknown:
+        raise _bad("unknown keys", sorted(unknown))
+    state = State()
+    announced = {str(_address(v, "announced")) for v in _list(d.get("announced", []),
+                                                             "announced")}
+    for entry in _list(d.get("addresses", []), "addresses"):
+        if not (isinstance(entry, list) and len(entry) == 2):
+            raise _bad("address entry", entry)
+        device = _str(entry[0], _NAME, "address device")
+        cidr = _cidr(entry[1], "address cidr")
+        iface = ipaddress.ip_interface(cidr)
+        # 0.1 added VIPs as /32 (/128) and required the DIP to have a shorter prefix.
+        purpose = "vip" if iface.network.prefixlen == iface.max_prefixlen else "dip"
+        state.put_record(OwnedAddress(device, cidr, purpose, str(iface.ip) in announced))
+    for text in _list(d.get("services", []), "services"):
+        match = _V1_SERVICE.fullmatch(text) if isinstance(text, str) else None
+        if match is None:
+            raise _bad("services", text)
+        if match.group(3) is not None:
+            key = ServiceKey(Protocol.FWMARK, None, int(match.group(3)), bool(match.group(4)))
+        else:
+            address, port = parse_endpoint(match.group(2))
+            key = ServiceKey(Protocol(match.group(1)), address, port)
+        state.put_record(OwnedService(key, DEFAULT_DRAIN_SECONDS))
+    sysctls = d.get("sysctls", {})
+    if not isinstance(sysctls, dict):
+        raise _bad("sysctls", sysctls)
+    for key, previous in sysctls.items():
+        match = _V1_ARP.fullmatch(key) if isinstance(key, str) else None
+        if match is None:
+            raise _bad("sysctls", key)
+        state.put_record(OwnedSysctl(key, _int(previous, key, 0, 8),
+                                     _V1_ARP_VALUES[match.group(1)]))
+    if d.get("timeouts") is not None:
+        state.timeouts = OwnedTimeouts(_timeouts_in(d["timeouts"], "timeouts"), None)
+    if d.get("route") is not None:
+        state.route = _route_v1(_table(d["route"], "route",
+                                       {"via", "previous_via", "previous_dev"}))
+    return state
+
+
+def _route_v1(r: dict[str, Any]) -> OwnedRoute:
+    via = None if r["via"] is None else _address(r["via"], "route.via")
+    before = None if r["previous_via"] is None else _address(r["previous_via"],
+                                                             "route.previous_via")
+    dev = None if r["previous_dev"] is None else _str(r["previous_dev"], _NAME,
+                                                      "route.previous_dev")
+    family = via.version if via is not None else before.version if before is not None else 4
+    return OwnedRoute(family, None if via is None else Route(via, None, family=family),
+                      None if before is None else Route(before, dev, family=family))
+
+
+_READERS: dict[int, Callable[[dict[str, Any]], State]] = {1: _read_v1, 2: _read_v2}
+
+
+# --- load and save ---------------------------------------------------------------------------
 
 def load_state(paths: Paths) -> State:
+    check_state_dir(paths)
     try:
-        fd = _open_nofollow(paths.state_file, os.O_RDONLY)
+        fd = open_nofollow(paths.state_file, os.O_RDONLY)
     except StateError:
         if not os.path.lexists(paths.state_file):
             return State()
         raise
     with os.fdopen(fd, "rb") as handle:
-        raw = handle.read(1 << 20)
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise StateError(f"{paths.state_file}: is not a regular file")
+        check_trusted(paths.state_file, info)
+        raw = handle.read(MAX_STATE_BYTES + 1)
+    if len(raw) > MAX_STATE_BYTES:
+        raise corrupt(paths.state_file, f"larger than {MAX_STATE_BYTES} bytes")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise State.corrupt(paths.state_file, "not UTF-8 text") from None
+        raise corrupt(paths.state_file, "not UTF-8 text") from None
     return State.from_json(text, paths.state_file)
 
 
 def save_state(paths: Paths, state: State) -> None:
     """Atomically replace the state file; remove it when there is nothing to remember."""
-    _ensure_dir(paths.state_dir)
+    ensure_dir(paths.state_dir, trusted=True)
     try:
         if state.empty():
             with contextlib.suppress(FileNotFoundError):
@@ -291,63 +428,3 @@ def _write_atomically(paths: Paths, text: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-
-
-def preflight(paths: Paths) -> None:
-    """Before a plan changes the host: the directories exist and nothing at the state or
-    lock path is a symlink, so a planted link fails the action before it starts, not after."""
-    for directory in (paths.state_dir, paths.lock_dir):
-        _ensure_dir(directory)
-        if not os.access(directory, os.W_OK):
-            raise StateError(f"{directory}: not writable")
-    for path in (paths.state_file, paths.lock_file):
-        if os.path.islink(path):
-            raise StateError(f"{path}: is a symbolic link; refusing to follow it (remove it)")
-
-
-def lock_exists(paths: Paths) -> bool:
-    return os.path.lexists(paths.lock_file)
-
-
-def write_lock(paths: Paths) -> None:
-    _ensure_dir(paths.lock_dir)
-    fd = _open_nofollow(paths.lock_file, os.O_WRONLY | os.O_CREAT)
-    try:
-        os.fchmod(fd, 0o644)
-    finally:
-        os.close(fd)
-
-
-def remove_lock(paths: Paths) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(paths.lock_file)
-
-
-@contextlib.contextmanager
-def exclusive(paths: Paths, wait_seconds: float,
-              stop_requested: threading.Event | None = None) -> Iterator[None]:
-    """Hold an exclusive flock for the whole action; a second run waits, then gives up.
-    A signal (stop_requested) ends the wait at once."""
-    _ensure_dir(paths.state_dir)
-    fd = _open_nofollow(paths.run_lock, os.O_RDWR | os.O_CREAT)
-    stop = stop_requested or threading.Event()
-    try:
-        os.fchmod(fd, 0o644)
-        deadline = time.monotonic() + wait_seconds
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-                    raise Busy(f"another {paths.name} is running (pid {holder}); "
-                               f"gave up after {wait_seconds:g} s ({paths.run_lock})") from None
-                if stop.wait(0.05):
-                    raise Interrupted(f"interrupted while waiting for {paths.run_lock}"
-                                      ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
-    finally:
-        os.close(fd)

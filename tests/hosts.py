@@ -38,13 +38,13 @@ def addr_lines(*entries: tuple[str, str]) -> str:
     return "\n".join(lines)
 
 
-def host(links: str = "", addrs: str = "", routes: str = "", ipvs: str = "",
+def host(links: str = "", addrs: str = "", routes: str = "", routes6: str = "", ipvs: str = "",
          timeouts: str = "", sysctls: dict[str, int] | None = None,
          arping: str = "iputils") -> HostObservation:
     return HostObservation(
         addresses=parse_ip_addrs(addrs),
         links=parse_ip_links(links),
-        routes=parse_default_routes(routes),
+        routes=parse_default_routes(routes) + parse_default_routes(routes6, 6),
         ipvs=parse_ipvs_save(ipvs),
         timeouts=parse_timeouts(timeouts) if timeouts else None,
         sysctls=dict(sysctls or {}),

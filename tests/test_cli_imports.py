@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from lvs_scripts import cli, config, state
+from lvs_scripts import cli, config, locks
 
 
 def loaded_after(code: str) -> set[str]:
@@ -24,5 +24,5 @@ def test_help_imports_neither_the_library_nor_plumbum() -> None:
 
 def test_cli_defaults_equal_the_library_defaults() -> None:
     assert cli.DEFAULT_CONFIG == config.DEFAULT_CONFIG
-    assert (cli.DEFAULT_STATE_DIR, cli.DEFAULT_LOCK_DIR) == (state.DEFAULT_STATE_DIR,
-                                                             state.DEFAULT_LOCK_DIR)
+    assert (cli.DEFAULT_STATE_DIR, cli.DEFAULT_LOCK_DIR) == (locks.DEFAULT_STATE_DIR,
+                                                             locks.DEFAULT_LOCK_DIR)

@@ -7,7 +7,10 @@ from pathlib import Path
 import pytest
 
 from lvs_scripts.config import load_config, parse_config
-from lvs_scripts.plan_realserver import plan_realserver_start, plan_realserver_stop
+from lvs_scripts.owned import OwnedAddress, OwnedSysctl, plan_undo
+from lvs_scripts.plan import Plan
+from lvs_scripts.plan_realserver import plan_realserver_start
+from lvs_scripts.probes import HostObservation
 from lvs_scripts.state import State
 from tests.hosts import addr_lines, host, link_lines
 
@@ -31,7 +34,15 @@ LINKS = link_lines("lo", "eth0")
 ADDRS = addr_lines(("lo", "127.0.0.1/8"), ("eth0", "192.168.30.111/24"))
 ADDRS_VIP = addr_lines(("lo", "127.0.0.1/8"), ("lo", "192.168.30.254/32"),
                        ("eth0", "192.168.30.111/24"))
-OWNED = State(addresses=[["lo", "192.168.30.254/32"]], sysctls=dict(ZEROS))
+TARGETS = {"arp_ignore": 1, "arp_announce": 2}
+VIP = OwnedAddress("lo", "192.168.30.254/32")
+
+
+def sysctl(key: str, previous: int) -> OwnedSysctl:
+    return OwnedSysctl(key, previous, TARGETS[key.rsplit(".", 1)[-1].rsplit("/", 1)[-1]])
+
+
+OWNED = State.of(VIP, *(sysctl(key, value) for key, value in ZEROS.items()))
 
 TWO_VIPS = parse_config("""
 [realserver]
@@ -69,8 +80,23 @@ START_CASES = [
                                          "net.ipv4.conf.all.arp_announce": 2,
                                          "net/ipv4/conf/eth0.100/arp_ignore": 1,
                                          "net/ipv4/conf/eth0.100/arp_announce": 2}),
-                 State(addresses=[["lo", "192.168.30.254/32"], ["lo", "192.168.30.9/32"]]),
+                 State.of(VIP, OwnedAddress("lo", "192.168.30.9/32")),
                  ["ip addr del 192.168.30.9/32 dev lo"], id="vip-dropped-from-config-removed"),
+    pytest.param(SEED, host(LINKS, ADDRS_VIP, sysctls={**DONE,
+                                                       "net.ipv4.conf.all.arp_ignore": 2,
+                                                       "net.ipv4.conf.eth0.arp_ignore": 8}),
+                 State.of(VIP), [], id="stricter-arp-ignore-2-or-8-is-kept"),
+    pytest.param(SEED, host(LINKS, ADDRS_VIP, sysctls={**DONE,
+                                                       "net.ipv4.conf.all.arp_ignore": 3}),
+                 State.of(VIP), ["sysctl -w net.ipv4.conf.all.arp_ignore=1"],
+                 id="arp-ignore-3-still-answers-for-a-global-vip-on-lo"),
+    pytest.param(SEED, host(link_lines("lo", "eth0", "eth1"), ADDRS_VIP, sysctls={
+        **DONE, "net.ipv4.conf.eth1.arp_ignore": 1, "net.ipv4.conf.eth1.arp_announce": 2}),
+                 State.of(VIP, sysctl("net.ipv4.conf.eth1.arp_ignore", 0),
+                          sysctl("net.ipv4.conf.eth1.arp_announce", 0)),
+                 ["sysctl -w net.ipv4.conf.eth1.arp_ignore=0",
+                  "sysctl -w net.ipv4.conf.eth1.arp_announce=0"],
+                 id="interface-dropped-from-arp-interfaces-restored-at-reload"),
 ]
 
 
@@ -89,22 +115,37 @@ STOP_CASES = [
                   "sysctl -w net.ipv4.conf.eth0.arp_announce=0"],
                  id="vip-first-then-previous-values-restored"),
     pytest.param(host(LINKS, ADDRS_VIP, sysctls=DONE),
-                 State(addresses=[["lo", "192.168.30.254/32"]],
-                       sysctls={"net.ipv4.conf.all.arp_ignore": 8}),
+                 State.of(VIP, sysctl("net.ipv4.conf.all.arp_ignore", 3)),
                  ["ip addr del 192.168.30.254/32 dev lo",
-                  "sysctl -w net.ipv4.conf.all.arp_ignore=8"],
+                  "sysctl -w net.ipv4.conf.all.arp_ignore=3"],
                  id="restores-what-was-there-not-zero"),
     pytest.param(host(LINKS, ADDRS_VIP, sysctls={**DONE, "net.ipv4.conf.all.arp_ignore": 2}),
-                 State(sysctls={"net.ipv4.conf.all.arp_ignore": 0}), [],
+                 State.of(sysctl("net.ipv4.conf.all.arp_ignore", 0)), [],
                  id="value-changed-by-someone-since-is-left-alone"),
+    pytest.param(host(LINKS, ADDRS_VIP, sysctls={**DONE, "net.ipv4.conf.all.arp_ignore": 0}),
+                 State.of(sysctl("net.ipv4.conf.all.arp_ignore", 0)), [],
+                 id="value-already-back-needs-no-command"),
     pytest.param(host(LINKS, ADDRS_VIP, sysctls=DONE), State(), [],
                  id="nothing-recorded-nothing-undone"),
+    pytest.param(host(LINKS, ADDRS_VIP, sysctls={
+        "net.ipv4.conf.all.arp_ignore": 1, "net.ipv4.conf.all.arp_announce": 2}),
+                 State.of(VIP, sysctl("net.ipv4.conf.all.arp_ignore", 0),
+                          sysctl("net.ipv4.conf.veth9.arp_ignore", 0)),
+                 ["ip addr del 192.168.30.254/32 dev lo",
+                  "sysctl -w net.ipv4.conf.all.arp_ignore=0"],
+                 id="interface-gone-since-start-its-keys-are-dropped"),
 ]
+
+
+def plan_realserver_stop(observed: HostObservation, state: State) -> Plan:
+    plan = Plan()
+    plan_undo(plan, observed, state)
+    return plan
 
 
 @pytest.mark.parametrize(("observed", "state", "expected"), STOP_CASES)
 def test_realserver_stop_plan(observed, state, expected) -> None:  # type: ignore[no-untyped-def]
-    plan = plan_realserver_stop(SEED, observed, state)
+    plan = plan_realserver_stop(observed, state)
     lines = [step.line() for step in plan.steps]
     assert lines == expected
     assert not any("link" in line and "down" in line for line in lines)
@@ -112,8 +153,15 @@ def test_realserver_stop_plan(observed, state, expected) -> None:  # type: ignor
 
 def test_stop_note_explains_an_unrestored_value() -> None:
     plan = plan_realserver_stop(
-        SEED, host(LINKS, ADDRS_VIP, sysctls={**DONE, "net.ipv4.conf.all.arp_ignore": 2}),
-        State(sysctls={"net.ipv4.conf.all.arp_ignore": 0}))
+        host(LINKS, ADDRS_VIP, sysctls={**DONE, "net.ipv4.conf.all.arp_ignore": 2}),
+        State.of(sysctl("net.ipv4.conf.all.arp_ignore", 0)))
     assert plan.notes == ["net.ipv4.conf.all.arp_ignore was changed to 2 since start: not "
                           "restored to 0"]
     assert plan.forget  # and the stale record is dropped from the state file
+
+
+def test_stop_names_an_interface_that_vanished_with_its_keys() -> None:
+    plan = plan_realserver_stop(host(LINKS, ADDRS, sysctls={}),
+                                State.of(sysctl("net.ipv4.conf.veth9.arp_ignore", 0)))
+    assert plan.steps == []
+    assert any("veth9 is gone" in note for note in plan.notes)

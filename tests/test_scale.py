@@ -15,15 +15,16 @@ import pytest
 
 from lvs_scripts.config import parse_config
 from lvs_scripts.director import Director
-from lvs_scripts.model import Destination
+from lvs_scripts.model import Destination, Protocol, ServiceKey
+from lvs_scripts.owned import OwnedAddress, OwnedService
 from lvs_scripts.plan_director import plan_director_start
 from lvs_scripts.probes import HostObservation, RuleCheck, parse_ipvs_save
 from lvs_scripts.runner import Result
 from lvs_scripts.state import State
 
 VIP = "10.200.0.1"
-OWNED = State(services=[f"tcp {VIP}:80"], addresses=[["eth0", f"{VIP}/32"]],
-              announced=[VIP])
+OWNED = State.of(OwnedService(ServiceKey(Protocol.TCP, ipaddress.ip_address(VIP), 80)),
+                 OwnedAddress("eth0", f"{VIP}/32", announced=True))
 
 
 def reals(count: int) -> list[str]:

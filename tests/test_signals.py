@@ -109,8 +109,9 @@ def test_signal_stops_start_after_the_step_under_way(machine: Machine,
     recorded = machine.state()
     assert {key: recorded.get(key) for key in ("addresses", "route", "services", "sysctls",
                                                 "timeouts")} == {
-        "addresses": [["eth0", f"{VIP}/32"]], "route": None, "services": [], "sysctls": {},
-        "timeouts": None}
+        "addresses": [{"device": "eth0", "cidr": f"{VIP}/32", "purpose": "vip",
+                       "announced": False}],
+        "route": None, "services": [], "sysctls": [], "timeouts": None}
     assert not (machine.lock_dir / "lvs-director").exists()
     assert_lock_released_and_finished(machine)
 
@@ -157,7 +158,8 @@ def test_signal_ends_a_drain_wait_at_once(machine: Machine) -> None:
     assert changes(host) == [["ipvsadm", "-e", "-t", f"{VIP}:80", "-r", "192.168.30.112:80",
                               "-g", "-w", "0"]]
     assert f"-a -t {VIP}:80 -r 192.168.30.112:80 -g -w 0" in host.ipvs_save().splitlines()
-    assert machine.state()["services"] == [SERVICE]
+    assert [f"{s['protocol']} {s['address']}:{s['port']}" for s in machine.state()["services"]
+            ] == [SERVICE]
     # The run lock is free: the reload can be finished at once.
     code, said = machine.here("--wait", "0", "--no-drain", "reload")
     assert code == 0, said

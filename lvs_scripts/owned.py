@@ -1,0 +1,417 @@
+"""What lvs_scripts owns on a host, kind by kind, each kind in one place: the record kept
+in the state file, the effects that change it, how a stop undoes it, and how status
+shows it.
+
+| kind     | record          | effects (write-ahead *)                  | undone by              |
+| address  | OwnedAddress    | AddressAdded*, AddressRemoved, Announced | `ip addr del`          |
+| route    | OwnedRoute      | RouteSet*, RouteReleased                 | `ip route replace|del` |
+| service  | OwnedService    | ServiceCreated*, ServiceDeleted          | `ipvsadm -D`           |
+| sysctl   | OwnedSysctl     | SysctlChanged*, SysctlRestored           | `sysctl -w KEY=OLD`    |
+| timeouts | OwnedTimeouts   | TimeoutsSet*, TimeoutsRestored           | `ipvsadm --set OLD`    |
+
+A write-ahead effect is recorded (and the state file saved) *before* its command runs,
+with the value to restore: a `kill -9` at any point then leaves a state file from which
+stop puts the host back. Each undo first looks at the host: a record whose thing is gone
+is forgotten, and one that was changed by someone else since is left alone, with a note.
+Removals are recorded after their command, for the same reason the other way round.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import TYPE_CHECKING, ClassVar, Union
+
+from .model import DEFAULT_DRAIN_SECONDS, IPAddress, ServiceKey, Timeouts, VirtualService
+from .probes import Address, HostObservation, Route, interface_of_sysctl
+from .record import Record
+
+if TYPE_CHECKING:
+    from .plan import Plan
+    from .state import State
+
+Slot = tuple[str, object]  # (kind, key): where an effect writes in the state
+
+
+# --- the records -------------------------------------------------------------------------
+
+class OwnedAddress(Record):
+    device: str
+    cidr: str
+    purpose: str = "vip"  # vip | dip: stop removes VIPs first and the DIP last
+    announced: bool = False  # arping ran for it since it was added
+
+    @property
+    def ip(self) -> IPAddress:
+        return ipaddress.ip_interface(self.cidr).ip
+
+    def describe(self) -> str:
+        told = ", announced" if self.announced else ""
+        return f"address {self.cidr} on {self.device} ({self.purpose}{told})"
+
+
+class OwnedRoute(Record):
+    family: int
+    ours: Route | None  # the default route start set; None once it is gone
+    previous: Route | None = None  # the one it replaced, to put back
+
+    def describe(self) -> str:
+        ours = " ".join(self.ours.args()) if self.ours else "(gone)"
+        before = " ".join(self.previous.args()) if self.previous else "none"
+        return f"IPv{self.family} {ours} (before start: {before})"
+
+
+class OwnedService(Record):
+    key: ServiceKey
+    drain_seconds: int = DEFAULT_DRAIN_SECONDS  # kept for a drain after it left the config
+
+    def describe(self) -> str:
+        return f"service {self.key}"
+
+
+class OwnedSysctl(Record):
+    key: str
+    previous: int  # the value before our first change: what stop restores
+    value: int  # the value we set
+
+    def describe(self) -> str:
+        return f"sysctl {self.key} = {self.value} (before start: {self.previous})"
+
+
+class OwnedTimeouts(Record):
+    previous: Timeouts
+    value: Timeouts | None = None  # what we set; None when unknown (a version 1 file)
+
+    def describe(self) -> str:
+        ours = " ".join(self.value.args()) if self.value else "?"
+        return f"IPVS timeouts {ours} (before start: {' '.join(self.previous.args())})"
+
+
+Owned = Union[OwnedAddress, OwnedRoute, OwnedService, OwnedSysctl, OwnedTimeouts]
+
+
+# --- the effects -------------------------------------------------------------------------
+
+class Effect(Record):
+    """What a step changes in the state file once it ran (or, write-ahead, before)."""
+
+    write_ahead: ClassVar[bool] = False
+
+    def slot(self) -> Slot:
+        """The one entry of the state this effect writes (for rolling a write-ahead back)."""
+        raise NotImplementedError
+
+    def record(self, state: State) -> None:
+        raise NotImplementedError
+
+    def simulate(self, obs: HostObservation) -> None:
+        """Change an observation as the step would change the host (dry-run restart)."""
+        raise NotImplementedError
+
+
+class AddressAdded(Effect):
+    write_ahead = True
+    device: str
+    cidr: str
+    purpose: str = "vip"
+
+    def slot(self) -> Slot:
+        return ("address", (self.device, self.cidr))
+
+    def record(self, state: State) -> None:
+        state.addresses[(self.device, self.cidr)] = OwnedAddress(self.device, self.cidr,
+                                                                 self.purpose)
+
+    def simulate(self, obs: HostObservation) -> None:
+        obs.addresses.append(Address(self.device, ipaddress.ip_interface(self.cidr)))
+
+
+class AddressRemoved(Effect):
+    device: str
+    cidr: str
+
+    def slot(self) -> Slot:
+        return ("address", (self.device, self.cidr))
+
+    def record(self, state: State) -> None:
+        state.addresses.pop((self.device, self.cidr), None)
+
+    def simulate(self, obs: HostObservation) -> None:
+        ip = ipaddress.ip_interface(self.cidr).ip
+        obs.addresses = [a for a in obs.addresses
+                         if not (a.device == self.device and a.interface.ip == ip)]
+
+
+class Announced(Effect):
+    """arping told the LAN (or the gateway) that this VIP is here: the start that added it
+    may fail before its arping, and the next one must then still announce it."""
+
+    device: str
+    cidr: str
+
+    def slot(self) -> Slot:
+        return ("address", (self.device, self.cidr))
+
+    def record(self, state: State) -> None:
+        owned = state.addresses.get((self.device, self.cidr))
+        if owned is not None:
+            state.addresses[(self.device, self.cidr)] = OwnedAddress(
+                owned.device, owned.cidr, owned.purpose, announced=True)
+
+    def simulate(self, obs: HostObservation) -> None:
+        pass  # an announcement changes other hosts' caches, not this host
+
+
+class RouteSet(Effect):
+    write_ahead = True
+    family: int
+    ours: Route
+    previous: Route | None = None  # the default route replaced, to put back on stop
+
+    def slot(self) -> Slot:
+        return ("route", None)
+
+    def record(self, state: State) -> None:
+        # A route we set ourselves is never a "previous" one: the first one stays on record.
+        before = state.route
+        previous = before.previous if before is not None else self.previous
+        state.route = OwnedRoute(self.family, self.ours, previous)
+
+    def simulate(self, obs: HostObservation) -> None:
+        obs.routes = [r for r in obs.routes if not (self.previous and r.same(self.previous))]
+        obs.routes.append(self.ours)
+
+
+class RouteReleased(Effect):
+    """Our default route is gone (deleted, or replaced by the one from before start)."""
+
+    ours: Route | None
+    restored: Route | None = None
+
+    def slot(self) -> Slot:
+        return ("route", None)
+
+    def record(self, state: State) -> None:
+        state.route = None
+
+    def simulate(self, obs: HostObservation) -> None:
+        obs.routes = [r for r in obs.routes if not (self.ours and r.same(self.ours))]
+        if self.restored is not None:
+            obs.routes.append(self.restored)
+
+
+class ServiceCreated(Effect):
+    write_ahead = True
+    key: ServiceKey
+    drain_seconds: int = DEFAULT_DRAIN_SECONDS
+
+    def slot(self) -> Slot:
+        return ("service", self.key)
+
+    def record(self, state: State) -> None:
+        state.services[self.key] = OwnedService(self.key, self.drain_seconds)
+
+    def simulate(self, obs: HostObservation) -> None:
+        obs.ipvs.setdefault(self.key, VirtualService(self.key))
+
+
+class ServiceDeleted(Effect):
+    key: ServiceKey
+
+    def slot(self) -> Slot:
+        return ("service", self.key)
+
+    def record(self, state: State) -> None:
+        state.services.pop(self.key, None)
+
+    def simulate(self, obs: HostObservation) -> None:
+        obs.ipvs.pop(self.key, None)
+
+
+class SysctlChanged(Effect):
+    write_ahead = True
+    key: str
+    previous: int
+    value: int
+
+    def slot(self) -> Slot:
+        return ("sysctl", self.key)
+
+    def record(self, state: State) -> None:
+        before = state.sysctls.get(self.key)
+        previous = before.previous if before is not None else self.previous
+        state.sysctls[self.key] = OwnedSysctl(self.key, previous, self.value)
+
+    def simulate(self, obs: HostObservation) -> None:
+        obs.sysctls[self.key] = self.value
+
+
+class SysctlRestored(Effect):
+    key: str
+    previous: int
+
+    def slot(self) -> Slot:
+        return ("sysctl", self.key)
+
+    def record(self, state: State) -> None:
+        state.sysctls.pop(self.key, None)
+
+    def simulate(self, obs: HostObservation) -> None:
+        obs.sysctls[self.key] = self.previous
+
+
+class TimeoutsSet(Effect):
+    write_ahead = True
+    previous: Timeouts
+    value: Timeouts
+
+    def slot(self) -> Slot:
+        return ("timeouts", None)
+
+    def record(self, state: State) -> None:
+        before = state.timeouts
+        previous = before.previous if before is not None else self.previous
+        state.timeouts = OwnedTimeouts(previous, self.value)
+
+    def simulate(self, obs: HostObservation) -> None:
+        obs.timeouts = self.value.over(self.previous)
+
+
+class TimeoutsRestored(Effect):
+    previous: Timeouts
+
+    def slot(self) -> Slot:
+        return ("timeouts", None)
+
+    def record(self, state: State) -> None:
+        state.timeouts = None
+
+    def simulate(self, obs: HostObservation) -> None:
+        obs.timeouts = self.previous
+
+
+EFFECTS: tuple[type[Effect], ...] = (
+    AddressAdded, AddressRemoved, Announced, RouteSet, RouteReleased, ServiceCreated,
+    ServiceDeleted, SysctlChanged, SysctlRestored, TimeoutsSet, TimeoutsRestored)
+
+
+# --- undo: what stop (and a start that no longer wants something) does with a record ------
+
+def route_argv(family: int) -> tuple[str, ...]:
+    """`ip route` for IPv4 (the scripts' form), `ip -6 route` for IPv6: a device-only
+    route has no address to tell the family by."""
+    return ("ip", "route") if family == 4 else ("ip", "-6", "route")
+
+
+def vip_cidr(vip: IPAddress) -> str:
+    return f"{vip}/{vip.max_prefixlen}"
+
+
+def undo_address(plan: Plan, obs: HostObservation, owned: OwnedAddress, reason: str) -> None:
+    """Delete an address we added; if it is gone already (or its device is), drop the
+    record instead: an address someone else adds later must never be taken for ours."""
+    if obs.has_address(owned.device, owned.ip):
+        plan.add(("ip", "addr", "del", owned.cidr, "dev", owned.device), reason,
+                 AddressRemoved(owned.device, owned.cidr))
+        return
+    if obs.links and owned.device not in obs.links:
+        plan.notes.append(f"{owned.device} is gone: so is {owned.cidr}, which start had "
+                          "added there (record dropped)")
+    plan.forget.append(AddressRemoved(owned.device, owned.cidr))
+
+
+def undo_service(plan: Plan, obs: HostObservation, owned: OwnedService) -> None:
+    if owned.key in obs.ipvs:
+        plan.add(("ipvsadm", "-D", *owned.key.args()), "virtual service",
+                 ServiceDeleted(owned.key))
+    else:
+        plan.forget.append(ServiceDeleted(owned.key))
+
+
+def undo_route(plan: Plan, obs: HostObservation, owned: OwnedRoute) -> None:
+    """Put back the default route from before start, as it was, in one `replace` (never a
+    moment without a default route, never "File exists"); a route changed by hand since
+    start is left alone. Never fails a stop: a restore the kernel refuses is a warning,
+    our route then stays (the host keeps a default route) and so does the record, for the
+    next stop to try again."""
+    ip = route_argv(owned.family)
+    routes = [r for r in obs.routes if r.family == owned.family]
+    ours_present = owned.ours is not None and any(r.same(owned.ours) for r in routes)
+    previous = owned.previous
+    if previous is not None and any(r.same(previous) for r in routes):
+        previous = None  # already back (or never replaced)
+    if previous is not None and previous.dev is not None and obs.links and (
+            previous.dev not in obs.links):
+        plan.notes.append(f"the default route from before start ({' '.join(previous.args())})"
+                          f" cannot come back: {previous.dev} is gone")
+        previous = None
+    if ours_present and owned.ours is not None:
+        if previous is not None:
+            plan.add((*ip, "replace", *previous.args()), "put back the default route from "
+                     "before start (if the kernel refuses it, the one start set stays until "
+                     "the next stop)", RouteReleased(owned.ours, previous), optional=True)
+        else:
+            plan.add((*ip, "del", *owned.ours.args()), "the default route start set",
+                     RouteReleased(owned.ours))
+        return
+    if previous is not None and not routes:
+        plan.add((*ip, "add", *previous.args()), "the default route from before start "
+                 "(there is none now)", RouteReleased(None, previous), optional=True)
+        return
+    if owned.ours is not None and not ours_present:
+        plan.notes.append(f"the default route start set ({' '.join(owned.ours.args())}) was "
+                          "changed since: left as it is")
+    plan.forget.append(RouteReleased(owned.ours))
+
+
+def undo_sysctl(plan: Plan, obs: HostObservation, owned: OwnedSysctl) -> None:
+    have = obs.sysctls.get(owned.key)
+    if have is None:
+        device = interface_of_sysctl(owned.key)
+        if device is not None and obs.links and device not in obs.links:
+            plan.notes.append(f"{device} is gone: {owned.key} went with it (record dropped)")
+            plan.forget.append(SysctlRestored(owned.key, owned.previous))
+            return
+    if have == owned.previous:
+        plan.forget.append(SysctlRestored(owned.key, owned.previous))  # already back
+    elif have is not None and have != owned.value:
+        plan.notes.append(f"{owned.key} was changed to {have} since start: not restored to "
+                          f"{owned.previous}")
+        plan.forget.append(SysctlRestored(owned.key, owned.previous))
+    else:
+        plan.add(("sysctl", "-w", f"{owned.key}={owned.previous}"),
+                 "restore the value from before start", SysctlRestored(owned.key,
+                                                                      owned.previous))
+
+
+def undo_timeouts(plan: Plan, obs: HostObservation, owned: OwnedTimeouts) -> None:
+    seen = obs.timeouts
+    if seen is not None and seen == owned.previous:
+        plan.forget.append(TimeoutsRestored(owned.previous))  # already back
+        return
+    if seen is not None and owned.value is not None and not owned.value.in_effect(seen):
+        plan.notes.append("the IPVS timeouts were changed since start: not restored to "
+                          f"{' '.join(owned.previous.args())}")
+        plan.forget.append(TimeoutsRestored(owned.previous))
+        return
+    plan.add(("ipvsadm", "--set", *owned.previous.args()),
+             "the connection timeouts from before start", TimeoutsRestored(owned.previous))
+
+
+def plan_undo(plan: Plan, obs: HostObservation, state: State) -> None:
+    """Undo everything the state file lists, in the order that keeps the host reachable:
+    services, VIPs, the default route, the DIP (the route may need it), sysctls, timeouts."""
+    for service in state.services.values():
+        undo_service(plan, obs, service)
+    addresses = list(state.addresses.values())
+    for owned in addresses:
+        if owned.purpose != "dip":
+            undo_address(plan, obs, owned, "VIP")
+    if state.route is not None:
+        undo_route(plan, obs, state.route)
+    for owned in addresses:
+        if owned.purpose == "dip":
+            undo_address(plan, obs, owned, "the DIP start added")
+    for sysctl in state.sysctls.values():
+        undo_sysctl(plan, obs, sysctl)
+    if state.timeouts is not None:
+        undo_timeouts(plan, obs, state.timeouts)
