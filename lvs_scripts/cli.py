@@ -161,11 +161,11 @@ def _failed(args: argparse.Namespace, err: LvsError) -> int:
     return code
 
 
-def load_config(role: str, path: str) -> Config:
-    """The config for `role`, checked: raises ConfigError (nothing has run yet)."""
-    from .config import load_config as load
+def checked_config(role: str, path: str) -> Config:
+    """The config file, checked for `role`: raises ConfigError (nothing has run yet)."""
+    from .config import load_config
 
-    config = load(path)
+    config = load_config(path)
     config.require_services(role)
     return config
 
@@ -178,7 +178,8 @@ def build_role(role: str, prog: str, config: Config, args: argparse.Namespace) -
 
 
 def _run(role_name: str, prog: str, args: argparse.Namespace) -> int:
-    role = build_role(role_name, prog, load_config(role_name, args.config), args)
+    config = checked_config(role_name, args.config)
+    role = build_role(role_name, prog, config, args)
     log.info("%s called with %s", prog, args.action)
     _defer_signals(role)
     if args.dry_run and args.action != "status":
@@ -188,6 +189,11 @@ def _run(role_name: str, prog: str, args: argparse.Namespace) -> int:
                       "run it as root (or try --dry-run)")
     if args.action == "status":
         return _status(prog, role, args.json, tolerant=args.dry_run)
+    return _act(prog, role, args)
+
+
+def _act(prog: str, role: Role, args: argparse.Namespace) -> int:
+    """A changing action, for real: the summary (or --json report) on stdout."""
     if args.action == "restart":
         reports = list(role.restart())
     elif args.action in ("reload", "force-reload"):
