@@ -6,15 +6,17 @@ from __future__ import annotations
 import argparse
 import logging
 import logging.handlers
+import math
 import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from .errors import LvsError, NotRoot
+from .errors import ConfigError, LvsError, NotRoot
 
 if TYPE_CHECKING:  # the CLI imports the library only once an action runs: --help stays fast
+    from .model import Config
     from .role import Report, Role
 
 # Defaults repeated here rather than imported, for the same reason (tests keep them equal).
@@ -27,36 +29,69 @@ log = logging.getLogger("lvs_scripts")
 DIRECTOR_ACTIONS = ("start", "stop", "restart", "reload", "force-reload", "status")
 REALSERVER_ACTIONS = ("start", "stop", "restart", "reload", "force-reload", "status")
 CHANGING = {"start", "stop", "restart", "reload", "force-reload"}
+# LSB: status exits 4, "program or service status is unknown", whenever it cannot tell:
+# bad config, missing program, a table it may not read (not the 6 and 5 of other actions).
+STATUS_UNKNOWN = 4
 
 
-def _parser(prog: str, actions: tuple[str, ...], what: str) -> argparse.ArgumentParser:
+def _parser(prog: str, actions: tuple[str, ...], what: str,
+            drains: bool) -> argparse.ArgumentParser:
+    """drains: the director's options for real servers leaving (a real server has none)."""
     parser = argparse.ArgumentParser(
         prog=prog, description=what,
         epilog="Exit codes (LSB): 0 ok, 1 a command failed, 2 bad arguments, 4 not root, "
                "5 a program or kernel IPVS support is missing, 6 config missing or invalid. "
                "status: 0 running as configured, 2 stopped but lock file present, "
-               "3 not running, 150 running but different from the config.")
+               "3 not running, 4 unknown (bad config, missing program, IPVS table not "
+               "readable), 150 running but different from the config.")
     parser.add_argument("action", choices=actions)
-    parser.add_argument("-c", "--config", default=os.environ.get("LVS_CONFIG", DEFAULT_CONFIG),
+    # An empty $LVS_CONFIG counts as unset (a blank line in /etc/default), -c "" does not.
+    parser.add_argument("-c", "--config", type=_file_name,
+                        default=os.environ.get("LVS_CONFIG") or DEFAULT_CONFIG,
                         help=f"config file (default: $LVS_CONFIG or {DEFAULT_CONFIG})")
     parser.add_argument("-n", "--dry-run", action="store_true",
                         help="print the commands as a shell script; change nothing")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="log each command as it runs")
-    parser.add_argument("--json", action="store_true", help="status as JSON")
-    parser.add_argument("--state-dir",
-                        default=os.environ.get("LVS_STATE_DIR", DEFAULT_STATE_DIR),
+    parser.add_argument("--json", action="store_true",
+                        help="print the result as JSON: the status, what an action applied, "
+                             "or the exit code and the error")
+    parser.add_argument("--state-dir", type=_file_name,
+                        default=os.environ.get("LVS_STATE_DIR") or DEFAULT_STATE_DIR,
                         help=f"where state is kept (default: $LVS_STATE_DIR or "
                              f"{DEFAULT_STATE_DIR})")
-    parser.add_argument("--lock-dir", default=os.environ.get("LVS_LOCK_DIR", DEFAULT_LOCK_DIR),
+    parser.add_argument("--lock-dir", type=_file_name,
+                        default=os.environ.get("LVS_LOCK_DIR") or DEFAULT_LOCK_DIR,
                         help=f"where the subsys lock file goes (default: $LVS_LOCK_DIR or "
                              f"{DEFAULT_LOCK_DIR})")
-    parser.add_argument("--no-drain", action="store_true",
-                        help="start/reload: delete leaving real servers at once instead of "
-                             "setting weight 0 and waiting for their connections")
-    parser.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",
+    if drains:
+        parser.add_argument("--no-drain", action="store_true",
+                            help="start/reload: delete leaving real servers at once instead "
+                                 "of setting weight 0 and waiting for their connections")
+    else:
+        parser.set_defaults(no_drain=False)
+    parser.add_argument("--wait", type=_seconds, default=60.0, metavar="SECONDS",
                         help="how long to wait for another run to finish (default 60)")
     return parser
+
+
+def _file_name(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path: give the file or directory name "
+                                         "(or leave the option out for its default)")
+    return text
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    # float() also takes "nan", "inf" and "-1": none of them is a time to wait.
+    if not math.isfinite(seconds) or seconds < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a finite number of seconds, "
+                                         "0 or more")
+    return seconds
 
 
 def _setup_logging(prog: str, verbose: bool) -> None:
@@ -95,14 +130,17 @@ def _role_class(role: str) -> type[Role]:
 
 def run(role: str, prog: str, actions: tuple[str, ...], what: str,
         argv: Sequence[str] | None) -> int:
-    args = _parser(prog, actions, what).parse_args(argv)
+    try:
+        args = _parser(prog, actions, what, drains=role == "director").parse_args(argv)
+    except BrokenPipeError:  # `--help | head -1`: the reader has what it wanted
+        _silence_stdout()
+        return 0
     _setup_logging(prog, args.verbose)
     saved = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
-        return _run(_role_class(role), prog, args)
+        return _run(role, prog, args)
     except LvsError as err:
-        log.error("%s", err)
-        return err.exit_code
+        return _failed(args, err)
     except KeyboardInterrupt:
         log.error("interrupted")
         return 1
@@ -111,26 +149,58 @@ def run(role: str, prog: str, actions: tuple[str, ...], what: str,
             signal.signal(signum, handler)
 
 
-def _run(role_class: type[Role], prog: str, args: argparse.Namespace) -> int:
+def _failed(args: argparse.Namespace, err: LvsError) -> int:
+    code = err.exit_code
+    if args.action == "status":
+        code = STATUS_UNKNOWN
+        log.error("status unknown: %s", err)
+    else:
+        log.error("%s", err)
+    if args.json:  # a caller that asked for JSON parses stdout: give it something to parse
+        _write_json({"code": code, "error": str(err)})
+    return code
+
+
+def checked_config(role: str, path: str) -> Config:
+    """The config file, checked for `role`: raises ConfigError (nothing has run yet)."""
     from .config import load_config
+
+    config = load_config(path)
+    config.require_services(role)
+    return config
+
+
+def build_role(role: str, prog: str, config: Config | None, args: argparse.Namespace,
+               config_error: ConfigError | None = None) -> Role:
     from .locks import Paths
 
-    config = load_config(args.config)
-    role = role_class(config, paths=Paths(prog, args.state_dir, args.lock_dir),
-                      wait_seconds=args.wait, drain=not args.no_drain)
+    return _role_class(role)(config, paths=Paths(prog, args.state_dir, args.lock_dir),
+                             wait_seconds=args.wait, drain=not args.no_drain,
+                             config_error=config_error)
+
+
+def _run(role_name: str, prog: str, args: argparse.Namespace) -> int:
+    try:
+        config = checked_config(role_name, args.config)
+    except ConfigError as err:
+        if args.action not in ("stop", "status"):
+            raise
+        return _from_state_alone(role_name, prog, args, err)
+    role = build_role(role_name, prog, config, args)
     log.info("%s called with %s", prog, args.action)
     _defer_signals(role)
     if args.dry_run and args.action != "status":
-        script, notes = role.dry_run(args.action)
-        for note in dict.fromkeys(notes):  # once each, in order
-            log.warning("%s", note)
-        sys.stdout.write(script)
-        return 0
+        return _dry_run(role, args.action)
     if args.action in CHANGING and os.geteuid() != 0:
         raise NotRoot(f"{prog} {args.action} changes addresses, routes and IPVS rules: "
                       "run it as root (or try --dry-run)")
     if args.action == "status":
         return _status(prog, role, args.json, tolerant=args.dry_run)
+    return _act(prog, role, args)
+
+
+def _act(prog: str, role: Role, args: argparse.Namespace) -> int:
+    """A changing action, for real: the summary (or --json report) on stdout."""
     if args.action == "restart":
         reports = list(role.restart())
     elif args.action in ("reload", "force-reload"):
@@ -145,8 +215,70 @@ def _run(role_class: type[Role], prog: str, args: argparse.Namespace) -> int:
         for warning in report.outcome.warnings:
             log.warning("%s", warning)
         log.info("%s", _summary(prog, report))
-        print(_summary(prog, report))
+    if args.json:
+        _write_json(_actions_json(args.action, reports))
+    else:
+        _write("".join(f"{_summary(prog, report)}\n" for report in reports))
     return 0
+
+
+def _actions_json(action: str, reports: list[Report]) -> dict[str, Any]:
+    """One object per run; restart lists its stop and its start under "reports"."""
+    parts = [{"action": report.action, "changed": report.changed,
+              "applied": list(report.outcome.applied),
+              "warnings": list(report.outcome.warnings),
+              "notes": list(dict.fromkeys(report.plan.notes))} for report in reports]
+    if len(parts) == 1:
+        return {"code": 0, **parts[0]}
+    return {"code": 0, "action": action, "changed": any(r.changed for r in reports),
+            "reports": parts}
+
+
+def _dry_run(role: Role, action: str) -> int:
+    script, notes = role.dry_run(action)
+    notes = list(dict.fromkeys(notes))  # once each, in order
+    for note in notes:
+        log.warning("%s", note)
+    _write(_with_notes(script, notes))
+    return 0
+
+
+def _with_notes(script: str, notes: list[str]) -> str:
+    """The notes as comments under the script's title: what the plan assumed (a tool
+    missing, a table it could not read) stays with the script when stderr is not kept."""
+    if not notes:
+        return script
+    shebang, title, body = script.split("\n", 2)
+    comments = "".join(f"# note: {line}\n" for note in notes for line in note.splitlines())
+    return f"{shebang}\n{title}\n{comments}{body}"
+
+
+def _write_json(data: dict[str, Any]) -> None:
+    import json  # not at the top: --help loads as little as it can
+
+    _write(json.dumps(data, indent=2) + "\n")
+
+
+def _write(text: str) -> None:
+    """stdout may be a pipe whose reader has gone (`status | head -3`): only output is lost,
+    the action's result and exit code stand."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+
+
+def _silence_stdout() -> None:
+    """Point fd 1 at /dev/null: Python flushes stdout again at exit, and a second
+    BrokenPipeError there would print "Exception ignored" on stderr."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a file (tests capture it)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def _defer_signals(role: Role) -> None:
@@ -162,20 +294,48 @@ def _defer_signals(role: Role) -> None:
     signal.signal(signal.SIGINT, request_stop)
 
 
+def _from_state_alone(role_name: str, prog: str, args: argparse.Namespace,
+                      err: ConfigError) -> int:
+    """The config cannot be used (broken, removed, naming what is gone): stop still undoes
+    what the state file lists, and status still shows it; neither needs the config."""
+    role = build_role(role_name, prog, None, args, config_error=err)
+    log.info("%s called with %s, without a usable config", prog, args.action)
+    if args.action == "status":
+        return _status_owned(prog, role, err, args.json)
+    log.warning("%s; stopping from the state file %s alone", err, role.paths.state_file)
+    _defer_signals(role)
+    if args.dry_run:
+        return _dry_run(role, "stop")
+    if os.geteuid() != 0:
+        raise NotRoot(f"{prog} stop changes addresses, routes and IPVS rules: run it as "
+                      "root (or try --dry-run)")
+    return _act(prog, role, args)
+
+
+def _status_owned(prog: str, role: Role, err: ConfigError, as_json: bool) -> int:
+    """LSB status 4 (unknown): the host cannot be compared with a config that cannot be
+    read, but what the state file says we own is known."""
+    owned = role.state().describe()
+    if as_json:
+        _write_json({"code": STATUS_UNKNOWN, "error": str(err), "owned": owned})
+        return STATUS_UNKNOWN
+    log.error("status unknown: %s", err)
+    lines = [f"{prog}: status unknown: the config cannot be read; the state file "
+             f"{role.paths.state_file} lists {len(owned)} thing(s) {prog} set up",
+             *(f"  {line}" for line in owned)]
+    _write("".join(f"{line}\n" for line in lines))
+    return STATUS_UNKNOWN
+
+
 def _status(prog: str, role: Role, as_json: bool, tolerant: bool) -> int:
     status = role.status(tolerant)
     if as_json:
-        import json
-
-        print(json.dumps(status.to_json(), indent=2))
+        _write_json(status.to_json())
         return status.code
-    print(f"{prog}: {status.summary}")
-    for line in status.details:
-        print(f"  {line}")
-    for line in status.drift:
-        print(f"  needed: {line}")
-    for note in status.notes:
-        print(f"  note: {note}")
+    lines = [f"{prog}: {status.summary}", *(f"  {line}" for line in status.details),
+             *(f"  needed: {line}" for line in status.drift),
+             *(f"  note: {note}" for note in status.notes)]
+    _write("".join(f"{line}\n" for line in lines))
     return status.code
 
 

@@ -58,7 +58,7 @@ class _Reader:
             raise self.fail(key, data, "must be a table")
         for name in data:
             if name not in allowed:
-                where = f"{key}.{name}" if key else name
+                where = f"{key}.{name}" if key else name  # escaped by ConfigError
                 raise self.fail(where, data[name],
                                 f"unknown key (allowed here: {', '.join(allowed)})")
         return data
@@ -73,6 +73,12 @@ class _Reader:
         # bool is an int in Python; `weight = true` is a mistake, not 1.
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise self.fail(f"{where}.{key}", value, f"must be an integer from {low} to {high}")
+        return value
+
+    def boolean(self, data: Mapping[str, Any], key: str, where: str) -> bool:
+        value = data.get(key, False)
+        if not isinstance(value, bool):
+            raise self.fail(f"{where}.{key}", value, "must be true or false")
         return value
 
     def string(self, data: Mapping[str, Any], key: str, where: str,
@@ -179,6 +185,7 @@ def parse_config(text: str, path: str = "<string>") -> Config:
     director = _director(r, top["director"]) if "director" in top else None
     realserver = _realserver(r, top.get("realserver", {}))
     if director is not None and director.gateway is not None:
+        _gateway_family(r, director.gateway, services)
         for index, service in enumerate(services):
             if service.key.address == director.gateway:
                 raise r.fail(f"service[{index}].vip", str(director.gateway),
@@ -208,10 +215,22 @@ def parse_config(text: str, path: str = "<string>") -> Config:
     return Config(path=path, director=director, realserver=realserver, services=services)
 
 
+def _gateway_family(r: _Reader, gateway: IPAddress, services: tuple[VirtualService, ...]
+                    ) -> None:
+    """The default route start replaces is that of the gateway's family: an IPv6 gateway
+    for IPv4-only VIPs would take over the host's IPv6 default route for nothing."""
+    families = {s.key.address.version for s in services if s.key.address is not None}
+    if families and gateway.version not in families:
+        have = " and ".join(f"IPv{v}" for v in sorted(families))
+        raise r.fail("director.gateway", str(gateway),
+                     f"is IPv{gateway.version} but every service VIP is {have}; the gateway "
+                     "must be of the family of at least one VIP")
+
+
 def _director(r: _Reader, data: object) -> DirectorConfig:
     where = "director"
     d = r.table(data, where, ("interface", "gateway", "dip", "dip_interface", "timeouts",
-                              "arping_count"))
+                              "arping_count", "allow_no_services"))
     if "interface" not in d:
         raise r.fail("director.interface", None, "is required (the interface the VIPs go on)")
     interface = r.interface(d["interface"], "director.interface")
@@ -239,11 +258,12 @@ def _director(r: _Reader, data: object) -> DirectorConfig:
     arping_count = r.integer(d, "arping_count", where, 0, 100, 5)
     return DirectorConfig(interface=interface, gateway=gateway, dip=dip,
                           dip_interface=dip_interface, timeouts=timeouts,
-                          arping_count=arping_count)
+                          arping_count=arping_count,
+                          allow_no_services=r.boolean(d, "allow_no_services", where))
 
 
 def _realserver(r: _Reader, data: object) -> RealServerConfig:
-    d = r.table(data, "realserver", ("arp_interfaces",))
+    d = r.table(data, "realserver", ("arp_interfaces", "allow_no_services"))
     names = d.get("arp_interfaces", [])
     if not isinstance(names, list):
         raise r.fail("realserver.arp_interfaces", names, "must be a list of interface names")
@@ -259,7 +279,8 @@ def _realserver(r: _Reader, data: object) -> RealServerConfig:
         if name in seen:
             raise r.fail(key, name, "is listed twice")
         seen.append(name)
-    return RealServerConfig(arp_interfaces=tuple(seen))
+    return RealServerConfig(arp_interfaces=tuple(seen),
+                            allow_no_services=r.boolean(d, "allow_no_services", "realserver"))
 
 
 def _services(r: _Reader, data: object) -> tuple[VirtualService, ...]:

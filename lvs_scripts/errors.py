@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 from .render import shell_line
@@ -20,10 +21,12 @@ class ConfigError(LvsError, ValueError):
 
     def __init__(self, path: str, key: str, value: object, rule: str) -> None:
         self.path = path
-        self.key = key
+        # Key names come from the file too: escaped like values, so that a key holding a
+        # terminal escape sequence cannot reach the terminal through a message.
+        self.key = shown_key(key)
         self.value = value
         self.rule = rule
-        where = f"{path}: {key}" if key else path
+        where = f"{path}: {self.key}" if key else path
         shown = "" if value is None else f" = {_shown(value)}"
         super().__init__(f"{where}{shown}: {rule}")
 
@@ -34,6 +37,14 @@ def _shown(value: object, limit: int = 80) -> str:
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
         return f"<an integer of {value.bit_length()} bits>"
     text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 5]}...{text[-2:]}"
+
+
+def shown_key(key: str, limit: int = 80) -> str:
+    """A key name for a message: non-printable characters escaped as repr() escapes them
+    (ESC becomes \\x1b), no quotes added, at most `limit` characters."""
+    text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in key)
     return text if len(text) <= limit else f"{text[: limit - 5]}...{text[-2:]}"
 
 
@@ -78,6 +89,35 @@ class NotRoot(LvsError):
     """A real run needs root (LSB 4: insufficient privilege)."""
 
     exit_code = 4
+
+
+class IpvsDenied(NotRoot):
+    """ipvsadm was refused the IPVS table (libipvs says "Permission denied (you must be
+    root)"): not root, or root without CAP_NET_ADMIN. Says what was refused to whom."""
+
+    def __init__(self, argv: Sequence[str], stderr: str) -> None:
+        self.argv = tuple(argv)
+        self.program = "ipvsadm"
+        self.said = " / ".join(line.strip() for line in stderr.strip().splitlines()[:1])
+        self.user = current_user()
+        reads = len(self.argv) > 1 and self.argv[1] in ("-S", "--save", "-L", "-l", "--list")
+        self.what = f"the IPVS table could not be {'read' if reads else 'changed'} as user " \
+                    f"{self.user}"
+        fix = ("run it as root" if os.geteuid() != 0 else
+               "this root lacks CAP_NET_ADMIN (a container, or a service with restricted "
+               "capabilities?): grant it")
+        super().__init__(f"{self.what} (ipvsadm said: {self.said or 'nothing'}): {fix}")
+
+
+def current_user() -> str:
+    """`name (uid N)` of the effective user, for messages about permissions."""
+    uid = os.geteuid()
+    try:
+        import pwd
+
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except (ImportError, KeyError):  # no passwd entry (containers, tests): the number only
+        return f"uid {uid}"
 
 
 class StateError(LvsError):

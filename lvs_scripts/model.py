@@ -158,10 +158,12 @@ class DirectorConfig(Record):
     dip_interface: str | None = None
     timeouts: Timeouts | None = None
     arping_count: int = 5
+    allow_no_services: bool = False  # a config without [[service]] is a mistake unless said
 
 
 class RealServerConfig(Record):
     arp_interfaces: tuple[str, ...] = ()
+    allow_no_services: bool = False
 
 
 class Config(Record):
@@ -178,6 +180,19 @@ class Config(Record):
             raise ConfigError(self.path, "director", None,
                               "no [director] table: lvs-director needs one")
         return self.director
+
+    def require_services(self, role: str) -> None:
+        """At least one [[service]] for `role` ("director" or "realserver"), unless its table
+        says `allow_no_services = true`: an empty or comment-only file (or /dev/null) would
+        otherwise start as "nothing to configure" and report "running as configured"."""
+        table = self.require_director() if role == "director" else self.realserver
+        if self.services or table.allow_no_services:
+            return
+        from .errors import ConfigError
+
+        raise ConfigError(self.path, "service", None,
+                          f"no [[service]] in the file: lvs-{role} would have nothing to set "
+                          f"up; add one, or set {role}.allow_no_services = true")
 
     def director_vips(self) -> tuple[IPAddress, ...]:
         """Every VIP, once, in config order: the director must own all of them."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, TypeVar
 
-from .errors import ConfigError, MissingTool
+from .errors import ConfigError, IpvsDenied, MissingTool
 from .model import Config
 from .probes import (
     ARPING_VERSION,
@@ -32,8 +32,9 @@ T = TypeVar("T")
 
 
 class Observer:
-    """tolerant=True (dry run): a missing tool or kernel feature is noted and planned around
-    as if nothing were configured. tolerant=False (real run): it is an error (LSB 5)."""
+    """tolerant=True (dry run): a missing tool or kernel feature, or an IPVS table this user
+    may not read, is noted and planned around as if nothing were configured. tolerant=False
+    (real run, status): it is an error (LSB 5; 4 for the table that could not be read)."""
 
     def __init__(self, runner: Runner, tolerant: bool) -> None:
         self.runner = runner
@@ -49,6 +50,14 @@ class Observer:
                 raise
             self.missing.add(err.program)
             obs.notes.append(f"{err}; planned as if nothing were configured there")
+            return default
+        except IpvsDenied as err:
+            if not self.tolerant:
+                raise
+            self.missing.add(err.program)
+            obs.notes.append(f"{err.what} (ipvsadm said: {err.said}); this plan assumes "
+                             "the table holds no services and the kernel's timeouts are "
+                             "unknown: run as root for the real plan")
             return default
 
 

@@ -12,7 +12,7 @@ import os
 from collections.abc import Sequence
 from typing import Protocol
 
-from .errors import CommandFailed, IpvsUnavailable, MissingTool
+from .errors import CommandFailed, IpvsDenied, IpvsUnavailable, MissingTool
 from .record import Record
 from .render import shell_line
 
@@ -24,6 +24,9 @@ _C_LOCALE = {"LANG": "C", "LC_ALL": "C"}
 # versions do so for every -w failure): for sysctl, anything on stderr is a failure.
 _STDERR_MEANS_FAILURE = frozenset({"sysctl"})
 _NO_IPVS_MARKERS = ("Protocol not available", "Can't initialize ipvs")
+# libipvs's ipvs_strerror(EPERM), also inside "Can't initialize ipvs: ...": checked first,
+# or a user without the right to read the table would be told the kernel lacks IPVS.
+_DENIED_MARKER = "Permission denied (you must be root)"
 
 
 class Result(Record):
@@ -76,9 +79,11 @@ class PlumbumRunner:
 def check_result(result: Result) -> None:
     """Turn a failed Result into the one error type (shared by every Runner)."""
     program = os.path.basename(result.argv[0])
-    if program == "ipvsadm" and result.returncode != 0 and any(
-            marker in result.stderr for marker in _NO_IPVS_MARKERS):
-        raise IpvsUnavailable(result.stderr)
+    if program == "ipvsadm" and result.returncode != 0:
+        if _DENIED_MARKER in result.stderr:
+            raise IpvsDenied(result.argv, result.stderr)
+        if any(marker in result.stderr for marker in _NO_IPVS_MARKERS):
+            raise IpvsUnavailable(result.stderr)
     failed = result.returncode != 0 or (
         program in _STDERR_MEANS_FAILURE and result.stderr.strip() != "")
     if failed:

@@ -677,9 +677,14 @@ def test_not_root_is_exit_4_and_dry_run_needs_no_root(
             assert main([*where, action]) == 4
             assert "run it as root (or try --dry-run)" in capsys.readouterr().err
     assert fakehost_inprocess.argvs() == []
+    # As a user, ipvsadm cannot read the table: the dry run plans a full start and says so.
+    fakehost_inprocess.set_privileged(False)
     assert director_main([*where, "--dry-run", "start"]) == 0
-    assert script_commands(capsys.readouterr().out) == split(DEFAULT_MACHINE_START)
-    assert director_main([*where, "status"]) == 3
+    script = capsys.readouterr().out
+    assert script_commands(script) == split(DEFAULT_MACHINE_START)
+    assert "# note: the IPVS table could not be read as user " in script
+    assert director_main([*where, "status"]) == 4  # LSB: status unknown, not "stopped"
+    assert "could not be read as user" in capsys.readouterr().err
     assert [a for a in fakehost_inprocess.argvs() if not read_only(a)] == []
     assert not (tmp_path / "lock").exists()
 
@@ -851,8 +856,9 @@ def test_default_config_path_is_named_when_absent(machine: Machine) -> None:
     if os.path.exists("/etc/lvs/lvs.toml") or "LVS_CONFIG" in machine.env:
         pytest.skip("this machine has a config of its own")
     ran = machine.director("status", config=None)
-    assert ran.code == 6
+    assert ran.code == 4  # LSB: status unknown
     assert "/etc/lvs/lvs.toml" in ran.err
+    assert machine.director("start", config=None).code == 6
 
 
 def test_state_and_lock_dir_options_override_the_environment(machine: Machine,

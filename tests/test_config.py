@@ -3,6 +3,7 @@ UTF-8) name the file and exit 6. The invalid-config corpus is in test_config_cor
 
 from __future__ import annotations
 
+import os
 from ipaddress import IPv4Address, IPv4Interface, IPv6Address, ip_address
 from pathlib import Path
 from typing import Any
@@ -422,8 +423,12 @@ def test_cli_reads_lvs_config_when_no_c_option(
         capsys: pytest.CaptureFixture[str]) -> None:
     missing = tmp_path / "from-env.toml"
     monkeypatch.setenv("LVS_CONFIG", str(missing))
-    assert director_main(["status"]) == 6
+    assert director_main(["start"]) == 6
     assert f"lvs-director: {missing}: config file not found" in capsys.readouterr().err
+    # status cannot tell without a config: LSB "status unknown"
+    assert director_main(["status"]) == 4
+    assert f"lvs-director: status unknown: {missing}: config file not found" in \
+        capsys.readouterr().err
     no_programs.assert_not_called()
 
 
@@ -504,3 +509,73 @@ def test_config_error_message_format() -> None:
     assert (err.path, err.key, err.value) == ("/etc/x.toml", "service[0].real[0].weight", 70000)
     assert str(err) == ("/etc/x.toml: service[0].real[0].weight = 70000: "
                         "must be an integer from 0 to 65535")
+
+
+# --- what reaches a message from the file is escaped --------------------------------------
+def test_a_key_name_is_escaped_like_a_value() -> None:
+    text = MINIMAL.replace('interface = "eth0"',
+                           'interface = "eth0"\n"x\\u001b[2J\\u202e\\n" = "\\u001b[31m"')
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "/etc/x.toml")
+    message = str(info.value)
+    assert message.isprintable(), message
+    assert message.startswith("/etc/x.toml: director.x\\x1b[2J\\u202e\\n = '\\x1b[31m': "
+                              "unknown key")
+    assert info.value.key == "director.x\\x1b[2J\\u202e\\n"
+
+
+def test_a_huge_key_name_is_cut_short() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(MINIMAL + f'\n[realserver]\n{"k" * 5000} = 1\n')
+    assert len(info.value.key) <= 80
+    assert len(str(info.value)) < 400
+
+
+# --- a config with nothing to do ----------------------------------------------------------
+NO_SERVICE = '[director]\ninterface = "eth0"\n[realserver]\narp_interfaces = ["eth0"]\n'
+
+
+@pytest.mark.parametrize("role", ["director", "realserver"])
+def test_no_service_is_an_error_for_either_role(role: str) -> None:
+    config = parse_config(NO_SERVICE, "/etc/x.toml")
+    with pytest.raises(ConfigError) as info:
+        config.require_services(role)
+    assert (info.value.path, info.value.key, info.value.exit_code) == ("/etc/x.toml",
+                                                                       "service", 6)
+    assert f"set {role}.allow_no_services = true" in str(info.value)
+    parse_config(MINIMAL).require_services(role)  # one service is enough
+
+
+def test_allow_no_services_is_per_role() -> None:
+    director_only = parse_config(NO_SERVICE.replace('"eth0"\n',
+                                                    '"eth0"\nallow_no_services = true\n', 1))
+    assert director_only.director is not None and director_only.director.allow_no_services
+    director_only.require_services("director")
+    with pytest.raises(ConfigError):
+        director_only.require_services("realserver")
+    realserver_only = parse_config("[realserver]\nallow_no_services = true\n")
+    realserver_only.require_services("realserver")
+    assert realserver_only.realserver.allow_no_services
+
+
+@pytest.mark.parametrize("main", [director_main, realserver_main])
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_cli_rejects_dev_null(main: Any, dry_run: bool, no_programs: Any,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["-c", os.devnull, "start"] + (["--dry-run"] if dry_run else [])
+    assert main(argv) == 6
+    out, err = capsys.readouterr()
+    key = "director" if main is director_main else "service"  # no [director] comes first
+    assert (out, f"{os.devnull}: {key}" in err) == ("", True), err
+    no_programs.assert_not_called()
+
+
+# --- the gateway's family ------------------------------------------------------------------
+def test_a_gateway_of_the_family_of_one_vip_among_several_is_fine() -> None:
+    both = MINIMAL.replace('interface = "eth0"', 'interface = "eth0"\ngateway = "2001:db8::1"')
+    with pytest.raises(ConfigError) as info:
+        parse_config(both)
+    assert (info.value.key, info.value.value) == ("director.gateway", "2001:db8::1")
+    config = parse_config(both + '[[service]]\nvip = "2001:db8::10"\nport = 80\n'
+                          'real = [{ address = "2001:db8::21" }]\n')
+    assert config.director is not None and config.director.gateway == IPv6Address("2001:db8::1")

@@ -9,11 +9,15 @@ Optional header lines:
 
     # expect-roles: director    the file is invalid only for lvs-director (no [director]
                                 table); lvs-realserver accepts it
+    # expect-realserver: <key> | <part of the message>
+                                lvs-realserver rejects it for another reason (no
+                                [[service]], checked once the role is known)
     # known-gap: <why>          validation does not catch it yet: the tests of that file
                                 are strict xfails, so they start failing once it is fixed
 
-For every file, load_config must raise ConfigError naming the file and the key, and
-both CLIs (with and without --dry-run) must exit 6 and name the file and the key on
+For every file, load_config (or, for the rules that depend on the role,
+Config.require_services and the planner) must raise ConfigError naming the file and the
+key, and both CLIs (with and without --dry-run) must exit 6 and name the file and the key on
 stderr without starting a single program.
 """
 
@@ -37,6 +41,7 @@ from lvs_scripts.state import State
 CORPUS = Path(__file__).parent / "data" / "invalid"
 ROLES = ("director", "realserver")
 EXPECT = re.compile(r"# expect: ?(?P<key>[^|]*?) ?\| (?P<substring>.+)")
+EXPECT_RS = re.compile(r"# expect-realserver: ?(?P<key>[^|]*?) ?\| (?P<substring>.+)")
 MAINS = {"director": director_main, "realserver": realserver_main}
 
 @dataclass(frozen=True)
@@ -46,6 +51,13 @@ class Expect:
     substring: str
     roles: tuple[str, ...]
     gap: str | None
+    realserver: tuple[str, str] | None = None  # (key, substring) when it differs
+
+    def expect(self, role: str) -> tuple[str, str]:
+        """The key and the message part the error must have for this role."""
+        if role == "realserver" and self.realserver is not None:
+            return self.realserver
+        return self.key, self.substring
 
 
 def read_expect(path: Path) -> Expect:
@@ -60,13 +72,17 @@ def read_expect(path: Path) -> Expect:
         raise ValueError(f"{path.name}: the first line is not '# expect: KEY | SUBSTRING'")
     roles: tuple[str, ...] = ROLES
     gap = None
+    realserver = None
     for line in header[1:]:
         if line.startswith("# expect-roles:"):
             roles = tuple(line.split(":", 1)[1].split())
             assert roles and set(roles) <= set(ROLES), f"{path.name}: bad roles {roles}"
         elif line.startswith("# known-gap:"):
             gap = line.split(":", 1)[1].strip()
-    return Expect(path, match["key"].strip(), match["substring"].strip(), roles, gap)
+        elif found := EXPECT_RS.fullmatch(line):
+            realserver = (found["key"].strip(), found["substring"].strip())
+    return Expect(path, match["key"].strip(), match["substring"].strip(), roles, gap,
+                  realserver)
 
 
 FILES = sorted(CORPUS.glob("*.toml"))
@@ -104,10 +120,11 @@ def no_programs(mocker: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
                         side_effect=_fail_on_run)
 
 
-def _check_error(err: ConfigError, case: Expect) -> None:
+def _check_error(err: ConfigError, case: Expect, role: str = "director") -> None:
+    key, substring = case.expect(role)
     assert err.path == str(case.path)
-    assert err.key == case.key, str(err)
-    assert case.substring in str(err)
+    assert err.key == key, str(err)
+    assert substring in str(err)
     assert str(err).startswith(str(case.path))
     assert err.exit_code == 6
 
@@ -117,10 +134,10 @@ def test_corpus_is_large_and_every_file_says_what_it_expects() -> None:
     assert len(FILES) >= 45
     assert len([case for case in CASES if case.gap is None]) >= 45
     for path in FILES:
-        assert re.fullmatch(r"\d\d-[a-z0-9-]+\.toml", path.name), path.name
+        assert re.fullmatch(r"\d\d\d?-[a-z0-9-]+\.toml", path.name), path.name
         first = path.read_text(encoding="utf-8", errors="replace").split("\n", 1)[0]
         assert EXPECT.fullmatch(first), path.name
-    numbers = [path.name[:2] for path in FILES]
+    numbers = [int(path.name.split("-")[0]) for path in FILES]
     assert len(set(numbers)) == len(numbers), "two files share a number"
 
 
@@ -135,20 +152,27 @@ def test_corpus_covers_every_level_of_the_config() -> None:
 
 
 # --- (a) load_config ------------------------------------------------------------------------
+PLANNERS = {"director": plan_director_start, "realserver": plan_realserver_start}
+
+
+def _load_for(path: Path, role: str) -> None:
+    """What the CLI checks before a role plans anything, then the role's planner."""
+    config = load_config(str(path))
+    config.require_services(role)
+    PLANNERS[role](config, HostObservation(), State())
+
+
 @pytest.mark.parametrize("case", [_param(case) for case in CASES])
 def test_load_config_rejects(case: Expect) -> None:
-    if "realserver" in case.roles:
+    for role in ROLES:
+        if role not in case.roles:
+            # Invalid for the director only: the file loads, and lvs-realserver plans from it.
+            assert load_config(str(case.path)).director is None
+            _load_for(case.path, role)
+            continue
         with pytest.raises(ConfigError) as info:
-            load_config(str(case.path))
-        _check_error(info.value, case)
-        return
-    # Invalid for the director only: the file loads, and lvs-realserver can plan from it.
-    config = load_config(str(case.path))
-    assert config.director is None
-    plan_realserver_start(config, HostObservation(), State())
-    with pytest.raises(ConfigError) as info:
-        plan_director_start(config, HostObservation(), State())
-    _check_error(info.value, case)
+            _load_for(case.path, role)
+        _check_error(info.value, case, role)
 
 
 # --- (b) the command lines, in-process ------------------------------------------------------
@@ -164,10 +188,12 @@ def test_cli_exits_6_and_starts_nothing(case: Expect, role: str, mode: str, no_p
     no_programs.assert_not_called()
     assert code == 6
     assert out == ""
+    key, substring = case.expect(role)
     assert f"lvs-{role}: {case.path}" in err
-    if case.key:
-        assert f": {case.key}" in err
-    assert case.substring in err
+    if key:
+        assert f": {key}" in err
+    assert substring in err
+    assert all(line.isprintable() for line in err.splitlines()), "a control character got out"
     for name in ("state", "lock"):
         made = tmp_path / name
         assert not made.exists() or not any(made.iterdir()), f"wrote to {made}"
@@ -178,7 +204,8 @@ def test_other_actions_reject_an_invalid_config_too(action: str, no_programs: An
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     path = next(CORPUS.glob("*-weight-bool.toml"))
     for main in (director_main, realserver_main):
-        assert main(["-c", str(path), action]) == 6
+        # status exits 4, LSB's "status unknown": without a valid config it cannot tell
+        assert main(["-c", str(path), action]) == (4 if action == "status" else 6)
         assert "service[0].real[0].weight = True" in capsys.readouterr().err
     no_programs.assert_not_called()
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from plumbum import local
 
-from lvs_scripts.errors import CommandFailed, IpvsUnavailable, MissingTool
+from lvs_scripts.errors import CommandFailed, IpvsDenied, IpvsUnavailable, MissingTool
 from lvs_scripts.runner import PlumbumRunner, Result, check_result
 
 
@@ -107,6 +107,27 @@ def test_no_ipvs_is_exit_5_with_how_to_fix() -> None:
                             "Can't initialize ipvs: Protocol not available\n"))
     assert caught.value.exit_code == 5
     assert "modprobe ip_vs" in str(caught.value)
+
+
+# What ipvsadm prints without CAP_NET_ADMIN: ipvs_init() fails with EPERM, which libipvs's
+# ipvs_strerror() words as below, inside the same "Can't initialize ipvs" line as a kernel
+# without IPVS.
+NOT_ROOT = ("Can't initialize ipvs: Permission denied (you must be root)\n"
+            "Are you sure that IP Virtual Server is built in the kernel or as module?\n")
+
+
+@pytest.mark.parametrize(("argv", "verb"), [(("ipvsadm", "-S", "-n"), "read"),
+                                            (("ipvsadm", "-L", "--timeout"), "read"),
+                                            (("ipvsadm", "-R"), "changed")])
+def test_permission_denied_is_not_root_not_a_kernel_without_ipvs(
+        argv: tuple[str, ...], verb: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.geteuid", lambda: 4242)  # no passwd entry: the number alone
+    with pytest.raises(IpvsDenied) as caught:
+        check_result(Result(argv, 2, "", NOT_ROOT))
+    assert caught.value.exit_code == 4
+    assert str(caught.value) == (
+        f"the IPVS table could not be {verb} as user uid 4242 (ipvsadm said: Can't "
+        "initialize ipvs: Permission denied (you must be root)): run it as root")
 
 
 def test_public_api_names_all_resolve() -> None:

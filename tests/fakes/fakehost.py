@@ -351,6 +351,12 @@ class FakeHost:
                 st["kernel"]["ipvs"] = "builtin" if mode == "builtin" else "module"
                 model.load_ipvs(st)
 
+    def set_privileged(self, privileged: bool) -> None:
+        """False: the tools run as a user without CAP_NET_ADMIN (not root); ipvsadm then
+        fails as the real one does. ip and sysctl reads need no privilege and still work."""
+        with self.edit() as st:
+            st["unprivileged"] = not privileged
+
     def set_kernel(self, *, release: str | None = None,
                    addr_extack: bool | None = None, ipv6: bool | None = None) -> None:
         """release: for modprobe's messages; addr_extack: word address errors like

@@ -172,6 +172,16 @@ def strerror(func: str | None, errno: str) -> str:
 
 def main(run: Run) -> int:
     st = run.state
+    if st.get("unprivileged"):
+        # ipvs_init() needs CAP_NET_ADMIN for the generic netlink family and, on the
+        # fallback path, for socket(AF_INET, SOCK_RAW): both fail with EPERM, whatever the
+        # kernel has, and ipvsadm prints ipvs_strerror(EPERM) with its usual second line.
+        fail(
+            run,
+            2,
+            f"Can't initialize ipvs: {strerror(None, 'EPERM')}\n"
+            "Are you sure that IP Virtual Server is built in the kernel or as module?",
+        )
     if not ipvs_available(st):
         # ipvs_init() failed: ipvsadm runs /sbin/modprobe -- ip_vs and retries.
         if not load_ipvs(st):
