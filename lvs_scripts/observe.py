@@ -129,7 +129,8 @@ def observe_owned(state: State, runner: Runner, tolerant: bool) -> HostObservati
     work with a broken config, or with interfaces gone since start."""
     obs = HostObservation()
     o = Observer(runner, tolerant)
-    obs.links = o.probe(obs, IP_LINKS, parse_ip_links, {})
+    if state.addresses or state.sysctls or state.route:  # to tell what vanished
+        obs.links = o.probe(obs, IP_LINKS, parse_ip_links, {})
     if state.addresses:
         obs.addresses = o.probe(obs, IP_ADDRS, parse_ip_addrs, [])
     if state.route is not None:
