@@ -97,8 +97,8 @@ def parse_check(data: object, where: str, path: str) -> CheckSpec:
             raise ConfigError(path, f"{where}.{name}", data[name], rule)
     p = _Fields(data, where, path)
     interval = p.seconds("interval", 5.0, MIN_INTERVAL)
-    # The default timeout is 3 s, or half the interval where that is 6 s or less.
-    timeout = p.seconds("timeout", 3.0 if interval > 6.0 else interval / 2, 0.0)
+    # The default timeout is 3 s, or half the interval where 3 s would not be below it.
+    timeout = p.seconds("timeout", 3.0 if interval > 3.0 else interval / 2, 0.0)
     if timeout >= interval:
         raise ConfigError(path, f"{where}.timeout", data.get("timeout", timeout),
                           f"must be less than interval ({interval:g} s): a check must end "
@@ -572,6 +572,18 @@ class Checker:
         return slot if slot is not None and slot.generation == entry[3] else None
 
     # -- running
+
+    @property
+    def in_flight(self) -> int:
+        """Checks started and not yet recorded."""
+        return len(self._tasks)
+
+    async def settled(self) -> None:
+        """Return once no check is under way (a test's clock waits for this)."""
+        import asyncio
+
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def stop(self) -> None:
         self._stopping = True
