@@ -60,6 +60,13 @@ class TargetId(Record):
     address: str
     port: int
 
+    def __hash__(self) -> int:
+        # Looked up several times per check, thousands of checks a second: hash once.
+        cached: int | None = self.__dict__.get("_hash")
+        if cached is None:
+            cached = self.__dict__["_hash"] = super().__hash__()
+        return cached
+
     def __str__(self) -> str:
         return f"{self.protocol}:{_endpoint(self.vip, self.vport)}->" \
                f"{_endpoint(self.address, self.port)}"
