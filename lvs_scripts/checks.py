@@ -53,6 +53,7 @@ MIN_INTERVAL = 0.1  # below this a check is load, not monitoring
 MAX_INTERVAL = 86400.0  # a day; timeouts too
 MAX_RISE_FALL = 100
 MAX_BODY = 64 * 1024  # bytes of an HTTP body read to match `expect`; the rest is not read
+MAX_REASON = 200
 MAX_OUTPUT = 256  # bytes of an exec check's output kept for the reason; the rest is discarded
 PLACEHOLDERS = ("{address}", "{port}")
 
@@ -250,6 +251,10 @@ async def run_check(spec: CheckSpec, address: str, port: int, vip: str,
         ok, reason = False, f"timeout after {spec.timeout:g} s"
     except OSError as err:
         ok, reason = False, _os_reason(err)
+    except Exception as err:
+        # Whatever a server's answer made a library raise, it fails this check of this
+        # server, with the exception in the reason; it must not stop the checks of all.
+        ok, reason = False, f"unexpected {type(err).__name__}: {err}"[:MAX_REASON]
     return CheckResult(ok, reason, time.monotonic() - started)
 
 

@@ -211,6 +211,13 @@ class HttpServer:
         name = request.match_info["name"]
         if name == "slow":
             await self.never.wait()  # beyond any timeout; cancelled at shutdown
+        if name == "trickle":  # headers at once, then a byte now and then, for ever
+            response = web.StreamResponse()
+            await response.prepare(request)
+            while not self.never.is_set():
+                await response.write(b"x")
+                await asyncio.sleep(0.02)
+            return response
         if name == "big":
             return web.Response(text="x" * 200_000 + "OK")
         status = {"ok": 200, "error": 500, "created": 201, "moved": 301}.get(name, 404)
@@ -255,6 +262,9 @@ def http_check(spec: CheckSpec, *, tls: ssl.SSLContext | None = None,
     (CheckSpec(type="http", path="/big", expect="OK$"), False, "body does not match 'OK$'"),
     (CheckSpec(type="http", path="/big", expect="^x+"), True, "ok"),
     (CheckSpec(type="http", path="/slow", timeout=0.3), False, "timeout after 0.3 s"),
+    # The timeout bounds the whole check, not each read (keepalived #1822).
+    (CheckSpec(type="http", path="/trickle", timeout=0.3, expect="OK"), False,
+     "timeout after 0.3 s"),
 ])
 def test_http(spec: CheckSpec, ok: bool, reason: str) -> None:
     result, seen = http_check(spec)
@@ -268,6 +278,26 @@ def test_http_on_ipv6_with_a_host_name() -> None:
     result, seen = http_check(CheckSpec(type="http", path="/ok", host="www.example.com"),
                               host="::1")
     assert (result.ok, seen[0]["host"]) == (True, "www.example.com")
+
+
+def test_an_ipv6_vip_as_host_header_is_bracketed() -> None:
+    async def main() -> tuple[CheckResult, list[dict[str, Any]]]:
+        async with http_server(host="::1") as (server, port):
+            result = await run_check(CheckSpec(type="http", path="/ok"), "::1", port,
+                                     "2001:db8::80")
+            return result, server.seen
+    result, seen = asyncio.run(main())
+    assert (result.ok, seen[0]["host"]) == (True, "[2001:db8::80]")
+
+
+def test_an_unexpected_error_fails_that_check_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    import lvs_scripts.checks
+
+    async def broken(address: str, port: int) -> tuple[bool, str]:
+        raise ValueError("odd answer")
+    monkeypatch.setattr(lvs_scripts.checks, "_tcp", broken)
+    result = check(CheckSpec(), 80)
+    assert (result.ok, result.reason) == (False, "unexpected ValueError: odd answer")
 
 
 def test_http_refused_and_silent_servers() -> None:
