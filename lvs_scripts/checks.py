@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Callable
 
 from .errors import ConfigError
-from .health import Health, TargetId, Transition, after_check_change, observe
+from .health import MAX_REASON, Health, TargetId, Transition, after_check_change, observe
 from .record import Record
 
 if TYPE_CHECKING:
@@ -53,9 +53,7 @@ MIN_INTERVAL = 0.1  # below this a check is load, not monitoring
 MAX_INTERVAL = 86400.0  # a day; timeouts too
 MAX_RISE_FALL = 100
 MAX_BODY = 64 * 1024  # bytes of an HTTP body read to match `expect`; the rest is not read
-MAX_REASON = 200
 MAX_OUTPUT = 256  # bytes of an exec check's output kept for the reason; the rest is discarded
-PLACEHOLDERS = ("{address}", "{port}")
 
 
 class CheckSpec(Record):
@@ -616,6 +614,7 @@ class Checker:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def stop(self) -> None:
+        """End run() (for good: a stop that comes before run() starts is not lost)."""
         self._stopping = True
         self._wake()
 
@@ -625,7 +624,6 @@ class Checker:
         import asyncio
 
         slots = asyncio.Semaphore(self.max_in_flight)
-        self._stopping = False
         try:
             await self._loop(slots)
         finally:

@@ -733,3 +733,14 @@ def test_phase_is_stable() -> None:
     # The same target lands at the same point of its interval at every start.
     assert phase(key(80), 5.0) == zlib.crc32(str(key(80)).encode()) / 2**32 * 5.0
     assert str(key(80)) == f"tcp:{VIP}:80->127.0.0.1:80"
+
+
+def test_a_stop_before_run_starts_is_not_lost() -> None:
+    # A signal handler may call stop() before the task running run() got to start.
+    async def main() -> None:
+        checker = Checker(lambda *a: None)
+        checker.set_targets([Target(key(1), CheckSpec(interval=3600, timeout=1))])
+        runner = asyncio.get_running_loop().create_task(checker.run())
+        checker.stop()
+        await asyncio.wait_for(runner, 10)
+    asyncio.run(main())
