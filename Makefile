@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv check unit lab-test test demo dry-run bench clean
+.PHONY: venv check unit lab-test test demo dry-run bench bench-checks clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -37,6 +37,10 @@ dry-run: venv
 
 bench: venv
 	$(BIN)/python bench/bench.py
+
+# Health checks: checks/s, CPU per 1,000 checks, peak RSS (loopback listeners only).
+bench-checks: venv
+	$(BIN)/python bench/bench_checks.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info lab-results

@@ -1,0 +1,231 @@
+"""The rise/fall state machine of one health-checked real server, and its saved form.
+
+Pure: no I/O, no clock. `observe(health, result, spec, now)` is the only way a state
+changes; the check engine (checks.py) feeds it results and the watcher applies the
+transitions it returns through the usual observe -> plan -> apply path.
+
+States and why they start where they do
+---------------------------------------
+- `down` (persisted by an earlier run, or reached here): out of service until `rise`
+  consecutive successes. A restart or a reload never brings a failed server back on its
+  own: it has to pass its checks again (keepalived put failed servers back at reload,
+  PR #106, then kept them out for good when the checker set changed, #608 / #1720).
+- `unknown` (no saved state: first start, or a real server new in the config): treated
+  as *up* -- it keeps the weight `start` gave it -- until `fall` consecutive failures.
+  Taking every unknown server out until it has passed `rise` checks (keepalived's
+  `alpha`) turns a restart of the watcher, or a reload that adds a server, into an
+  outage of the whole service for rise * interval seconds; the scheduler instead checks
+  a new target within its first interval, so a dead one is out after `fall` checks.
+  Its first success settles it as `up` (a transition that changes no weight).
+- `up`: in service until `fall` consecutive failures.
+
+The state is keyed by what identifies a real server of a service (`TargetId`), not by
+which check looks at it, so a changed check keeps the state (its counters restart: the
+evidence of the old check says nothing about the new one).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from .errors import StateError
+from .record import Record
+
+if TYPE_CHECKING:
+    from .checks import CheckResult, CheckSpec
+
+UP = "up"
+DOWN = "down"
+UNKNOWN = "unknown"
+STATES = (UP, DOWN, UNKNOWN)
+HEALTH_VERSION = 1
+MAX_COUNT = 100  # rise and fall are at most 100: a longer run of results tells nothing more
+MAX_REASON = 200  # characters of a check's reason kept (and saved)
+PROTOCOLS = ("tcp", "udp", "sctp")
+
+
+class HealthStateError(StateError):
+    """The saved health state is not what this version writes (names the entry and field)."""
+
+
+class TargetId(Record):
+    """A real server of a virtual service: what health is kept for."""
+
+    protocol: str
+    vip: str
+    vport: int
+    address: str
+    port: int
+
+    def __hash__(self) -> int:
+        # Looked up several times per check, thousands of checks a second: hash once.
+        cached: int | None = self.__dict__.get("_hash")
+        if cached is None:
+            cached = self.__dict__["_hash"] = super().__hash__()
+        return cached
+
+    def __str__(self) -> str:
+        return f"{self.protocol}:{_endpoint(self.vip, self.vport)}->" \
+               f"{_endpoint(self.address, self.port)}"
+
+
+class Health(Record):
+    state: str = UNKNOWN
+    successes: int = 0  # consecutive, capped at MAX_COUNT
+    failures: int = 0  # consecutive, capped at MAX_COUNT
+    reason: str = ""  # of the last result
+    since: float = 0.0  # wall-clock time the state was entered
+
+    @property
+    def serving(self) -> bool:
+        """Should the real server get traffic? Unknown counts as up (see the module doc)."""
+        return self.state != DOWN
+
+
+class Transition(Record):
+    old: str
+    new: str
+    reason: str
+    at: float
+
+    @property
+    def changes_service(self) -> bool:
+        """unknown -> up confirms what the kernel already has; every other one changes it."""
+        return (self.old != DOWN) != (self.new != DOWN)
+
+
+def observe(health: Health, result: CheckResult, spec: CheckSpec,
+            now: float) -> tuple[Health, Transition | None]:
+    """The health after one more check result, and the transition it made, if any."""
+    reason = result.reason[:MAX_REASON]
+    if result.ok:
+        successes, failures = min(health.successes + 1, MAX_COUNT), 0
+        new = UP if health.state == UNKNOWN or (
+            health.state == DOWN and successes >= spec.rise) else health.state
+    else:
+        successes, failures = 0, min(health.failures + 1, MAX_COUNT)
+        new = DOWN if health.state != DOWN and failures >= spec.fall else health.state
+    if new == health.state:
+        return Health(health.state, successes, failures, reason, health.since), None
+    return (Health(new, successes, failures, reason, now),
+            Transition(health.state, new, reason, now))
+
+
+def after_check_change(health: Health) -> Health:
+    """The health to keep when a target's check changes: same state, counters restart."""
+    return Health(health.state, 0, 0, health.reason, health.since)
+
+
+# ----------------------------------------------------------------- the saved form
+
+def health_to_data(healths: Mapping[TargetId, Health]) -> dict[str, Any]:
+    """A JSON-able dict; entries sorted so that the file diffs well."""
+    entries = [{"protocol": key.protocol, "vip": key.vip, "vport": key.vport,
+                "address": key.address, "port": key.port, "state": health.state,
+                "successes": health.successes, "failures": health.failures,
+                "reason": health.reason, "since": health.since}
+               for key, health in sorted(healths.items(), key=lambda item: _sort_key(item[0]))]
+    return {"version": HEALTH_VERSION, "targets": entries}
+
+
+def health_from_data(data: object, where: str = "health") -> dict[TargetId, Health]:
+    """Read what health_to_data wrote. Anything else raises HealthStateError naming the
+    entry and the field: a half-understood state file must not decide who gets traffic."""
+    if not isinstance(data, dict):
+        raise HealthStateError(f"{where}: must be an object, not {type(data).__name__}")
+    if set(data) != {"version", "targets"}:
+        raise HealthStateError(f"{where}: must have exactly the keys 'version' and "
+                               f"'targets', has {sorted(map(str, data))}")
+    if data["version"] != HEALTH_VERSION or isinstance(data["version"], bool):
+        raise HealthStateError(f"{where}.version = {data['version']!r}: this version reads "
+                               f"health state version {HEALTH_VERSION} only")
+    if not isinstance(data["targets"], list):
+        raise HealthStateError(f"{where}.targets: must be a list")
+    result: dict[TargetId, Health] = {}
+    for index, entry in enumerate(data["targets"]):
+        key, health = _entry(entry, f"{where}.targets[{index}]")
+        if key in result:
+            raise HealthStateError(f"{where}.targets[{index}]: {key} is listed twice")
+        result[key] = health
+    return result
+
+
+_FIELDS = ("protocol", "vip", "vport", "address", "port", "state", "successes", "failures",
+           "reason", "since")
+
+
+def _entry(entry: object, where: str) -> tuple[TargetId, Health]:
+    if not isinstance(entry, dict):
+        raise HealthStateError(f"{where}: must be an object")
+    unknown = sorted(set(map(str, entry)) - set(_FIELDS))
+    missing = [name for name in _FIELDS if name not in entry]
+    if unknown or missing:
+        raise HealthStateError(f"{where}: unknown fields {unknown}, missing fields {missing}"
+                               if unknown and missing else
+                               f"{where}: unknown field(s) {unknown}" if unknown else
+                               f"{where}: missing field(s) {missing}")
+    key = TargetId(protocol=_choice(entry, "protocol", PROTOCOLS, where),
+                   vip=_address(entry, "vip", where),
+                   vport=_integer(entry, "vport", 1, 65535, where),
+                   address=_address(entry, "address", where),
+                   port=_integer(entry, "port", 1, 65535, where))
+    since = entry["since"]
+    if isinstance(since, bool) or not isinstance(since, (int, float)) \
+            or not math.isfinite(since) or since < 0:
+        raise HealthStateError(f"{where}.since = {since!r}: must be a time in seconds >= 0")
+    reason = entry["reason"]
+    if not isinstance(reason, str) or len(reason) > MAX_REASON:
+        raise HealthStateError(f"{where}.reason: must be a string of at most {MAX_REASON} "
+                               "characters")
+    health = Health(state=_choice(entry, "state", STATES, where),
+                    successes=_integer(entry, "successes", 0, MAX_COUNT, where),
+                    failures=_integer(entry, "failures", 0, MAX_COUNT, where),
+                    reason=reason, since=float(since))
+    if health.successes and health.failures:
+        raise HealthStateError(f"{where}: successes and failures are consecutive counts; "
+                               "both cannot be above 0")
+    return key, health
+
+
+def _choice(entry: dict[str, Any], name: str, choices: tuple[str, ...], where: str) -> str:
+    value = entry[name]
+    if not isinstance(value, str) or value not in choices:
+        raise HealthStateError(f"{where}.{name} = {value!r}: must be one of {', '.join(choices)}")
+    return value
+
+
+def _integer(entry: dict[str, Any], name: str, low: int, high: int, where: str) -> int:
+    value = entry[name]
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise HealthStateError(f"{where}.{name} = {value!r}: must be an integer from {low} "
+                               f"to {high}")
+    return value
+
+
+def _address(entry: dict[str, Any], name: str, where: str) -> str:
+    value = entry[name]
+    try:
+        address = ipaddress.ip_address(value) if isinstance(value, str) else None
+    except ValueError:
+        address = None
+    # Only the form we write: a different spelling of the same address would be a second key.
+    if address is None or str(address) != value:
+        raise HealthStateError(f"{where}.{name} = {value!r}: must be an IP address in its "
+                               "canonical form")
+    return str(address)
+
+
+def _endpoint(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def _sort_key(key: TargetId) -> tuple[Any, ...]:
+    return (key.protocol, _address_key(key.vip), key.vport, _address_key(key.address), key.port)
+
+
+def _address_key(text: str) -> tuple[int, int]:
+    address = ipaddress.ip_address(text)
+    return address.version, int(address)

@@ -1,0 +1,173 @@
+"""The rise/fall machine as data tables, and the saved form of health state."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from lvs_scripts.checks import CheckResult, CheckSpec
+from lvs_scripts.errors import StateError
+from lvs_scripts.health import (
+    DOWN,
+    UNKNOWN,
+    UP,
+    Health,
+    HealthStateError,
+    TargetId,
+    Transition,
+    after_check_change,
+    health_from_data,
+    health_to_data,
+    observe,
+)
+
+SPEC = CheckSpec(rise=2, fall=3)
+
+
+def run(start: str, results: str, spec: CheckSpec = SPEC) -> tuple[list[str], list[str]]:
+    """Feed results ("+" ok, "-" failed) from a state; the state after each one, and the
+    transitions made, as "old>new@index"."""
+    health = Health(state=start)
+    states, transitions = [], []
+    for index, mark in enumerate(results):
+        result = CheckResult(mark == "+", "ok" if mark == "+" else f"fail {index}", 0.01)
+        health, transition = observe(health, result, spec, now=float(index))
+        states.append(health.state)
+        if transition is not None:
+            assert (transition.at, health.since) == (float(index), float(index))
+            transitions.append(f"{transition.old}>{transition.new}@{index}")
+    return states, transitions
+
+
+U, D, K = UP, DOWN, UNKNOWN
+
+TABLE = [
+    # start, results, states after each result, transitions
+    ("unknown: treated as up until `fall` failures",
+     K, "---", [K, K, D], ["unknown>down@2"]),
+    ("unknown: the first success settles it up",
+     K, "+", [U], ["unknown>up@0"]),
+    ("unknown: failures below fall, then a success",
+     K, "--+", [K, K, U], ["unknown>up@2"]),
+    ("down (persisted) needs `rise` successes",
+     D, "+-++", [D, D, D, U], ["down>up@3"]),
+    ("up: fall consecutive failures, a success in between restarts the count",
+     U, "--+---", [U, U, U, U, U, D], ["up>down@5"]),
+    ("up stays up on successes", U, "++++", [U, U, U, U], []),
+    ("down stays down on failures", D, "----", [D, D, D, D], []),
+    ("a flapping server neither falls nor rises", U, "-+-+-+-+", [U] * 8, []),
+    ("a flapping down server never rises", D, "+-+-+-+-", [D] * 8, []),
+    ("down, up, down again", D, "++---", [D, U, U, U, D], ["down>up@1", "up>down@4"]),
+]
+
+
+@pytest.mark.parametrize(("start", "results", "states", "transitions"),
+                         [row[1:] for row in TABLE], ids=[row[0] for row in TABLE])
+def test_rise_fall(start: str, results: str, states: list[str], transitions: list[str]) -> None:
+    assert run(start, results) == (states, transitions)
+
+
+@pytest.mark.parametrize(("rise", "fall", "start", "results", "states"), [
+    (1, 1, U, "-", [D]),
+    (1, 1, D, "+", [U]),
+    (5, 1, D, "++++-+++++", [D] * 9 + [U]),
+    (1, 4, K, "----", [K, K, K, D]),
+])
+def test_rise_and_fall_settings(rise: int, fall: int, start: str, results: str,
+                                states: list[str]) -> None:
+    assert run(start, results, CheckSpec(rise=rise, fall=fall))[0] == states
+
+
+def test_counters_reasons_and_since() -> None:
+    health = Health(state=UP, since=5.0)
+    health, transition = observe(health, CheckResult(False, "connection refused", 0.0), SPEC, 9.0)
+    assert transition is None
+    assert health == Health(UP, 0, 1, "connection refused", 5.0)  # since: state unchanged
+    health, _ = observe(health, CheckResult(True, "ok", 0.0), SPEC, 10.0)
+    assert (health.successes, health.failures, health.reason) == (1, 0, "ok")
+
+
+def test_counters_saturate_and_reasons_are_bounded() -> None:
+    health = Health(state=UP)
+    for _ in range(250):
+        health, _ = observe(health, CheckResult(True, "x" * 1000, 0.0), SPEC, 0.0)
+    assert health.successes == 100
+    assert len(health.reason) == 200
+
+
+def test_serving_and_changes_service() -> None:
+    assert Health(UP).serving and Health(UNKNOWN).serving and not Health(DOWN).serving
+    assert not Transition(UNKNOWN, UP, "ok", 0.0).changes_service
+    assert Transition(UNKNOWN, DOWN, "x", 0.0).changes_service
+    assert Transition(DOWN, UP, "ok", 0.0).changes_service
+
+
+def test_a_changed_check_keeps_the_state_and_restarts_the_counters() -> None:
+    assert after_check_change(Health(DOWN, 1, 0, "ok", 3.0)) == Health(DOWN, 0, 0, "ok", 3.0)
+
+
+# ----------------------------------------------------------------- saved form
+
+KEY = TargetId("tcp", "192.0.2.1", 80, "192.0.2.11", 80)
+KEY6 = TargetId("tcp", "2001:db8::1", 443, "2001:db8::11", 8443)
+
+
+def test_round_trip_through_json() -> None:
+    healths = {KEY6: Health(DOWN, 0, 3, "HTTP 500", 12.5), KEY: Health(UP, 4, 0, "ok", 1.0),
+               TargetId("udp", "192.0.2.1", 53, "192.0.2.12", 53): Health()}
+    data = json.loads(json.dumps(health_to_data(healths)))
+    assert data["version"] == 1
+    assert [entry["address"] for entry in data["targets"]] == [
+        "192.0.2.11", "2001:db8::11", "192.0.2.12"]  # sorted: protocol, VIP, port, address
+    assert health_from_data(data) == healths
+
+
+def good_entry(**changes: Any) -> dict[str, Any]:
+    entry = {"protocol": "tcp", "vip": "192.0.2.1", "vport": 80, "address": "192.0.2.11",
+             "port": 80, "state": "down", "successes": 1, "failures": 0, "reason": "ok",
+             "since": 3.0}
+    entry.update(changes)
+    return {key: value for key, value in entry.items() if value is not ...}
+
+
+def doc(*entries: dict[str, Any], **top: Any) -> dict[str, Any]:
+    return {"version": 1, "targets": list(entries), **top}
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ([], r"health: must be an object"),
+    ({"version": 1}, r"exactly the keys 'version' and 'targets'"),
+    (doc(extra=1), r"exactly the keys"),
+    ({"version": 2, "targets": []}, r"health.version = 2: this version reads .* version 1"),
+    ({"version": True, "targets": []}, r"health.version = True"),
+    ({"version": 1, "targets": {}}, r"health.targets: must be a list"),
+    (doc("x"), r"targets\[0\]: must be an object"),
+    (doc(good_entry(weight=3)), r"targets\[0\]: unknown field\(s\) \['weight'\]"),
+    (doc(good_entry(since=...)), r"targets\[0\]: missing field\(s\) \['since'\]"),
+    (doc(good_entry(state="sick")), r"targets\[0\].state = 'sick': must be one of up, down"),
+    (doc(good_entry(protocol="fwmark")), r"targets\[0\].protocol = 'fwmark'"),
+    (doc(good_entry(vip="192.0.2.300")), r"targets\[0\].vip = '192.0.2.300': must be an IP"),
+    (doc(good_entry(address="2001:DB8::1")), r"targets\[0\].address = '2001:DB8::1'.*canonical"),
+    (doc(good_entry(port=0)), r"targets\[0\].port = 0: must be an integer from 1 to 65535"),
+    (doc(good_entry(vport="80")), r"targets\[0\].vport = '80'"),
+    (doc(good_entry(successes=101)), r"targets\[0\].successes = 101"),
+    (doc(good_entry(failures=True)), r"targets\[0\].failures = True"),
+    (doc(good_entry(successes=1, failures=1)), r"targets\[0\]: successes and failures"),
+    (doc(good_entry(since=float("nan"))), r"targets\[0\].since = nan"),
+    (doc(good_entry(since=-1)), r"targets\[0\].since = -1"),
+    (doc(good_entry(reason=7)), r"targets\[0\].reason: must be a string"),
+    (doc(good_entry(reason="x" * 201)), r"targets\[0\].reason: .* at most 200"),
+    (doc(good_entry(), good_entry(state="up")),
+     r"targets\[1\]: tcp:192.0.2.1:80->192.0.2.11:80 is listed twice"),
+])
+def test_invalid_saved_state_is_refused_with_the_entry_and_field(data: object,
+                                                                 message: str) -> None:
+    with pytest.raises(HealthStateError, match=message) as caught:
+        health_from_data(data)
+    assert isinstance(caught.value, StateError)  # the CLI's "state file" error, exit 1
+
+
+def test_the_good_entry_is_accepted() -> None:  # so that each refusal above is one field's
+    assert health_from_data(doc(good_entry())) == {KEY: Health(DOWN, 1, 0, "ok", 3.0)}
