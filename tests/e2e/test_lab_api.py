@@ -44,6 +44,9 @@ HOSTS = ("director", "rs1", "rs2")
 REALS = ("rs1", "rs2")
 WEIGHTS = {"rs1": 1, "rs2": 2}
 PREVIOUS = dict(zip(ARP_KEYS, (0, 1, 2, 1)))
+# eth0's arp_ignore=2 is stricter than 1 and keeps ARP as quiet: start leaves it so.
+STARTED = dict(zip(ARP_KEYS, (1, 2, 2, 2)))
+CHANGED = {key: value for key, value in PREVIOUS.items() if STARTED[key] != value}
 
 
 @pytest.fixture
@@ -97,9 +100,9 @@ def test_director_and_real_servers_through_the_python_api(
 
     for host in REALS:
         assert f"{VIP}/32" in addresses(host, "lo")
-        assert sysctls(host) == dict(zip(ARP_KEYS, (1, 2, 1, 2)))
+        assert sysctls(host) == STARTED
         recorded = json.loads((RUN_ROOT / host / "state" / "lvs-realserver.json").read_text())
-        assert recorded["sysctls"] == PREVIOUS, recorded
+        assert {s["key"]: s["previous"] for s in recorded["sysctls"]} == CHANGED, recorded
 
     for proc in drivers.values():
         assert proc.stdin is not None

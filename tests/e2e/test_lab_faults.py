@@ -68,8 +68,10 @@ def test_kernel_refuses_the_scheduler_then_stop_puts_the_host_back(fresh: None) 
     # The state file records what was applied: the timeouts (with the kernel's before),
     # the VIP (not announced: arping comes last), and no service (there is none).
     assert read_state("director") == {
-        "addresses": [["eth0", f"{VIP}/32"]], "route": None, "services": [],
-        "sysctls": {}, "timeouts": [900, 120, 300], "announced": [], "version": 1}
+        "addresses": [{"device": "eth0", "cidr": f"{VIP}/32", "purpose": "vip",
+                       "announced": False}],
+        "route": None, "services": [], "sysctls": [],
+        "timeouts": {"previous": [900, 120, 300], "value": [30, 5, 60]}, "version": 2}
     assert ipvs_save() == []
 
     stopped = initd("director", "stop")
@@ -150,9 +152,11 @@ def test_a_rule_refused_in_the_batch_then_start_again_and_stop(batch_fault: Batc
     # that the service (and the VIP) are ours, or nothing would ever finish or undo them.
     assert run.save_failed == expected_save(("rs1", "rs2", "rs3"))
     assert run.state_failed is not None, run.failed
-    assert run.state_failed["services"] == [OURS], run.state_failed
-    assert run.state_failed["addresses"] == [["eth0", f"{VIP}/32"]], run.state_failed
-    assert run.state_failed["announced"] == [], run.state_failed  # arping never ran
+    assert [f"{s['protocol']} {s['address']}:{s['port']}"
+            for s in run.state_failed["services"]] == [OURS], run.state_failed
+    assert run.state_failed["addresses"] == [{  # not announced: arping never ran
+        "device": "eth0", "cidr": f"{VIP}/32", "purpose": "vip", "announced": False}
+    ], run.state_failed
     # Start again applies what is missing, and only that: rs4's rule and the announcement
     # of the VIP that the failed start added.
     assert run.again.returncode == 0, run.again
