@@ -106,7 +106,7 @@ def test_unsafe_state_path_is_refused_and_nothing_changes(
                                                     files_before[1].st_uid)
 
 
-@pytest.mark.parametrize("mode", [0o1777, 0o777])
+@pytest.mark.parametrize("mode", [0o1777, 0o777], ids=["1777", "0777"])
 def test_start_refuses_a_fresh_world_writable_state_directory(
         fakehost: FakeHost, tmp_path: Path, mode: int) -> None:
     """Before root ever wrote a state file there (someone prepared the directory)."""
