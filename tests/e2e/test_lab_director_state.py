@@ -61,7 +61,7 @@ def cli(action: str, conf: Path, path_prefix: str | None = None) -> Done:
 
 
 def must(done: Done) -> Done:
-    assert done.returncode == 0, done
+    assert done.returncode == 0, str(done)
     return done
 
 
@@ -186,8 +186,8 @@ def test_start_killed_after_the_batch_then_start_owns_and_stop_removes(
 
     must(cli("start", conf))
     status = cli("status", conf)
-    assert status.returncode == 0, status
-    assert "not managed" not in status.stdout.lower(), status
+    assert status.returncode == 0, str(status)
+    assert "not managed" not in status.stdout.lower(), str(status)
     must(cli("stop", conf))
     assert snapshot() == before
 
@@ -212,7 +212,7 @@ def test_a_foreign_service_on_a_configured_vip_port_is_never_touched(
     status = cli("status", conf)
     said = started.returncode != 0 and f"{VIP}:80" in started.stderr
     said = said or (status.returncode == 150 and f"{VIP}:80" in status.stdout)
-    assert said, (started, status)
+    assert said, f"start and status both accepted it:\n{started}\n{status}"
     reloaded = cli("reload", conf)
     foreign_intact(f"reload (exit {reloaded.returncode})")
     must(cli("stop", conf))
@@ -233,7 +233,7 @@ def test_the_dip_interface_deleted_after_start_then_stop_restores_the_rest(
     by_hand("ip link del eth1")
 
     stopped = cli("stop", conf)
-    assert stopped.returncode == 0, stopped
+    assert stopped.returncode == 0, str(stopped)
 
     def other(snap: dict[str, list[str]]) -> dict[str, list[str]]:
         return {key: [line for line in lines if "eth1" not in line]

@@ -123,7 +123,7 @@ def started(host: Host) -> dict[str, list[str]]:
     """The namespace before start; then start, checked to have done its job."""
     before = host.snapshot()
     done = host.cli("start")
-    assert done.returncode == 0, done
+    assert done.returncode == 0, str(done)
     assert all(vip in host.addresses("lo") for vip in VIPS), host.addresses("lo")
     assert host.arp("eth1") == (1, 2)
     return before
@@ -146,8 +146,8 @@ def test_an_arp_interface_deleted_after_start_then_stop_restores_the_rest(host: 
     subprocess.run(["ip", "link", "del", host.peers["eth1"]], check=True)  # eth1 goes too
 
     stopped = host.cli("stop")
-    assert stopped.returncode == 0, stopped
-    assert "eth1" in stopped.stderr, stopped
+    assert stopped.returncode == 0, str(stopped)
+    assert "eth1" in stopped.stderr, str(stopped)
     assert host.snapshot() == without(before, "eth1")
 
 
@@ -163,11 +163,11 @@ def test_stop_and_status_work_from_the_state_file_alone(host: Host, config: str)
         host.config.write_text("[realserver\narp_interfaces = [\n")
 
     status = host.cli("status")
-    assert status.returncode == 4, status
+    assert status.returncode == 4, str(status)
     for vip in VIPS:
-        assert vip in status.stdout, status
+        assert vip in status.stdout, str(status)
     stopped = host.cli("stop")
-    assert stopped.returncode == 0, stopped
+    assert stopped.returncode == 0, str(stopped)
     assert host.snapshot() == before
 
 
@@ -216,7 +216,7 @@ def test_start_killed_while_sysctl_runs_then_stop_restores(host: Host, tmp_path:
     shutil.rmtree(wrapper)
 
     stopped = host.cli("stop")
-    assert stopped.returncode == 0, stopped
+    assert stopped.returncode == 0, str(stopped)
     assert host.snapshot() == before
 
 
@@ -233,8 +233,8 @@ def test_stop_refuses_a_state_file_another_user_owns(host: Host) -> None:
     during = host.snapshot()
 
     refused = host.cli("stop")
-    assert refused.returncode != 0, refused
-    assert str(state_files[0]) in refused.stdout + refused.stderr, refused
+    assert refused.returncode != 0, str(refused)
+    assert str(state_files[0]) in refused.stdout + refused.stderr, str(refused)
     assert host.snapshot() == during
 
 
@@ -244,8 +244,8 @@ def test_start_refuses_a_world_writable_state_directory(host: Host) -> None:
     before = host.snapshot()
 
     refused = host.cli("start")
-    assert refused.returncode != 0, refused
-    assert str(host.state_dir) in refused.stdout + refused.stderr, refused
+    assert refused.returncode != 0, str(refused)
+    assert str(host.state_dir) in refused.stdout + refused.stderr, str(refused)
     assert host.snapshot() == before
 
 
@@ -258,11 +258,11 @@ def test_reload_puts_back_the_arp_settings_of_an_interface_it_no_longer_lists(
     host.config.write_text(CONFIG.replace('["eth0", "eth1"]', '["eth0"]'))
 
     reloaded = host.cli("reload")
-    assert reloaded.returncode == 0, reloaded
+    assert reloaded.returncode == 0, str(reloaded)
     assert host.arp("eth1") == PREVIOUS["eth1"]
     assert host.arp("eth0") == (1, 2)
     stopped = host.cli("stop")
-    assert stopped.returncode == 0, stopped
+    assert stopped.returncode == 0, str(stopped)
     assert host.snapshot() == before
 
 
@@ -277,6 +277,6 @@ def test_a_config_without_services_is_refused(host: Host, content: str | None) -
     before = host.snapshot()
 
     refused = host.cli("start", config=host.config if content is not None else "/dev/null")
-    assert refused.returncode == 6, refused
+    assert refused.returncode == 6, str(refused)
     assert host.snapshot() == before
     assert not host.state_dir.exists() or not any(host.state_dir.glob("*.json"))
