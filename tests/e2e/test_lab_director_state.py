@@ -115,17 +115,41 @@ def test_the_gateway_removed_from_the_config_before_stop(fresh: None, configs: P
     f"default via {GATEWAY} dev eth0 metric 100",
 ], ids=["onlink", "device-only", "metric"])
 def test_the_previous_route_comes_back_as_it_was(fresh: None, configs: Path,
-                                                 previous: str) -> None:
+                                                 tmp_path: Path, previous: str) -> None:
     by_hand("ip route del default", f"ip route add {previous}")
     conf = config(configs / "lvs.toml")
+    watch = watch_default_route(tmp_path)
     before = snapshot()
     assert defaults() == [previous]
-    must(cli("start", conf))
+    must(cli("start", conf, path_prefix=str(watch)))
     assert f"default via {OURS} dev eth0" in defaults()
 
-    must(cli("stop", conf))
+    must(cli("stop", conf, path_prefix=str(watch)))
     assert defaults() == [previous]
     assert snapshot() == before
+    gaps = watch / "without-default"
+    assert not gaps.exists(), f"no default route after: {gaps.read_text()}"
+
+
+# An `ip` first on PATH that runs the real one and, after each `ip ... route ...`, notes
+# the command if the director has no default route left.
+WATCH_DEFAULT_ROUTE = """#!/bin/sh
+{real} "$@"
+rc=$?
+case " $* " in
+*" route "*) {real} route show default | grep -q . || echo "$*" >> "{dir}/without-default" ;;
+esac
+exit $rc
+"""
+
+
+def watch_default_route(tmp_path: Path) -> Path:
+    wrapper = tmp_path / "watch"
+    wrapper.mkdir()
+    real = sh("director", "command -v ip").strip()
+    (wrapper / "ip").write_text(WATCH_DEFAULT_ROUTE.format(dir=wrapper, real=real))
+    (wrapper / "ip").chmod(0o755)
+    return wrapper
 
 
 def test_start_stop_twice(fresh: None, configs: Path) -> None:
