@@ -17,7 +17,12 @@
 # (director eth0: 02:00:c0:a8:1e:69), so ARP tables can be read at a glance.
 #
 # Usage: topology.sh up [NUMBER_OF_REAL_SERVERS]   (default 4, at most 9)
+#        topology.sh renew HOST    (director or rsN: a new namespace, as after `up`)
 #        topology.sh down
+#
+# `renew` is how tests get a clean host: IPVS keeps connection entries (and the
+# real servers they point to, with their counters) per namespace for as long as
+# their timeouts say, whatever ipvsadm -C does; only a new namespace has none.
 #
 # Only ever run inside the lab VM (python -m lab run -- bash lab/topology.sh up).
 # Each program start costs a tenth of a second or more under emulation,
@@ -95,6 +100,27 @@ EOF
     echo "topology: up (client, router, director, rs1..rs$count)"
 }
 
+renew() {  # HOST: delete the namespace and build it again, as `up` did
+    local host=$1
+    case $host in
+        director) ;;
+        rs[1-9]) ;;
+        *) echo "renew: $host: only director or rsN" >&2; exit 2 ;;
+    esac
+    ip netns pids "$host" | xargs -r kill
+    # The LAN end first: a namespace is dismantled in the background, and its veth's
+    # peer (named after the host) would still be in the way of the new one.
+    ip -n lan link del "$host"
+    ip netns delete "$host"
+    add_host "$host"
+    if [ "$host" = director ]; then
+        plug_into_lan director eth0 "$LAN.105" "$LAN.200"
+    else
+        plug_into_lan "$host" eth0 "$LAN.11${host#rs}" "$LAN.200"
+        start_web_server "$host"
+    fi
+}
+
 down() {
     local name
     for name in $(ip netns list | cut -d' ' -f1); do
@@ -112,6 +138,7 @@ down() {
 
 case "${1:-}" in
     up) up "${2:-4}" ;;
+    renew) renew "${2:?renew HOST}" ;;
     down) down ;;
-    *) echo "usage: $0 up [REAL_SERVERS] | down" >&2; exit 2 ;;
+    *) echo "usage: $0 up [REAL_SERVERS] | renew HOST | down" >&2; exit 2 ;;
 esac

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,7 @@ import pytest
 
 from tests.fakes.fakehost import FAKES_BIN, TOOLS, FakeHost, Result
 from tests.fakes.guard import RealToolBlocked, RealToolGuard
+from tests.machines import wait_for
 
 LFT = "       valid_lft forever preferred_lft forever"
 VIP = "192.168.30.254"
@@ -880,3 +882,33 @@ def test_habets_arping_matches_the_captures(fakehost: FakeHost) -> None:
         # the capture ran /usr/sbin/arping by path: getopt names the program as called
         assert (result.rc, result.stdout) == (rc, stdout)
         assert result.stderr == stderr.replace("/usr/sbin/arping:", "arping:")
+
+
+# ---------------------------------------------------------------- hangs (test_crash)
+
+
+def test_a_hung_fake_changed_the_machine_and_said_nothing(fakehost: FakeHost) -> None:
+    """FakeHost.hang "after": the change is made and logged, then no answer (test_crash)."""
+    fakehost.hang(1, "after")
+    process = subprocess.Popen(["sysctl", "-w", "net.ipv4.conf.all.arp_ignore=1"],
+                               env=fakehost.env, stdout=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    wait_for(lambda: fakehost.hangs()[0]["fired"] == 1)
+    assert fakehost.sysctl("net.ipv4.conf.all.arp_ignore") == "1"
+    os.killpg(process.pid, signal.SIGKILL)
+    out, _ = process.communicate()
+    assert out == ""
+    assert [(c["argv"], c["changed"]) for c in fakehost.calls()] == [
+        (["sysctl", "-w", "net.ipv4.conf.all.arp_ignore=1"], True)]
+
+
+def test_a_fake_hung_before_changed_nothing(fakehost: FakeHost) -> None:
+    fakehost.hang(2, "before")
+    assert fakehost.run(["ip", "-o", "addr", "show"]).returncode == 0  # the first: runs
+    process = subprocess.Popen(["ip", "addr", "add", "10.9.9.9/24", "dev", "eth1"],
+                               env=fakehost.env, start_new_session=True)
+    wait_for(lambda: fakehost.hangs()[0]["fired"] == 1)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert "10.9.9.9/24" not in fakehost.addresses("eth1")
+    assert [c["changed"] for c in fakehost.calls()] == [False]

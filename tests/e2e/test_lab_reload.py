@@ -28,6 +28,8 @@ from tests.e2e.labhosts import (
     ipvs_save,
     lvs_env,
     realservers_by_hand,
+    reset,
+    sh,
     stats,
     wait_for,
     write_config,
@@ -155,3 +157,24 @@ def test_reload_adds_a_real_server_and_repairs_drift_leaving_the_rest_alone(
         assert after[key] == before[key], (name, before[key], after[key])
     status = initd("director", "status", config=four)
     assert status.returncode == 0, status
+
+
+def test_a_new_service_inherits_no_connection_from_the_test_before(
+        fresh: None, holder: Holder) -> None:
+    """Why labhosts.reset gives the director a new namespace. IPVS keeps a deleted real
+    server while a connection points to it and hands it back, with its ActiveConn, when
+    the same real server joins the same VIP:port again, even after `ipvsadm -C`: the
+    test above once saw ActiveConn 2 for its one connection, left by the test before."""
+    realservers_by_hand(["rs1"])
+    service = (f"ipvsadm -A -t {VIP}:80 -s rr; "
+               f"ipvsadm -a -t {VIP}:80 -r {REALS['rs1']}:80 -g -w 1")
+    sh("director", f"ip addr add {VIP}/32 dev eth0; {service}")
+    assert held_on(holder, "left over") == REALS["rs1"]  # ESTABLISHED, idle: it stays
+    assert active_inactive() == {REALS["rs1"]: (1, 0)}
+    # What reset used to do: the service goes, its connection stays and comes back.
+    sh("director", f"ipvsadm -C; {service}")
+    assert active_inactive() == {REALS["rs1"]: (1, 0)}
+
+    reset()
+    sh("director", service)
+    assert active_inactive() == {REALS["rs1"]: (0, 0)}

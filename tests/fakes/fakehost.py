@@ -9,7 +9,10 @@ The machine lives in a directory (``$FAKEHOST_DIR``):
   trips across processes and concurrent fakes do not lose updates.
 - ``calls.jsonl``: one JSON object per invocation of any fake, in order:
   ``{"argv": ["ipvsadm", "-a", ...], "stdin": "..." or null, "rc": 0,
-  "stdout": "...", "stderr": "..."}``; ``argv[0]`` is the tool's name.
+  "stdout": "...", "stderr": "...", "changed": true}``; ``argv[0]`` is the tool's
+  name; ``changed`` says whether the call changed the machine (anything in
+  ``state.json`` but the test's own bookkeeping: counters, failure, delay and hang
+  rules), so a test can tell the steps of an action from its observations.
 - ``bin/``: symlinks to the fakes in ``tests/fakes/bin`` (a tool marked missing
   has none) and ``sysbin/``: symlinks to the few host programs a script needs.
   ``FakeHost.env`` puts only these (and the venv's bin, if it holds none of the
@@ -35,6 +38,15 @@ makes a matching *executable* (not ``invoke``) sleep ``s`` seconds before it
 runs, outside the state lock, so a test can signal or race the caller while a
 command is under way. ``fired`` counts the sleeps begun. A delayed fake dies of
 SIGINT like a C program (no KeyboardInterrupt traceback).
+
+Hangs (``FakeHost.hang``): a rule ``{"nth": k, "when": "before" | "after"}`` makes
+the k-th invocation of any fake *executable* (counted from when the rule was added)
+block until it is killed, either before it touches the machine or after its change
+is made and logged but before it prints anything or exits. A test then kills the
+caller (``kill -9``) at exactly that point: "the `ipvsadm -R` batch reached the
+kernel and the caller never heard back". ``fired`` is set once the fake blocks (for
+"after", once the change is saved). A hung fake that nobody kills gives up after
+``HANG_SECONDS`` with exit status 99.
 """
 
 from __future__ import annotations
@@ -69,6 +81,9 @@ HOST_PROGRAMS = (
     "setsid", "timeout", "python3", "python",
 )
 HOST_SEARCH_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
+HANG_SECONDS = 120.0  # a hung fake nobody killed ends by itself (the test has failed)
+# Keys of state.json that are the tests' bookkeeping, not the machine.
+BOOKKEEPING = ("calls", "failures", "delays", "hangs")
 
 
 class Result(NamedTuple):
@@ -228,11 +243,13 @@ class FakeHost:
         no failure injection, not counted)."""
         with self._locked():
             st = self._read()
+            before = machine_text(st)
             result, stdin_text = execute(st, tool, list(args), stdin, inject=record)
             self._write(st)
             if record:
                 entry = {"argv": [tool, *args], "stdin": stdin_text, "rc": result.rc,
-                         "stdout": result.stdout, "stderr": result.stderr}
+                         "stdout": result.stdout, "stderr": result.stderr,
+                         "changed": machine_text(st) != before}
                 with open(self.calls_path, "a") as log:
                     log.write(json.dumps(entry) + "\n")
         return result
@@ -303,6 +320,23 @@ class FakeHost:
     def delays(self) -> list[dict[str, Any]]:
         """The delay rules, with how often each matched ("seen") and slept ("fired")."""
         return list(self.state().get("delays", []))
+
+    def hang(self, nth: int, when: str) -> None:
+        """Make the nth fake executable run from now block until killed, "before" it
+        changes anything or "after" (see the module docstring)."""
+        if when not in ("before", "after") or nth < 1:
+            raise ValueError((nth, when))
+        with self.edit() as st:
+            st.setdefault("hangs", []).append({"nth": nth, "when": when, "seen": 0,
+                                               "fired": 0})
+
+    def hangs(self) -> list[dict[str, Any]]:
+        """The hang rules, with the invocations counted ("seen") and hangs begun ("fired")."""
+        return list(self.state().get("hangs", []))
+
+    def clear_hangs(self) -> None:
+        with self.edit() as st:
+            st["hangs"] = []
 
     # ------------------------------------------------------------ tools & kernel
 
@@ -654,6 +688,34 @@ def build_path(bin_dir: Path, sys_dir: Path, missing: list[str],
 # ---------------------------------------------------------------- executables
 
 
+def machine_text(st: State) -> str:
+    """The machine part of a state, as text to compare (bookkeeping left out)."""
+    return json.dumps({k: v for k, v in st.items() if k not in BOOKKEEPING}, sort_keys=True)
+
+
+def _take_hang(host: FakeHost) -> tuple[int, str] | None:
+    """(index, when) of the hang rule this invocation fires (None: none); counts it."""
+    if not host.state().get("hangs"):
+        return None
+    with host.edit() as st:
+        for number, rule in enumerate(st["hangs"]):
+            rule["seen"] += 1
+            if rule["seen"] == rule["nth"]:
+                return number, rule["when"]
+    return None
+
+
+def _hang_until_killed(host: FakeHost, number: int) -> int:
+    """Block (the test kills us and our caller); give up after HANG_SECONDS."""
+    import time
+
+    with host.edit() as st:
+        st["hangs"][number]["fired"] += 1
+    time.sleep(HANG_SECONDS)
+    sys.stderr.write(f"fakehost: hung {HANG_SECONDS:.0f} s and nobody killed us\n")
+    return UNSUPPORTED_RC
+
+
 def _take_delay(host: FakeHost, argv: list[str]) -> float:
     """Seconds this invocation should sleep first (0: none); counts the rule's use."""
     if not host.state().get("delays"):
@@ -681,6 +743,9 @@ def main(tool: str) -> int:
                          "refusing to run\n")
         return UNSUPPORTED_RC
     host = FakeHost(directory)
+    hang = _take_hang(host)
+    if hang is not None and hang[1] == "before":
+        return _hang_until_killed(host, hang[0])
     seconds = _take_delay(host, [tool, *sys.argv[1:]])
     if seconds:
         import time
@@ -690,6 +755,8 @@ def main(tool: str) -> int:
     if tool == "ipvsadm":
         stdin = sys.stdin  # read only if the command is -R
     result = host.invoke(tool, sys.argv[1:], stdin)
+    if hang is not None:  # "after": the change is made and logged, the caller never hears
+        return _hang_until_killed(host, hang[0])
     sys.stdout.write(result.stdout)
     sys.stdout.flush()
     sys.stderr.write(result.stderr)
