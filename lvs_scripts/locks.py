@@ -99,6 +99,17 @@ def check_state_dir(paths: Paths) -> None:
     check_trusted(paths.state_dir, info)
 
 
+def check_state_file(paths: Paths) -> None:
+    """An existing state file must be trusted too (load_state checks the file it opens;
+    this says so before the run lock is even taken, so a refused run changes nothing)."""
+    try:
+        info = os.lstat(paths.state_file)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISLNK(info.st_mode):  # a link is refused where the file is opened
+        check_trusted(paths.state_file, info)
+
+
 def preflight(paths: Paths) -> None:
     """Before a plan changes the host: the directories exist, the state directory is
     trusted, and nothing at the state or lock path is a symlink, so a planted link fails
@@ -136,6 +147,7 @@ def exclusive(paths: Paths, wait_seconds: float,
     """Hold an exclusive flock for the whole action; a second run waits, then gives up.
     A signal (stop_requested) ends the wait at once."""
     ensure_dir(paths.state_dir, trusted=True)
+    check_state_file(paths)
     fd = open_nofollow(paths.run_lock, os.O_RDWR | os.O_CREAT)
     stop = stop_requested or threading.Event()
     try:
