@@ -21,7 +21,8 @@ check: venv
 unit: venv
 	$(BIN)/pytest -q -n 2
 
-lab-test: venv
+# deb: tests/e2e/test_lab_deb.py installs the package in the guest.
+lab-test: venv deb
 	$(BIN)/python -m lab pytest
 
 # The whole test suite: lint, types, unit and CLI tests on the host (fakes only),
@@ -60,9 +61,11 @@ deb: deb-deps
 	    && PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg-buildpackage -us -uc -b
 	@echo "built $(DEB)"
 
-# lintian, the package's contents and its man pages (tests/test_deb.py).
+# lintian, the package's contents and its man pages (tests/test_deb.py), and the
+# README's pipx path (tests/test_pipx.py: Debian's pipx, plumbum from PyPI).
 package-test: deb venv
-	LVS_DEB=$(DEB) $(BIN)/pytest -q -p no:xdist tests/test_deb.py
+	command -v pipx >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q pipx
+	LVS_DEB=$(DEB) LVS_PIPX_TEST=1 $(BIN)/pytest -q -p no:xdist tests/test_deb.py tests/test_pipx.py
 
 # The man pages, from cli.py's parsers and doc/lvs.toml.md, into build/man/.
 man:
