@@ -62,8 +62,8 @@ def test_a_new_option_shows_up_in_the_page(monkeypatch: pytest.MonkeyPatch) -> N
     """The page follows the parser: nothing is copied by hand."""
     original = cli._parser
 
-    def with_extra(*args: object) -> argparse.ArgumentParser:
-        parser = original(*args)  # type: ignore[arg-type]
+    def with_extra(*args: object, **kwargs: object) -> argparse.ArgumentParser:
+        parser = original(*args, **kwargs)  # type: ignore[arg-type]
         parser.add_argument("--frobnicate", metavar="LEVEL", help="frobnicate at LEVEL")
         return parser
 
