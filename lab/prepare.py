@@ -42,6 +42,7 @@ HOST_PACKAGES = (
     # What the Debian package lvs-scripts depends on: tests/e2e/test_lab_deb.py installs
     # it in the guest with apt-get, offline, so every dependency must be here already.
     "python3-plumbum",
+    "python3-aiohttp",
     "procps",
 )
 

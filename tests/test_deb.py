@@ -70,7 +70,7 @@ def test_contents() -> None:
 
 def test_dependencies() -> None:
     depends = [d.strip() for d in field("Depends").split(",")]
-    for needed in ("python3-plumbum", "ipvsadm", "iproute2", "procps",
+    for needed in ("python3-plumbum", "python3-aiohttp", "ipvsadm", "iproute2", "procps",
                    "iputils-arping | arping"):
         assert needed in depends, depends
     assert field("Architecture") == "all"
