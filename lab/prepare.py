@@ -39,6 +39,11 @@ HOST_PACKAGES = (
     "iproute2",
     "iputils-arping",
     "curl",
+    # What the Debian package lvs-scripts depends on: tests/e2e/test_lab_deb.py installs
+    # it in the guest with apt-get, offline, so every dependency must be here already.
+    "python3-plumbum",
+    "python3-aiohttp",
+    "procps",
 )
 
 # The meta-package only depends on the versioned one; the standard flavour,

@@ -32,6 +32,10 @@ CHANGING = {"start", "stop", "restart", "reload", "force-reload"}
 # LSB: status exits 4, "program or service status is unknown", whenever it cannot tell:
 # bad config, missing program, a table it may not read (not the 6 and 5 of other actions).
 STATUS_UNKNOWN = 4
+DIRECTOR_WHAT = ("Set up an LVS director (VIPs, default route, IPVS services) from the shared "
+                 "config file.")
+REALSERVER_WHAT = ("Set up an LVS-DR real server (VIPs on lo, ARP settings) from the shared "
+                   "config file.")
 
 
 def _parser(prog: str, actions: tuple[str, ...], what: str,
@@ -340,12 +344,18 @@ def _status(prog: str, role: Role, as_json: bool, tolerant: bool) -> int:
 
 
 def director_main(argv: Sequence[str] | None = None) -> int:
-    return run("director", "lvs-director", DIRECTOR_ACTIONS,
-               "Set up an LVS director (VIPs, default route, IPVS services) from the "
-               "shared config file.", argv)
+    return run("director", "lvs-director", DIRECTOR_ACTIONS, DIRECTOR_WHAT, argv)
 
 
 def realserver_main(argv: Sequence[str] | None = None) -> int:
-    return run("realserver", "lvs-realserver", REALSERVER_ACTIONS,
-               "Set up an LVS-DR real server (VIPs on lo, ARP settings) from the shared "
-               "config file.", argv)
+    return run("realserver", "lvs-realserver", REALSERVER_ACTIONS, REALSERVER_WHAT, argv)
+
+
+def parser(prog: str) -> argparse.ArgumentParser:
+    """The parser of `lvs-director` or `lvs-realserver`: what --help prints, and the source
+    of their man pages and of the tests of the bash completion (lvs_scripts/manpage.py)."""
+    if prog == "lvs-director":
+        return _parser(prog, DIRECTOR_ACTIONS, DIRECTOR_WHAT, drains=True)
+    if prog == "lvs-realserver":
+        return _parser(prog, REALSERVER_ACTIONS, REALSERVER_WHAT, drains=False)
+    raise ValueError(f"no such program: {prog}")

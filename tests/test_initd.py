@@ -222,14 +222,150 @@ def test_unknown_action_prints_the_usage(fakehost: FakeHost, tmp_path: Path, nam
 
 @runs_scripts
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
-def test_missing_program_is_exit_5(fakehost: FakeHost, tmp_path: Path, name: str) -> None:
+@pytest.mark.parametrize(("action", "code"), [("start", 5), ("stop", 5), ("reload", 5),
+                                              ("status", 4)])
+def test_missing_program(fakehost: FakeHost, tmp_path: Path, name: str, action: str,
+                         code: int) -> None:
+    """LSB: 5 "program is not installed" for an action, but 4 "unknown" for status."""
     # Pointed at a path, never left to `command -v`: the script also searches /usr/local/bin,
     # where a real installation could be.
     wrapper = Wrapper(name, fakehost, tmp_path)
     not_executable = tmp_path / name
     not_executable.write_text("#!/bin/sh\nexit 0\n")
     for program in (tmp_path / "absent" / name, not_executable):
-        ran = wrapper("start", **{BIN_VARIABLE[name]: str(program)})
-        assert ran.returncode == 5
-        assert ran.stderr == f"{name}: program not installed (pip install lvs_scripts)\n"
+        ran = wrapper(action, **{BIN_VARIABLE[name]: str(program)})
+        assert ran.returncode == code
+        assert ran.stderr == (f"{name}: program not installed (apt-get install lvs-scripts, "
+                              "or see its README)\n")
     assert fakehost.calls() == []
+
+
+@runs_scripts
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_unknown_action_is_usage_even_without_the_program(fakehost: FakeHost, tmp_path: Path,
+                                                          name: str) -> None:
+    wrapper = Wrapper(name, fakehost, tmp_path)
+    ran = wrapper("stauts", **{BIN_VARIABLE[name]: str(tmp_path / "absent")})
+    assert (ran.returncode, ran.stderr.startswith("Usage: ")) == (2, True), ran.stderr
+
+
+# --------------------------------------------------------- /lib/lsb/init-functions (systemd)
+
+
+def with_init_functions(name: str, tmp_path: Path, hook: str) -> Path:
+    """A copy of the script that sources HOOK where it sources /lib/lsb/init-functions: the
+    real file hands the action to systemctl only when systemd runs and the script's path is
+    under /etc/init.d, which a test cannot arrange."""
+    text = SCRIPTS[name].read_text()
+    assert text.count(INIT_FUNCTIONS) == 2  # tested for readability, then sourced
+    functions = tmp_path / "init-functions"
+    functions.write_text(hook)
+    copy = tmp_path / name
+    copy.write_text(text.replace(INIT_FUNCTIONS, str(functions)))
+    copy.chmod(0o755)
+    return copy
+
+
+INIT_FUNCTIONS = "/lib/lsb/init-functions"
+# What Debian's /lib/lsb/init-functions.d/40-systemd does when systemd runs: handle the
+# action with systemctl, exit with its status, never come back to the script.
+SYSTEMCTL_HOOK = """case "$1" in
+    start|stop|restart|reload|force-reload|status)
+        echo "systemctl $1 ${0##*/}.service" > "$(dirname "$0")/systemctl.log"; exit 0 ;;
+esac
+"""
+
+
+@runs_scripts
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+@pytest.mark.parametrize("action", ["stop", "start", "status"])
+def test_under_systemd_the_action_goes_through_systemctl(fakehost: FakeHost, tmp_path: Path,
+                                                         name: str, action: str) -> None:
+    copy = with_init_functions(name, tmp_path, SYSTEMCTL_HOOK)
+    wrapper = Wrapper(name, fakehost, tmp_path)
+    ran = subprocess.run([str(copy), action], env=wrapper.env, capture_output=True, text=True,
+                         check=False, timeout=60)
+    assert (ran.returncode, ran.stderr) == (0, "")
+    assert (tmp_path / "systemctl.log").read_text() == f"systemctl {action} {name}.service\n"
+    assert fakehost.calls() == []  # the CLI never ran: systemd's unit does the work
+
+
+@runs_scripts
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_without_systemd_init_functions_let_the_script_run(fakehost: FakeHost, tmp_path: Path,
+                                                           name: str) -> None:
+    copy = with_init_functions(name, tmp_path, "log_daemon_msg() { :; }\n")
+    wrapper = Wrapper(name, fakehost, tmp_path)
+    ran = subprocess.run([str(copy), "status"], env=wrapper.env, capture_output=True, text=True,
+                         check=False, timeout=60)
+    assert ran.returncode == 3, ran.stderr
+    assert fakehost.calls() != []  # the CLI observed the host
+
+
+@runs_scripts
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_unknown_action_prints_the_usage_before_systemctl(fakehost: FakeHost, tmp_path: Path,
+                                                          name: str) -> None:
+    copy = with_init_functions(name, tmp_path, 'echo sourced > "$(dirname "$0")/sourced"\n')
+    ran = subprocess.run([str(copy), "try-restart"], env=Wrapper(name, fakehost, tmp_path).env,
+                         capture_output=True, text=True, check=False, timeout=60)
+    assert ran.returncode == 2 and ran.stderr.startswith("Usage: ")
+    assert not (tmp_path / "sourced").exists()
+
+
+# ------------------------------------------------------ the package's template /etc/lvs/lvs.toml
+
+
+TEMPLATE = ROOT / "debian" / "lvs.toml"
+
+
+@runs_scripts
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+@pytest.mark.parametrize("action", ["start", "restart", "reload", "force-reload"])
+def test_the_unedited_template_is_refused(fakehost: FakeHost, tmp_path: Path, name: str,
+                                          action: str) -> None:
+    wrapper = Wrapper(name, fakehost, tmp_path)
+    ran = wrapper(action, LVS_CONFIG=str(TEMPLATE))
+    assert ran.returncode == 6
+    assert ran.stderr == (f"{name}: {TEMPLATE} has no settings yet (every line is a "
+                          "comment): edit it first\n")
+    assert fakehost.calls() == []
+
+
+@runs_scripts
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_the_template_once_edited_starts(fakehost: FakeHost, tmp_path: Path, name: str) -> None:
+    edited = tmp_path / "lvs.toml"
+    edited.write_text(uncommented(TEMPLATE.read_text()))
+    wrapper = Wrapper(name, fakehost, tmp_path)
+    ran = wrapper("start", "--dry-run", LVS_CONFIG=str(edited))
+    assert ran.returncode == 0, ran.stderr
+    assert "ipvsadm" in ran.stdout or "sysctl" in ran.stdout
+
+
+def uncommented(template: str) -> str:
+    """The template with its settings switched on: one "#" off each line that is not
+    an explanation ("##")."""
+    return "".join(line[1:] if line.startswith("#") and not line.startswith("##") else line
+                   for line in template.splitlines(keepends=True))
+
+
+@runs_scripts
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_stop_and_status_reach_the_cli_with_the_template(fakehost: FakeHost, tmp_path: Path,
+                                                         name: str) -> None:
+    """Only what could change the network is refused by the script: status and stop are the
+    CLI's to answer (status unknown, 4; stop from the state file alone, here nothing)."""
+    wrapper = Wrapper(name, fakehost, tmp_path)
+    status = wrapper("status", LVS_CONFIG=str(TEMPLATE))
+    assert status.returncode == 4, status.stderr
+    assert "has no settings yet" not in status.stderr
+    stop = wrapper("stop", LVS_CONFIG=str(TEMPLATE))
+    assert (stop.returncode, stop.stdout) == (0, f"{name} stop: nothing to do\n"), stop.stderr
+
+
+@runs_scripts
+def test_another_config_given_by_option_is_left_to_the_cli(director: Wrapper) -> None:
+    ran = director("start", "--dry-run", "-c", str(SEED), LVS_CONFIG=str(TEMPLATE))
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.startswith("#!/bin/sh\n")

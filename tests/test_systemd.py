@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import re
 import shlex
 import subprocess
 from pathlib import Path
@@ -19,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "examples" / "seed-dr.toml"
 UNITS = {"lvs-director": ROOT / "systemd" / "lvs-director.service",
          "lvs-realserver": ROOT / "systemd" / "lvs-realserver.service"}
-INSTALLED = "/usr/local/bin/"
+TEMPLATE = ROOT / "debian" / "lvs.toml"
 VIP = "192.168.30.254"
 
 
@@ -41,8 +42,11 @@ def test_unit_is_a_oneshot_set_up_calling_the_cli(name: str) -> None:
     assert service["Type"] == "oneshot"
     assert service["RemainAfterExit"] == "yes"
     assert "Restart" not in service
+    # A bare name, looked up on systemd's own search path (/usr/local/sbin ... /usr/bin):
+    # pipx's /usr/local/sbin as well as the package's /usr/sbin (debian/rules makes its
+    # copy name /usr/sbin; tests/test_deb.py checks it).
     for key, action in (("ExecStart", "start"), ("ExecReload", "reload"), ("ExecStop", "stop")):
-        assert shlex.split(service[key]) == [f"{INSTALLED}{name}", action]
+        assert shlex.split(service[key]) == [name, action]
     # optional ("-"): the settings of the README, the same file the init.d script reads
     assert service["EnvironmentFile"] == f"-/etc/default/{name}"
     assert parsed["Install"]["WantedBy"] == "multi-user.target"
@@ -59,14 +63,40 @@ class Systemctl:
                     "LVS_LOCK_DIR": str(files / "lock"), "LVS_SYSLOG": "0"}
 
     def __call__(self, key: str) -> subprocess.CompletedProcess[str]:
-        argv = shlex.split(self.service[key])
-        assert argv[0].startswith(INSTALLED)
-        argv[0] = str(ROOT / "bin" / argv[0][len(INSTALLED):])
+        # systemd's own quoting: "$$" is a "$" (no variable of systemd's is meant).
+        argv = shlex.split(self.service[key].replace("$$", "$"))
+        if not argv[0].startswith("/"):
+            argv[0] = str(ROOT / "bin" / argv[0])
         return subprocess.run(argv, env=self.env, capture_output=True, text=True, check=False,
                               timeout=60)
 
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="real runs need root")
+
+
+@pytest.mark.parametrize("name", sorted(UNITS))
+def test_documentation_is_what_the_package_installs(name: str) -> None:
+    from lvs_scripts import manpage
+
+    pages = manpage.pages(ROOT)
+    for uri in unit(name)["Unit"]["Documentation"].split():
+        match = re.fullmatch(r"man:([\w.-]+)\((\d)\)", uri)
+        assert match, uri  # no file:// of a README that nothing installs
+        assert f"{match.group(1)}.{match.group(2)}" in pages, uri
+
+
+@pytest.mark.parametrize("name", sorted(UNITS))
+def test_start_refuses_the_unedited_template(name: str, fakehost: FakeHost,
+                                             tmp_path: Path) -> None:
+    systemctl = Systemctl(name, fakehost, tmp_path, TEMPLATE)
+    refused = systemctl("ExecStartPre")
+    assert refused.returncode == 6
+    assert refused.stderr == (f"{name}: {TEMPLATE} has no settings yet (every line is a "
+                              "comment): edit it first\n")
+    assert fakehost.calls() == []
+    for config in (SEED, tmp_path / "absent.toml"):  # a missing one is the CLI's to report
+        systemctl.env["LVS_CONFIG"] = str(config)
+        assert systemctl("ExecStartPre").returncode == 0
 
 
 @needs_root

@@ -175,12 +175,12 @@ def initd_many(hosts: Iterable[str], action: str, *options: str,
 
 def unit_command(role: str, key: str) -> list[str]:
     """ExecStart/ExecReload/ExecStop of systemd/lvs-ROLE.service, exactly, with the
-    venv's bin for /usr/local/bin (where `pip install .` would have put the program)."""
+    venv's bin for the bare program name (systemd finds it where pipx put it)."""
     for line in UNITS[role].read_text().splitlines():
         if line.startswith(f"{key}="):
             argv = shlex.split(line.split("=", 1)[1])
-            assert argv[0].startswith("/usr/local/bin/"), line
-            return [str(VENV_BIN / argv[0].rsplit("/", 1)[1]), *argv[1:]]
+            assert argv[0] == f"lvs-{role}", line
+            return [str(VENV_BIN / argv[0]), *argv[1:]]
     raise AssertionError(f"{UNITS[role]} has no {key}=")
 
 
