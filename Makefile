@@ -64,7 +64,8 @@ deb: deb-deps
 # lintian, the package's contents and its man pages (tests/test_deb.py), and the
 # README's pipx path (tests/test_pipx.py: Debian's pipx, plumbum from PyPI).
 package-test: deb venv
-	command -v pipx >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q pipx
+	command -v pipx >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q pipx \
+	    || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q pipx; }
 	LVS_DEB=$(DEB) LVS_PIPX_TEST=1 $(BIN)/pytest -q -p no:xdist tests/test_deb.py tests/test_pipx.py
 
 # The man pages, from cli.py's parsers and doc/lvs.toml.md, into build/man/.
