@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 
 FAKES_DIR = Path(__file__).resolve().parent
 FAKES_BIN = FAKES_DIR / "bin"
-TOOLS = ("ipvsadm", "ip", "sysctl", "arping", "modprobe")
+TOOLS = ("ipvsadm", "ip", "sysctl", "arping", "modprobe", "keepalived")
 
 # Host programs the per-test PATH offers (as symlinks) besides the fakes.
 HOST_PROGRAMS = (
@@ -66,7 +66,7 @@ HOST_PROGRAMS = (
     "mv", "cp", "ln", "ls", "grep", "sed", "awk", "tr", "head", "tail", "sleep", "true",
     "false", "printf", "echo", "test", "[", "dirname", "basename", "readlink", "realpath",
     "mktemp", "date", "sort", "uniq", "cut", "wc", "tee", "xargs", "chmod", "stat", "kill",
-    "setsid", "timeout", "python3", "python",
+    "setsid", "timeout", "python3", "python", "install",
 )
 HOST_SEARCH_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
 
@@ -99,6 +99,10 @@ def _dispatch(run: Run) -> int:
         from . import arping_tool
 
         return arping_tool.main(run)
+    if run.tool == "keepalived":
+        from . import keepalived_tool
+
+        return keepalived_tool.main(run)
     if run.tool == "modprobe":
         from . import arping_tool
 
@@ -303,6 +307,20 @@ class FakeHost:
     def delays(self) -> list[dict[str, Any]]:
         """The delay rules, with how often each matched ("seen") and slept ("fired")."""
         return list(self.state().get("delays", []))
+
+    # ------------------------------------------------------------ daemons
+
+    def keepalived_pids(self) -> list[int]:
+        """The fake keepalived daemons of this host still running."""
+        return [pid for pid in self.state().get("keepalived_pids", []) if _is_fake_daemon(pid)]
+
+    def stop_daemons(self) -> None:
+        """SIGKILL every fake keepalived this host started (test teardown)."""
+        import signal
+
+        for pid in self.keepalived_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     # ------------------------------------------------------------ tools & kernel
 
@@ -600,6 +618,16 @@ def _find_ipvs(st: State, service: str, dest: str | None) -> dict[str, Any]:
     return d
 
 
+def _is_fake_daemon(pid: int) -> bool:
+    """Is `pid` a fake keepalived daemon (and not a pid reused by anything else)?"""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return len(argv) > 1 and argv[0] == b"keepalived" and argv[1].endswith(
+        b"keepalived_daemon.py")
+
+
 # ---------------------------------------------------------------- PATH building
 
 
@@ -690,6 +718,10 @@ def main(tool: str) -> int:
     if tool == "ipvsadm":
         stdin = sys.stdin  # read only if the command is -R
     result = host.invoke(tool, sys.argv[1:], stdin)
+    if tool == "keepalived" and result.rc == 0:
+        from . import keepalived_tool
+
+        keepalived_tool.spawn(sys.argv[1:])  # the daemon it leaves behind
     sys.stdout.write(result.stdout)
     sys.stdout.flush()
     sys.stderr.write(result.stderr)
