@@ -1,0 +1,252 @@
+"""Two directors on keepalived's VRRP and the kernel's IPVS sync daemons, on the real
+kernel: lb1 (the topology's "director", 192.168.30.105) and lb2 (a namespace added here,
+192.168.30.106), both configured through init.d from one file, each finding its [ha]
+entry by $LVS_HOST. A client holds one TCP connection through the VIP, sending a line
+every 200 ms, and opens a new connection every 200 ms beside it (tests/e2e/ha_client.py;
+the real servers answer with tests/e2e/line_server.py, which keeps connections open).
+
+One scenario, in order: lb1 master and lb2 backup, the held connection synced to lb2;
+`kill -9` of lb1's keepalived (parent and VRRP child); lb1 started again takes the VIP
+back (preempt); a planned `stop` on the master. The measured times are printed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.labhosts import (
+    INITD,
+    LAB_ONLY,
+    REALS,
+    RUN_ROOT,
+    VIP,
+    addresses,
+    in_ns,
+    lvs_env,
+    reset,
+    run_on,
+    run_parallel,
+    sh,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.lab, LAB_ONLY]
+
+DIRECTORS = {"director": "lb1", "lb2": "lb2"}  # namespace -> [ha] name
+CLIENT = Path(__file__).with_name("ha_client.py")
+LINE_SERVER = Path(__file__).with_name("line_server.py")
+FAILOVER_LIMIT = 4.0
+ARP = ("net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2 "
+       "net.ipv4.conf.eth0.arp_ignore=1 net.ipv4.conf.eth0.arp_announce=2")
+
+
+def ha_config(path: Path) -> Path:
+    reals = "".join(f'  {{ address = "{address}", port = 8080 }},\n'
+                    for address in REALS.values())
+    path.write_text(f"""\
+[director]
+interface = "eth0"
+gateway = "192.168.30.200"
+
+[ha]
+interface = "eth0"
+virtual_router_id = 51
+advert_interval = 1
+preempt = true
+directors = [
+  {{ name = "lb1", dip = "192.168.30.105/24", priority = 150 }},
+  {{ name = "lb2", dip = "192.168.30.106/24", priority = 100 }},
+]
+
+[[service]]
+vip = "{VIP}"
+port = 8080
+scheduler = "rr"
+real = [
+{reals}]
+""")
+    return path
+
+
+def initd_ha(host: str, action: str, config: Path) -> tuple[str, list[str], dict[str, str]]:
+    return (host, [str(INITD["director"]), action],
+            {**lvs_env(host, config), "LVS_HOST": DIRECTORS[host]})
+
+
+def holds_vip(host: str) -> bool:
+    return f"{VIP}/32" in addresses(host, "eth0")
+
+
+def keepalived_pids(host: str) -> list[int]:
+    state = RUN_ROOT / host / "state"
+    pids = []
+    for name in ("lvs-director.keepalived.pid", "lvs-director.keepalived-vrrp.pid"):
+        path = state / name
+        if path.exists():
+            pids.append(int(path.read_text()))
+    return pids
+
+
+class Client:
+    """ha_client.py on the client namespace, its records collected as they come."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(in_ns("client", [sys.executable, str(CLIENT)]),
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.records: list[dict[str, object]] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.records.append(json.loads(line))
+
+    def port(self) -> int:
+        hello = wait_for(lambda: [r for r in self.records if r["kind"] == "hello"], 30,
+                         0.1, "the client's held connection")
+        return int(hello[0]["port"])  # type: ignore[call-overload]
+
+    def after(self, kind: str, since: float) -> list[dict[str, object]]:
+        return [r for r in list(self.records) if r["kind"] == kind
+                and float(r["sent"]) >= since]  # type: ignore[arg-type]
+
+    def first_ok(self, kind: str, since: float) -> float | None:
+        ok = [float(r["done"]) for r in self.after(kind, since) if r["ok"]]  # type: ignore[arg-type]
+        return min(ok) if ok else None
+
+    def failures(self, kind: str, since: float, until: float) -> list[dict[str, object]]:
+        return [r for r in self.after(kind, since)
+                if float(r["sent"]) < until and not r["ok"]]  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@pytest.fixture
+def pair(topology: None, configs: Path) -> Iterator[Path]:
+    """lb2 on the LAN, the real servers ready for DR on port 8080, the config."""
+    reset()
+    subprocess.run(["bash", "-ec", """
+ip netns add lb2
+ip -n lb2 link set lo up
+ip -n lb2 link add eth0 type veth peer name lb2 netns lan
+ip -n lb2 link set eth0 address 02:00:c0:a8:1e:6a
+ip -n lb2 link set eth0 up
+ip -n lan link set lb2 master br0 up
+"""], check=True, timeout=60)
+    servers = []
+    for host in REALS:
+        sh(host, f"ip addr add {VIP}/32 dev lo; sysctl -q -w {ARP}")
+        servers.append(subprocess.Popen(in_ns(host, [sys.executable, str(LINE_SERVER), host]),
+                                        stdout=subprocess.PIPE, text=True))
+    for server in servers:
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+    config = ha_config(configs / "ha.toml")
+    try:
+        yield config
+    finally:
+        run_parallel([initd_ha(host, "stop", config) for host in DIRECTORS])
+        for host in DIRECTORS:
+            for pid in keepalived_pids(host):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        for server in servers:
+            server.kill()
+        subprocess.run(["bash", "-c", "ip netns pids lb2 | xargs -r kill; ip netns del lb2; "
+                        "ip netns exec director ipvsadm --stop-daemon master; "
+                        "ip netns exec director ipvsadm --stop-daemon backup; true"],
+                       check=False, timeout=60)
+        reset()
+
+
+def never_both() -> None:
+    both = holds_vip("director") and holds_vip("lb2")
+    assert not both, "both directors hold the VIP"
+
+
+def test_failover_failback_and_planned_stop_keep_the_held_connection(pair: Path) -> None:
+    times: dict[str, float] = {}
+    started = run_parallel([initd_ha(host, "start", pair) for host in DIRECTORS])
+    for done in started:
+        assert done.returncode == 0, done
+    began = time.monotonic()
+    wait_for(lambda: holds_vip("director"), 15, 0.2, "lb1 to become master")
+    times["initial election"] = time.monotonic() - began
+    assert not holds_vip("lb2")
+    status = run_on("lb2", [str(INITD["director"]), "status"],
+                    {**lvs_env("lb2", pair), "LVS_HOST": "lb2"})
+    assert status.returncode == 0, status  # a backup without the VIP: as configured
+
+    client = Client()
+    try:
+        port = client.port()
+        wait_for(lambda: client.first_ok("held", 0.0), 20, 0.2, "the held connection answers")
+        # 1. the held connection is in lb2's table: the sync daemons copied it.
+        wait_for(lambda: f"10.0.0.1:{port}" in sh("lb2", "ipvsadm -L -n -c"), 15, 0.5,
+                 "lb2 to list the held connection (synced)")
+
+        # 2. crash: kill -9 lb1's keepalived (parent and VRRP child); lb2 takes over.
+        killed = time.monotonic()
+        for pid in keepalived_pids("director"):
+            os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: holds_vip("lb2"), FAILOVER_LIMIT, 0.1, "lb2 to take the VIP")
+        times["crash failover (VIP on lb2)"] = time.monotonic() - killed
+        held = wait_for(lambda: client.first_ok("held", killed + 0.01), FAILOVER_LIMIT + 6, 0.1,
+                        "the held connection to answer after the crash")
+        fresh = wait_for(lambda: client.first_ok("new", killed + 0.01), FAILOVER_LIMIT + 6,
+                         0.1, "a new connection to work after the crash")
+        times["crash: held connection answers again"] = held - killed
+        times["crash: new connections work again"] = fresh - killed
+        assert client.failures("held", 0.0, time.monotonic()) == []  # delayed, never broken
+        assert fresh - killed <= FAILOVER_LIMIT, times
+
+        # 3. lb1 back: it preempts, and the held connection still answers.
+        restart = run_on("director", [str(INITD["director"]), "start"],
+                         {**lvs_env("director", pair), "LVS_HOST": "lb1"})
+        assert restart.returncode == 0, restart
+        back = time.monotonic()
+        wait_for(lambda: holds_vip("director") and not holds_vip("lb2"), 15, 0.1,
+                 "lb1 to take the VIP back")
+        times["failback (after start returned)"] = time.monotonic() - back
+        never_both()
+        wait_for(lambda: client.first_ok("held", time.monotonic() - 0.1), 10, 0.1,
+                 "the held connection to answer after the failback")
+        assert client.failures("held", 0.0, time.monotonic()) == []
+
+        # 4. planned: stop on the master loses no request.
+        before = time.monotonic()
+        stop = run_on("director", [str(INITD["director"]), "stop"],
+                      {**lvs_env("director", pair), "LVS_HOST": "lb1"})
+        assert stop.returncode == 0, stop
+        stopped = time.monotonic()
+        assert holds_vip("lb2") and not holds_vip("director")
+        times["planned stop (the whole stop command)"] = stopped - before
+        wait_for(lambda: client.first_ok("held", stopped + 1.0), 10, 0.1,
+                 "requests after the planned stop")
+        assert client.failures("held", before, time.monotonic()) == []
+        assert client.failures("new", before, time.monotonic()) == []
+    finally:
+        client.close()
+    for what, seconds in times.items():
+        print(f"HA lab: {what}: {seconds:.2f} s")
+
+
