@@ -250,3 +250,40 @@ def test_failover_failback_and_planned_stop_keep_the_held_connection(pair: Path)
         print(f"HA lab: {what}: {seconds:.2f} s")
 
 
+
+
+IPV6_SERVICE = """
+[[service]]
+vip = "2001:db8::254"
+port = 80
+real = [{ address = "2001:db8::11" }]
+"""
+
+
+@pytest.mark.parametrize("name", ["lb1", "lb2"])
+def test_keepalived_config_test_accepts_the_generated_config(configs: Path, name: str) -> None:
+    """`keepalived --config-test` (2.2.7) on what start writes, for both directors, with
+    an IPv6 VIP beside the IPv4 one and nopreempt. The files go where start puts them, a
+    root-only directory: with enable_script_security keepalived refuses a notify hook
+    under a world-writable one such as /tmp."""
+    from lvs_scripts.config import load_config
+    from lvs_scripts.ha import HaFiles, keepalived_config, member_of, notify_script
+
+    path = configs / "ha6.toml"
+    path.write_text(ha_config(configs / "ha.toml").read_text().replace(
+        "preempt = true", "preempt = false") + IPV6_SERVICE)
+    config = load_config(str(path))
+    where = RUN_ROOT / f"configtest-{name}"
+    where.mkdir(mode=0o755, parents=True, exist_ok=True)
+    files = HaFiles(str(where), "lvs-director")
+    hook = Path(files.notify_script)
+    hook.write_text(notify_script(files))
+    hook.chmod(0o755)
+    conf = Path(files.config_file)
+    conf.write_text(keepalived_config(config, member_of(config, name), files))
+    done = subprocess.run(["keepalived", "--log-console", "--config-test", "-f", str(conf)],
+                          capture_output=True,
+                          text=True, timeout=120, check=False)
+    print(done.stdout + done.stderr)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SECURITY VIOLATION" not in done.stdout + done.stderr
