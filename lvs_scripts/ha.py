@@ -238,7 +238,9 @@ def _plan_file(plan: Plan, path: str, text: str, mode: str, obs: HostObservation
     want = digest(text)
     if obs.files.get(path) == want:
         return False
-    plan.add(("install", "-m", mode, "/dev/stdin", path), reason, FileWritten(path, want),
+    # /proc/self/fd/0, not /dev/stdin: a minimal /dev (devtmpfs without udev, as in the
+    # lab's guest) has no /dev/stdin link; /proc is always there where IPVS is.
+    plan.add(("install", "-m", mode, "/proc/self/fd/0", path), reason, FileWritten(path, want),
              stdin=text)
     return True
 

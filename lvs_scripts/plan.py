@@ -58,7 +58,7 @@ class Step:
     # Exit codes of an optional step after which its effect holds all the same (arping
     # exits 1 when a probe went unanswered, but its ARPs did go out).
     done_despite: tuple[int, ...] = ()
-    stdin: str | None = None  # fed to the command (a file written with `install /dev/stdin`)
+    stdin: str | None = None  # fed to the command (a file written by `install`)
     settle: Settle | None = None  # wait after it ran
 
     def line(self) -> str:

@@ -161,3 +161,14 @@ def test_dry_run_start_prints_the_keepalived_config_and_the_commands(lb1: Direct
     assert "\nkeepalived -P -f " in dry.stdout
     assert not lb1.state_dir.joinpath("lvs-director.keepalived.conf").exists()
     assert lb1.host.keepalived_pids() == []
+
+
+def test_an_ha_interface_the_host_lacks_is_exit_6_before_anything_changes(
+        lb1: Director, tmp_path: Path) -> None:
+    config = tmp_path / "lvs.toml"
+    config.write_text(LAB_HA.read_text().replace('interface = "eth0"  ', 'interface = "eth9"  ')
+                      .replace('interface = "eth9"  ', 'interface = "eth0"  ', 1))
+    start = lb1.run("start", config=config)
+    assert start.returncode == 6, start.stderr
+    assert "ha.interface = 'eth9': no such interface on this host" in start.stderr
+    assert [a for a in lb1.host.argvs() if a[:2] not in (["ip", "-o"],)] == []

@@ -123,8 +123,8 @@ MASTER = addr_lines(("lo", "127.0.0.1/8"), ("eth0", "192.168.30.105/24"),
 ROUTE = "default via 192.168.30.200 dev eth0"
 TIMEOUTS = "Timeout (tcp tcpfin udp): 30 5 60\n"
 START = f"keepalived -P -f {CONF} -p {FILES.pid_file} -r {FILES.vrrp_pid_file}"
-INSTALL_NOTIFY = f"install -m 0755 /dev/stdin {NOTIFY}"
-INSTALL_CONF = f"install -m 0644 /dev/stdin {CONF}"
+INSTALL_NOTIFY = f"install -m 0755 /proc/self/fd/0 {NOTIFY}"
+INSTALL_CONF = f"install -m 0644 /proc/self/fd/0 {CONF}"
 
 
 def observed(addrs: str = WITH_DIP, ipvs: str = SAVE, daemons: dict[str, SyncDaemon] | None = None,
