@@ -12,8 +12,11 @@ NAME = sys.argv[1]
 
 class Handler(socketserver.StreamRequestHandler):
     def handle(self) -> None:
-        for _line in self.rfile:
-            self.wfile.write(f"{NAME}\n".encode())
+        try:
+            for _line in self.rfile:
+                self.wfile.write(f"{NAME}\n".encode())
+        except ConnectionError:
+            pass  # the client went away (the test ended, or a director change reset it)
 
 
 class Server(socketserver.ThreadingTCPServer):
