@@ -44,7 +44,14 @@ HOST_PACKAGES = (
     "python3-plumbum",
     "python3-aiohttp",
     "procps",
+    # The guest runs the host's binaries through the read-only 9p share: keepalived
+    # must be installed here for the HA lab tests, but never run here (see below).
+    "keepalived",
 )
+# Packages with a service that must never start (nor be enabled) on the host: the lab
+# only wants their binaries. CI is a fresh Debian 12 machine where apt would start them.
+HOST_SERVICES = {"keepalived": "keepalived.service"}
+POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
 
 # The meta-package only depends on the versioned one; the standard flavour,
 # because the -cloud- kernel has no 9p file system.
@@ -131,12 +138,50 @@ def ensure_packages(log: Log) -> None:
         )
     log(f"lab: installing {' '.join(missing)}")
     install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing]
-    if _run(install, env=_APT_ENV).returncode != 0:
-        # A fresh machine often has no package lists yet.
-        _apt_update(log)
-        result = _run(install, env=_APT_ENV)
-        if result.returncode != 0:
-            raise LabUnavailable(f"apt-get install failed: {_last_line(result)}")
+    with no_service_starts():
+        if _run(install, env=_APT_ENV).returncode != 0:
+            # A fresh machine often has no package lists yet.
+            _apt_update(log)
+            result = _run(install, env=_APT_ENV)
+            if result.returncode != 0:
+                raise LabUnavailable(f"apt-get install failed: {_last_line(result)}")
+    keep_services_off([p for p in missing if p in HOST_SERVICES], log)
+
+
+@contextmanager
+def no_service_starts(policy: Path = POLICY_RC_D) -> Iterator[None]:
+    """A policy-rc.d that denies every start (exit 101), for the time of the install:
+    invoke-rc.d and deb-systemd-invoke then leave the new services stopped. One that
+    the machine already has is left as it is."""
+    if policy.exists():
+        yield
+        return
+    policy.write_text("#!/bin/sh\n# lvs-scripts lab: packages installed for their binaries only\n"
+                      "exit 101\n")
+    policy.chmod(0o755)
+    try:
+        yield
+    finally:
+        policy.unlink(missing_ok=True)
+
+
+def keep_services_off(packages: list[str], log: Log,
+                      run: Callable[[list[str]], subprocess.CompletedProcess[str]] | None = None,
+                      systemd: Path = Path("/run/systemd/system")) -> None:
+    """Disable (and stop, if the install started it anyway) the services of packages
+    installed for their binaries only; then make sure none of their daemons runs."""
+    runner = run or _run
+    for package in packages:
+        unit = HOST_SERVICES[package]
+        if systemd.is_dir() and shutil.which("systemctl"):
+            log(f"lab: systemctl disable --now {unit} (the lab needs only the binary)")
+            result = runner(["systemctl", "disable", "--now", unit])
+            if result.returncode != 0:
+                raise LabUnavailable(f"systemctl disable --now {unit} failed: "
+                                     f"{_last_line(result)}")
+        if runner(["pgrep", "-x", package]).returncode == 0:
+            raise LabUnavailable(f"{package} is running on this host after its install: stop "
+                                 "it (the lab only needs the binary)")
 
 
 def _apt_update(log: Log) -> None:

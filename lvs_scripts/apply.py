@@ -14,9 +14,17 @@ import time
 from collections.abc import Iterator
 from typing import Callable, Union
 
-from .errors import ApplyFailed, CommandFailed, Interrupted, LvsError, MissingTool
+from .errors import (
+    ApplyFailed,
+    CommandFailed,
+    DaemonTimeout,
+    Interrupted,
+    LvsError,
+    MissingTool,
+)
 from .owned import Owned
-from .plan import Drain, Outcome, Plan, Step
+from .pids import pid_alive, read_pid
+from .plan import Drain, Outcome, Plan, Settle, Step
 from .probes import IPVS_LIST, IPVS_SAVE, Counters, RuleCheck, parse_ipvs_list, parse_ipvs_save
 from .record import Record
 from .render import shell_line
@@ -103,7 +111,7 @@ def _run_step(step: Step, runner: Runner, state: State, save: Callable[[State], 
               outcome: Outcome) -> None:
     before = _write_ahead(step, state, save)
     try:
-        runner.run(step.argv)
+        runner.run(step.argv, stdin=step.stdin)
     except (CommandFailed, MissingTool) as err:
         if isinstance(err, CommandFailed) and step.optional and (
                 err.returncode in step.done_despite):
@@ -118,9 +126,31 @@ def _run_step(step: Step, runner: Runner, state: State, save: Callable[[State], 
             return
     else:
         outcome.applied.append(step.line())
+    if step.settle is not None:
+        settle(step.settle)
     if step.effect is not None and not step.effect.write_ahead:
         step.effect.record(state)
         save(state)
+
+
+def settle(wait: Settle, poll_seconds: float = 0.05) -> None:
+    """Poll until a daemon is up (its pid file names a live process) or gone; raise
+    DaemonTimeout once `wait.seconds` have passed. Polling, because neither has an event
+    to wait on: keepalived is not our child once it has forked."""
+    deadline = time.monotonic() + wait.seconds
+    while not _settled(wait):
+        if time.monotonic() >= deadline:
+            raise DaemonTimeout(f"gave up waiting until {wait.describe()}")
+        time.sleep(poll_seconds)
+
+
+def _settled(wait: Settle) -> bool:
+    if wait.gone_pid is not None:
+        return not pid_alive(wait.gone_pid)
+    if wait.pid_file is not None:
+        pid = read_pid(wait.pid_file)
+        return pid is not None and pid_alive(pid)
+    return True
 
 
 def _write_ahead(step: Step, state: State, save: Callable[[State], None] | None
@@ -224,5 +254,12 @@ def render_script(plan: Plan, title: str, batch: bool = True) -> str:
             if unit.drain is not None:
                 lines.append(f"# first wait until {unit.drain.describe()}")
             suffix = "  # optional" if unit.optional else ""
-            lines.append(f"{unit.line()}{suffix}")
+            if unit.stdin is not None:
+                lines.append(f"{unit.line()} <<'EOF'{suffix}")
+                lines.extend(unit.stdin.rstrip("\n").split("\n"))
+                lines.append("EOF")
+            else:
+                lines.append(f"{unit.line()}{suffix}")
+            if unit.settle is not None:
+                lines.append(f"# then wait until {unit.settle.describe()}")
     return "\n".join(lines) + "\n"

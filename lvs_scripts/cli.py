@@ -69,6 +69,12 @@ def _parser(prog: str, actions: tuple[str, ...], what: str,
                         help=f"where the subsys lock file goes (default: $LVS_LOCK_DIR or "
                              f"{DEFAULT_LOCK_DIR})")
     if drains:
+        parser.add_argument("--host", default=None, metavar="NAME",
+                            help="with [ha]: this director's name among ha.directors "
+                                 "(default: $LVS_HOST or the system's host name)")
+    else:
+        parser.set_defaults(host=None)
+    if drains:
         parser.add_argument("--no-drain", action="store_true",
                             help="start/reload: delete leaving real servers at once instead "
                                  "of setting weight 0 and waiting for their connections")
@@ -178,9 +184,10 @@ def build_role(role: str, prog: str, config: Config | None, args: argparse.Names
                config_error: ConfigError | None = None) -> Role:
     from .locks import Paths
 
+    extra = {"host": args.host} if role == "director" else {}
     return _role_class(role)(config, paths=Paths(prog, args.state_dir, args.lock_dir),
                              wait_seconds=args.wait, drain=not args.no_drain,
-                             config_error=config_error)
+                             config_error=config_error, **extra)
 
 
 def _run(role_name: str, prog: str, args: argparse.Namespace) -> int:

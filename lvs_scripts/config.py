@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import sys
 from collections.abc import Mapping
 from typing import Any, Callable, TypeVar
@@ -20,6 +21,8 @@ from .model import (
     Destination,
     DirectorConfig,
     Forwarding,
+    HaConfig,
+    HaDirector,
     IPAddress,
     IPInterface,
     Protocol,
@@ -180,7 +183,7 @@ def parse_config(text: str, path: str = "<string>") -> Config:
     except (ValueError, RecursionError) as err:  # TOMLDecodeError is a ValueError
         raise ConfigError(path, "", None, f"not valid TOML: {err}") from None
     r = _Reader(path)
-    top = r.table(data, "", ("director", "realserver", "service"))
+    top = r.table(data, "", ("director", "realserver", "service", "ha"))
     services = _services(r, top.get("service", []))
     director = _director(r, top["director"]) if "director" in top else None
     realserver = _realserver(r, top.get("realserver", {}))
@@ -212,7 +215,73 @@ def parse_config(text: str, path: str = "<string>") -> Config:
                 raise r.fail(key, str(dest.address),
                              f"is also {director_own[dest.address]}; a real server is a host "
                              "of its own")
-    return Config(path=path, director=director, realserver=realserver, services=services)
+    ha = _ha(r, top["ha"], director, services) if "ha" in top else None
+    return Config(path=path, director=director, realserver=realserver, services=services,
+                  ha=ha)
+
+
+_HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,62})")
+
+
+def _ha(r: _Reader, data: object, director: DirectorConfig | None,
+        services: tuple[VirtualService, ...]) -> HaConfig:
+    """[ha]: the director pair. Each director's DIP comes from its entry, so
+    `[director] dip` would be a second, conflicting source."""
+    where = "ha"
+    d = r.table(data, where, ("interface", "virtual_router_id", "advert_interval", "preempt",
+                              "syncid", "directors"))
+    if director is not None and director.dip is not None:
+        raise r.fail("director.dip", str(director.dip),
+                     "must be absent with [ha]: each director's DIP is its ha.directors entry")
+    if "interface" not in d:
+        raise r.fail("ha.interface", None, "is required (VRRP and the sync daemons use it)")
+    interface = r.interface(d["interface"], "ha.interface")
+    if interface == "lo":
+        raise r.fail("ha.interface", interface, "VRRP adverts must reach the peer: use a LAN "
+                     "interface")
+    vrid = r.integer(d, "virtual_router_id", where, 1, 255)
+    preempt = d.get("preempt", True)
+    if not isinstance(preempt, bool):
+        raise r.fail("ha.preempt", preempt, "must be true or false")
+    return HaConfig(interface=interface, virtual_router_id=vrid,
+                    advert_interval=r.integer(d, "advert_interval", where, 1, 255, 1),
+                    preempt=preempt,
+                    syncid=r.integer(d, "syncid", where, 0, 255, vrid),
+                    directors=_ha_directors(r, d.get("directors"), services))
+
+
+def _ha_directors(r: _Reader, data: object, services: tuple[VirtualService, ...]
+                  ) -> tuple[HaDirector, ...]:
+    if data is None:
+        raise r.fail("ha.directors", None, "is required (a list of {name, dip, priority})")
+    if not isinstance(data, list) or len(data) < 2:
+        raise r.fail("ha.directors", data, "must be a list of at least two directors")
+    vips = {s.key.address: i for i, s in enumerate(services)}
+    names: dict[str, int] = {}
+    dips: dict[IPAddress, int] = {}
+    members: list[HaDirector] = []
+    for index, item in enumerate(data):
+        where = f"ha.directors[{index}]"
+        e = r.table(item, where, ("name", "dip", "priority"))
+        name = r.string(e, "name", where)
+        if not _HOST_NAME.fullmatch(name):
+            raise r.fail(f"{where}.name", name, "must be a host name (letters, digits, '.', "
+                         "'_', '-'; at most 63)")
+        if name in names:
+            raise r.fail(f"{where}.name", name, f"duplicates ha.directors[{names[name]}]")
+        names[name] = index
+        dip = r.parsed(e, "dip", where, _interface_address,
+                       "must be an address with a prefix length, e.g. 192.168.30.105/24")
+        if dip is None:
+            raise r.fail(f"{where}.dip", None, "is required")
+        if dip.ip in dips:
+            raise r.fail(f"{where}.dip", str(dip), f"duplicates ha.directors[{dips[dip.ip]}]")
+        if dip.ip in vips:
+            raise r.fail(f"{where}.dip", str(dip), f"is also service[{vips[dip.ip]}].vip")
+        dips[dip.ip] = index
+        priority = r.integer(e, "priority", where, 1, 254)
+        members.append(HaDirector(name=name, dip=dip, priority=priority))
+    return tuple(members)
 
 
 def _gateway_family(r: _Reader, gateway: IPAddress, services: tuple[VirtualService, ...]

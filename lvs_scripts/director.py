@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import LvsError
-from .model import Config
+from .ha import describe_ha, ha_files, member_of, observe_ha, plan_ha_start, this_host
+from .model import Config, HaDirector
 from .observe import observe_director
 from .plan import Plan
 from .plan_director import plan_director_start, unmanaged_notes
@@ -17,15 +18,28 @@ from .state import State
 class Director(Role):
     name = "lvs-director"
 
-    def __init__(self, config: Config | None, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, config: Config | None, *args: Any, host: str | None = None,
+                 **kwargs: Any) -> None:
+        """host: this director's [ha] directors entry (default $LVS_HOST or the host
+        name); only read with [ha]."""
+        self.member: HaDirector | None = None
         if config is not None:
             config.require_director()  # before any lock is taken or program started
+            if config.ha is not None:
+                self.member = member_of(config, this_host(host))
         super().__init__(config, *args, **kwargs)
+        self.ha_files = ha_files(self.paths) if self.member is not None else None
 
     def observe(self, state: State, tolerant: bool = False) -> HostObservation:
-        return observe_director(self.config, self.runner, tolerant, state)
+        obs = observe_director(self.config, self.runner, tolerant, state)
+        if self.ha_files is not None:
+            observe_ha(self.ha_files, self.runner, tolerant, obs)
+        return obs
 
     def plan_start(self, obs: HostObservation, state: State) -> Plan:
+        if self.member is not None and self.ha_files is not None:
+            return plan_ha_start(self.config, self.member, self.ha_files, obs, state,
+                                 self.drain)
         return plan_director_start(self.config, obs, state, self.drain)
 
     def plan_stop(self, obs: HostObservation, state: State) -> Plan:
@@ -35,6 +49,8 @@ class Director(Role):
 
     def present(self, obs: HostObservation) -> bool:
         interface = self.config.require_director().interface
+        if self.member is not None and (obs.keepalived is not None or obs.sync_daemons):
+            return True
         return any(s.key in obs.ipvs for s in self.config.services) or any(
             obs.has_address(interface, vip) for vip in self.config.director_vips())
 
@@ -78,4 +94,8 @@ class Director(Role):
         unmanaged = [str(k) for k in obs.ipvs if k not in keys and not state.owns_service(k)]
         for key in unmanaged:
             lines.append(f"{key}  [not managed by lvs-director]")
-        return lines, {"services": services, "unmanaged": unmanaged}
+        data: dict[str, Any] = {"services": services, "unmanaged": unmanaged}
+        if self.member is not None:
+            ha_lines, data["ha"] = describe_ha(self.config, self.member, obs)
+            lines = ha_lines + lines
+        return lines, data

@@ -161,3 +161,9 @@ class ApplyFailed(LvsError):
 
 
 _PACKAGES = {"ipvsadm": "ipvsadm", "ip": "iproute2", "sysctl": "procps", "arping": "iputils-arping"}
+
+
+class DaemonTimeout(LvsError):
+    """A daemon we started did not come up (or one we stopped did not exit) in time."""
+
+    exit_code = 1

@@ -166,11 +166,35 @@ class RealServerConfig(Record):
     allow_no_services: bool = False
 
 
+class HaDirector(Record):
+    """One member of a director pair: [ha] directors = [{name, dip, priority}]."""
+
+    name: str
+    dip: IPInterface
+    priority: int
+
+
+class HaConfig(Record):
+    """[ha]: two (or more) directors sharing the VIPs through keepalived's VRRP, their
+    connection tables kept in step by the kernel's IPVS sync daemons."""
+
+    interface: str  # VRRP adverts, the sync traffic and each director's DIP go here
+    virtual_router_id: int
+    advert_interval: int
+    preempt: bool
+    syncid: int
+    directors: tuple[HaDirector, ...]
+
+    def member(self, name: str) -> HaDirector | None:
+        return next((d for d in self.directors if d.name == name), None)
+
+
 class Config(Record):
     path: str
     director: DirectorConfig | None
     realserver: RealServerConfig
     services: tuple[VirtualService, ...]
+    ha: HaConfig | None = None
 
     def require_director(self) -> DirectorConfig:
         """The [director] table, which lvs-director cannot do without."""

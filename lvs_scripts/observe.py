@@ -6,10 +6,12 @@ from typing import Callable, TypeVar
 
 from .errors import ConfigError, IpvsDenied, MissingTool
 from .model import Config
+from .pids import running_with
 from .probes import (
     ARPING_VERSION,
     IP_ADDRS,
     IP_LINKS,
+    IPVS_DAEMONS,
     IPVS_SAVE,
     IPVS_TIMEOUTS,
     HostObservation,
@@ -21,6 +23,7 @@ from .probes import (
     parse_ip_addrs,
     parse_ip_links,
     parse_ipvs_save,
+    parse_sync_daemons,
     parse_sysctl_values,
     parse_timeouts,
     sysctl_read,
@@ -83,6 +86,8 @@ def observe_director(config: Config, runner: Runner, tolerant: bool,
     names = {"director.interface": director.interface}
     if director.dip_interface:
         names["director.dip_interface"] = director.dip_interface
+    if config.ha is not None:
+        names["ha.interface"] = config.ha.interface
     require_interfaces(config, obs, names, tolerant)
     obs.addresses = o.probe(obs, IP_ADDRS, parse_ip_addrs, [])
     families: set[int] = set()
@@ -140,7 +145,37 @@ def observe_owned(state: State, runner: Runner, tolerant: bool) -> HostObservati
     if state.timeouts is not None and "ipvsadm" not in o.missing:
         obs.timeouts = o.probe(obs, IPVS_TIMEOUTS, parse_timeouts, None)
     _sysctls(o, obs, list(state.sysctls))
+    if state.sync_daemons:
+        observe_sync_daemons(o, obs)
+    keepalived = state.keepalived
+    observe_files(obs, list(state.files))
+    if keepalived is not None:
+        observe_keepalived(obs, keepalived.pid_file, keepalived.config_file)
     return obs
+
+
+def observe_sync_daemons(o: Observer, obs: HostObservation) -> None:
+    if "ipvsadm" not in o.missing:
+        obs.sync_daemons = o.probe(obs, IPVS_DAEMONS, parse_sync_daemons, {})
+
+
+def observe_files(obs: HostObservation, paths: list[str]) -> None:
+    """The sha256 of each file that exists: was it written by us, and is it as wanted?"""
+    import hashlib
+
+    for path in paths:
+        try:
+            with open(path, "rb") as handle:
+                obs.files[path] = hashlib.sha256(handle.read()).hexdigest()
+        except OSError:
+            continue
+
+
+def observe_keepalived(obs: HostObservation, pid_file: str, config_file: str) -> None:
+    from .probes import KeepalivedSeen
+
+    pid = running_with(pid_file, "keepalived", config_file)
+    obs.keepalived = None if pid is None else KeepalivedSeen(pid, config_file)
 
 
 def _routes(o: Observer, obs: HostObservation, families: set[int]) -> None:

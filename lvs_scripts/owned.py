@@ -8,6 +8,9 @@ shows it.
 | service  | OwnedService    | ServiceCreated*, ServiceDeleted          | `ipvsadm -D`           |
 | sysctl   | OwnedSysctl     | SysctlChanged*, SysctlRestored           | `sysctl -w KEY=OLD`    |
 | timeouts | OwnedTimeouts   | TimeoutsSet*, TimeoutsRestored           | `ipvsadm --set OLD`    |
+| file     | OwnedFile       | FileWritten*, FileRemoved                | `rm -f PATH`           |
+| keepalived | OwnedKeepalived | KeepalivedStarted*, KeepalivedStopped  | `kill -TERM PID`, wait |
+| sync     | OwnedSyncDaemon | SyncDaemonStarted*, SyncDaemonStopped    | `ipvsadm --stop-daemon` |
 
 A write-ahead effect is recorded (and the state file saved) *before* its command runs,
 with the value to restore: a `kill -9` at any point then leaves a state file from which
@@ -22,7 +25,15 @@ import ipaddress
 from typing import TYPE_CHECKING, ClassVar, Union
 
 from .model import DEFAULT_DRAIN_SECONDS, IPAddress, ServiceKey, Timeouts, VirtualService
-from .probes import Address, HostObservation, Route, interface_of_sysctl
+from .plan import Settle
+from .probes import (
+    Address,
+    HostObservation,
+    KeepalivedSeen,
+    Route,
+    SyncDaemon,
+    interface_of_sysctl,
+)
 from .record import Record
 
 if TYPE_CHECKING:
@@ -86,7 +97,38 @@ class OwnedTimeouts(Record):
         return f"IPVS timeouts {ours} (before start: {' '.join(self.previous.args())})"
 
 
-Owned = Union[OwnedAddress, OwnedRoute, OwnedService, OwnedSysctl, OwnedTimeouts]
+class OwnedFile(Record):
+    """A file start wrote (keepalived's config, its notify hook): removed by stop unless
+    someone changed it since (the digest differs)."""
+
+    path: str
+    digest: str  # sha256 of what we wrote
+
+    def describe(self) -> str:
+        return f"file {self.path}"
+
+
+class OwnedKeepalived(Record):
+    """The keepalived start ran (VRRP only), found again through its own pid file and
+    config file, so that a keepalived someone else started is never signalled."""
+
+    config_file: str
+    pid_file: str
+    vrrp_pid_file: str
+
+    def describe(self) -> str:
+        return f"keepalived -f {self.config_file} (pid file {self.pid_file})"
+
+
+class OwnedSyncDaemon(Record):
+    daemon: SyncDaemon
+
+    def describe(self) -> str:
+        return f"IPVS {self.daemon.describe()}"
+
+
+Owned = Union[OwnedAddress, OwnedRoute, OwnedService, OwnedSysctl, OwnedTimeouts, OwnedFile,
+              OwnedKeepalived, OwnedSyncDaemon]
 
 
 # --- the effects -------------------------------------------------------------------------
@@ -289,9 +331,95 @@ class TimeoutsRestored(Effect):
         obs.timeouts = self.previous
 
 
+class FileWritten(Effect):
+    write_ahead = True
+    path: str
+    digest: str
+
+    def slot(self) -> Slot:
+        return ("file", self.path)
+
+    def record(self, state: State) -> None:
+        state.files[self.path] = OwnedFile(self.path, self.digest)
+
+    def simulate(self, obs: HostObservation) -> None:
+        obs.files[self.path] = self.digest
+
+
+class FileRemoved(Effect):
+    path: str
+
+    def slot(self) -> Slot:
+        return ("file", self.path)
+
+    def record(self, state: State) -> None:
+        state.files.pop(self.path, None)
+
+    def simulate(self, obs: HostObservation) -> None:
+        obs.files.pop(self.path, None)
+
+
+class KeepalivedStarted(Effect):
+    write_ahead = True
+    config_file: str
+    pid_file: str
+    vrrp_pid_file: str
+
+    def slot(self) -> Slot:
+        return ("keepalived", None)
+
+    def record(self, state: State) -> None:
+        state.keepalived = OwnedKeepalived(self.config_file, self.pid_file, self.vrrp_pid_file)
+
+    def simulate(self, obs: HostObservation) -> None:
+        obs.keepalived = KeepalivedSeen(0, self.config_file)
+
+
+class KeepalivedStopped(Effect):
+    """Recorded once keepalived has exited (its VIPs are gone with it)."""
+
+    def slot(self) -> Slot:
+        return ("keepalived", None)
+
+    def record(self, state: State) -> None:
+        state.keepalived = None
+
+    def simulate(self, obs: HostObservation) -> None:
+        obs.keepalived = None
+
+
+class SyncDaemonStarted(Effect):
+    write_ahead = True
+    daemon: SyncDaemon
+
+    def slot(self) -> Slot:
+        return ("sync", self.daemon.state)
+
+    def record(self, state: State) -> None:
+        state.sync_daemons[self.daemon.state] = OwnedSyncDaemon(self.daemon)
+
+    def simulate(self, obs: HostObservation) -> None:
+        obs.sync_daemons[self.daemon.state] = self.daemon
+
+
+class SyncDaemonStopped(Effect):
+    state: str  # master | backup
+
+    def slot(self) -> Slot:
+        return ("sync", self.state)
+
+    def record(self, state: State) -> None:
+        state.sync_daemons.pop(self.state, None)
+
+    def simulate(self, obs: HostObservation) -> None:
+        obs.sync_daemons.pop(self.state, None)
+
+
 EFFECTS: tuple[type[Effect], ...] = (
     AddressAdded, AddressRemoved, Announced, RouteSet, RouteReleased, ServiceCreated,
-    ServiceDeleted, SysctlChanged, SysctlRestored, TimeoutsSet, TimeoutsRestored)
+    ServiceDeleted, SysctlChanged, SysctlRestored, TimeoutsSet, TimeoutsRestored,
+    FileWritten, FileRemoved, KeepalivedStarted, KeepalivedStopped, SyncDaemonStarted,
+    SyncDaemonStopped)
 
 
 # --- undo: what stop (and a start that no longer wants something) does with a record ------
@@ -397,9 +525,55 @@ def undo_timeouts(plan: Plan, obs: HostObservation, owned: OwnedTimeouts) -> Non
              "the connection timeouts from before start", TimeoutsRestored(owned.previous))
 
 
+KEEPALIVED_STOP_SECONDS = 15.0
+
+
+def undo_keepalived(plan: Plan, obs: HostObservation, owned: OwnedKeepalived) -> None:
+    """SIGTERM, then wait until it has gone: keepalived removes its VIPs on the way out
+    and the peer takes them over at once. A keepalived already gone (killed, crashed)
+    leaves only its record; one we did not start is never found here (own pid file, own
+    config file)."""
+    seen = obs.keepalived
+    if seen is None or seen.config_file != owned.config_file or seen.pid <= 0:
+        plan.forget.append(KeepalivedStopped())
+        return
+    plan.add(("kill", "-TERM", str(seen.pid)), "keepalived: its VIPs move to the peer",
+             KeepalivedStopped(), settle=Settle(f"keepalived (pid {seen.pid}) has exited",
+                                                gone_pid=seen.pid,
+                                                seconds=KEEPALIVED_STOP_SECONDS))
+
+
+def undo_sync_daemon(plan: Plan, obs: HostObservation, owned: OwnedSyncDaemon) -> None:
+    ours = owned.daemon
+    seen = obs.sync_daemons.get(ours.state)
+    if seen == ours:
+        plan.add(("ipvsadm", "--stop-daemon", ours.state), f"the IPVS {ours.describe()}",
+                 SyncDaemonStopped(ours.state))
+        return
+    if seen is not None:
+        plan.notes.append(f"the IPVS {ours.state} sync daemon was restarted by someone else "
+                          f"since start ({seen.describe()}): left running")
+    plan.forget.append(SyncDaemonStopped(ours.state))
+
+
+def undo_file(plan: Plan, obs: HostObservation, owned: OwnedFile) -> None:
+    have = obs.files.get(owned.path)
+    if have == owned.digest:
+        plan.add(("rm", "-f", owned.path), "a file start wrote", FileRemoved(owned.path))
+        return
+    if have is not None:
+        plan.notes.append(f"{owned.path} was changed since start: left in place")
+    plan.forget.append(FileRemoved(owned.path))
+
+
 def plan_undo(plan: Plan, obs: HostObservation, state: State) -> None:
     """Undo everything the state file lists, in the order that keeps the host reachable:
-    services, VIPs, the default route, the DIP (the route may need it), sysctls, timeouts."""
+    keepalived first (the peer takes the VIPs at once), the sync daemons, services, VIPs,
+    the default route, the DIP (the route may need it), sysctls, timeouts, files."""
+    if state.keepalived is not None:
+        undo_keepalived(plan, obs, state.keepalived)
+    for daemon in state.sync_daemons.values():
+        undo_sync_daemon(plan, obs, daemon)
     for service in state.services.values():
         undo_service(plan, obs, service)
     addresses = list(state.addresses.values())
@@ -415,3 +589,5 @@ def plan_undo(plan: Plan, obs: HostObservation, state: State) -> None:
         undo_sysctl(plan, obs, sysctl)
     if state.timeouts is not None:
         undo_timeouts(plan, obs, state.timeouts)
+    for file in state.files.values():
+        undo_file(plan, obs, file)

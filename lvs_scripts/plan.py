@@ -30,6 +30,21 @@ class Drain(Record):
         return f"{self.what()} has no connections (at most {self.seconds} s)"
 
 
+class Settle(Record):
+    """Wait after this step until a daemon it signalled or started is there (its pid
+    file names a live process) or gone (the pid no longer exists), at most `seconds`:
+    keepalived forks and writes its pid file after the command returned, and leaves
+    some time after SIGTERM while it removes its VIPs."""
+
+    what: str
+    pid_file: str | None = None  # wait until it names a live process
+    gone_pid: int | None = None  # wait until this process has exited
+    seconds: float = 15.0
+
+    def describe(self) -> str:
+        return f"{self.what} (at most {self.seconds:g} s)"
+
+
 IPVS_RULE_OPTIONS = frozenset({"-A", "-E", "-D", "-a", "-e", "-d"})
 
 
@@ -43,6 +58,8 @@ class Step:
     # Exit codes of an optional step after which its effect holds all the same (arping
     # exits 1 when a probe went unanswered, but its ARPs did go out).
     done_despite: tuple[int, ...] = ()
+    stdin: str | None = None  # fed to the command (a file written by `install`)
+    settle: Settle | None = None  # wait after it ran
 
     def line(self) -> str:
         return shell_line(self.argv)
@@ -68,8 +85,10 @@ class Plan(Record, frozen=False):
 
     def add(self, argv: tuple[str, ...], reason: str, effect: Effect | None = None,
             optional: bool = False, drain: Drain | None = None,
-            done_despite: tuple[int, ...] = ()) -> None:
-        self.steps.append(Step(argv, reason, effect, optional, drain, done_despite))
+            done_despite: tuple[int, ...] = (), stdin: str | None = None,
+            settle: Settle | None = None) -> None:
+        self.steps.append(Step(argv, reason, effect, optional, drain, done_despite, stdin,
+                               settle))
 
     @property
     def required(self) -> list[Step]:

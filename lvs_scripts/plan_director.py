@@ -55,7 +55,9 @@ def plan_director_start(config: Config, obs: HostObservation, state: State,
                      "the director's own address (DIP)",
                      AddressAdded(director.dip_interface, str(dip), "dip"))
         _link_up(plan, obs, director.dip_interface)
-    unannounced = _plan_vips(plan, config, director, obs, state)
+    # With [ha] keepalived adds the VIPs (and announces them) where it is elected.
+    unannounced = [] if config.ha is not None else _plan_vips(plan, config, director, obs,
+                                                              state)
     _link_up(plan, obs, director.interface)
     _plan_route(plan, director, obs, state)
     _plan_ipvs(plan, config.services, obs, state, drain)

@@ -472,6 +472,48 @@ def parse_arping_version(text: str) -> Arping:
     return Arping("iputils" if "iputils" in text else "habets")
 
 
+# --- the HA side: the IPVS sync daemons and keepalived -----------------------------------
+
+IPVS_DAEMONS = ("ipvsadm", "-L", "--daemon")
+_SYNC_LINE = re.compile(r"(master|backup) sync daemon \(mcast=([^,)]+), syncid=(\d+)[,)]")
+
+
+class SyncDaemon(Record):
+    """One kernel sync daemon: `ipvsadm --start-daemon STATE --mcast-interface IF
+    --syncid N`."""
+
+    state: str  # master | backup
+    interface: str
+    syncid: int
+
+    def start_argv(self) -> tuple[str, ...]:
+        return ("ipvsadm", "--start-daemon", self.state, "--mcast-interface", self.interface,
+                "--syncid", str(self.syncid))
+
+    def describe(self) -> str:
+        return f"{self.state} sync daemon on {self.interface}, syncid {self.syncid}"
+
+
+def parse_sync_daemons(text: str) -> dict[str, SyncDaemon]:
+    """`ipvsadm -L --daemon` (ipvsadm.c list_daemon): one line per running daemon,
+    `master sync daemon (mcast=eth1, syncid=51, maxlen=1472, group=224.0.0.81,
+    port=8848, ttl=1)`; 1.2x versions stop after the syncid. Nothing when none runs."""
+    daemons: dict[str, SyncDaemon] = {}
+    for line in text.splitlines():
+        match = _SYNC_LINE.match(line.strip())
+        if match:
+            daemons[match.group(1)] = SyncDaemon(match.group(1), match.group(2),
+                                                 int(match.group(3)))
+    return daemons
+
+
+class KeepalivedSeen(Record):
+    """A keepalived we started, alive: the pid from its pid file, running with our config."""
+
+    pid: int
+    config_file: str
+
+
 class HostObservation(Record, frozen=False):
     """What one host looks like now. Empty defaults describe "nothing configured"."""
 
@@ -483,6 +525,11 @@ class HostObservation(Record, frozen=False):
     sysctls: dict[str, int] = field(default_factory=dict)
     arping: Arping | None = None
     notes: list[str] = field(default_factory=list)  # what could not be observed, and why
+    # HA ([ha]): sync daemons by state, our keepalived, files we write (path -> sha256)
+    sync_daemons: dict[str, SyncDaemon] = field(default_factory=dict)
+    keepalived: KeepalivedSeen | None = None
+    files: dict[str, str] = field(default_factory=dict)
+    ha_role: str | None = None  # what keepalived's notify hook last recorded
 
     def has_address(self, device: str, address: IPAddress) -> bool:
         return any(a.device == device and a.interface.ip == address for a in self.addresses)

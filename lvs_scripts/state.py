@@ -3,8 +3,9 @@
 The state file lives in a root-owned directory (default /run/lvs-scripts: the kernel
 forgets addresses, routes, IPVS rules and sysctls at reboot, and so do we). It is
 written atomically (temp file + rename) and holds typed records (owned.py), keyed by
-structure, never by display text. Version 1 files (lvs_scripts 0.1) are read and
-upgraded in place by the next action that changes the host.
+structure, never by display text. Version 1 files (lvs_scripts 0.1) and version 2 ones
+(before [ha]: no files, keepalived or sync daemons) are read and upgraded in place by
+the next action that changes the host.
 """
 
 from __future__ import annotations
@@ -24,16 +25,19 @@ from .model import DEFAULT_DRAIN_SECONDS, IPAddress, Protocol, ServiceKey, Timeo
 from .owned import (
     Owned,
     OwnedAddress,
+    OwnedFile,
+    OwnedKeepalived,
     OwnedRoute,
     OwnedService,
+    OwnedSyncDaemon,
     OwnedSysctl,
     OwnedTimeouts,
     Slot,
 )
-from .probes import Route
+from .probes import Route, SyncDaemon
 from .record import Record, field
 
-STATE_VERSION = 2
+STATE_VERSION = 3
 MAX_STATE_BYTES = 64 << 20  # 100,000 services is about 10 MB
 
 
@@ -43,6 +47,9 @@ class State(Record, frozen=False):
     services: dict[ServiceKey, OwnedService] = field(default_factory=dict)
     sysctls: dict[str, OwnedSysctl] = field(default_factory=dict)
     timeouts: OwnedTimeouts | None = None
+    files: dict[str, OwnedFile] = field(default_factory=dict)
+    keepalived: OwnedKeepalived | None = None
+    sync_daemons: dict[str, OwnedSyncDaemon] = field(default_factory=dict)
     upgraded_from: int | None = field(default=None, compare=False)  # read from version N
 
     @classmethod
@@ -62,6 +69,12 @@ class State(Record, frozen=False):
             self.services[owned.key] = owned
         elif isinstance(owned, OwnedSysctl):
             self.sysctls[owned.key] = owned
+        elif isinstance(owned, OwnedFile):
+            self.files[owned.path] = owned
+        elif isinstance(owned, OwnedKeepalived):
+            self.keepalived = owned
+        elif isinstance(owned, OwnedSyncDaemon):
+            self.sync_daemons[owned.daemon.state] = owned
         else:
             self.timeouts = owned
 
@@ -72,13 +85,16 @@ class State(Record, frozen=False):
         items += [*self.services.values(), *self.sysctls.values()]
         if self.timeouts is not None:
             items.append(self.timeouts)
+        if self.keepalived is not None:
+            items.append(self.keepalived)
+        items += [*self.sync_daemons.values(), *self.files.values()]
         return items
 
     # --- one entry, for rolling back a write-ahead record whose command failed ----------
     def get(self, slot: Slot) -> Owned | None:
         kind, key = slot
-        if kind in ("route", "timeouts"):
-            value: Owned | None = self.route if kind == "route" else self.timeouts
+        if kind in _SINGLE:
+            value: Owned | None = getattr(self, kind)
             return value
         table: dict[Any, Any] = getattr(self, _TABLES[kind])
         found: Owned | None = table.get(key)
@@ -90,6 +106,8 @@ class State(Record, frozen=False):
             self.route = value if isinstance(value, OwnedRoute) else None
         elif kind == "timeouts":
             self.timeouts = value if isinstance(value, OwnedTimeouts) else None
+        elif kind == "keepalived":
+            self.keepalived = value if isinstance(value, OwnedKeepalived) else None
         elif value is None:
             getattr(self, _TABLES[kind]).pop(key, None)
         else:
@@ -109,7 +127,7 @@ class State(Record, frozen=False):
 
     def empty(self) -> bool:
         return not (self.addresses or self.route or self.services or self.sysctls
-                    or self.timeouts)
+                    or self.timeouts or self.files or self.keepalived or self.sync_daemons)
 
     def describe(self) -> list[str]:
         return [owned.describe() for owned in self.records()]
@@ -131,6 +149,13 @@ class State(Record, frozen=False):
                 "previous": list(map(int, self.timeouts.previous.args())),
                 "value": None if self.timeouts.value is None else list(
                     map(int, self.timeouts.value.args()))},
+            "files": [{"path": f.path, "digest": f.digest} for f in self.files.values()],
+            "keepalived": None if self.keepalived is None else {
+                "config_file": self.keepalived.config_file,
+                "pid_file": self.keepalived.pid_file,
+                "vrrp_pid_file": self.keepalived.vrrp_pid_file},
+            "sync_daemons": [{"state": d.daemon.state, "interface": d.daemon.interface,
+                              "syncid": d.daemon.syncid} for d in self.sync_daemons.values()],
         }, indent=1, sort_keys=True)
 
     @classmethod
@@ -159,7 +184,9 @@ def corrupt(path: str, why: str) -> StateError:
         "delete it; the next start observes the host again.")
 
 
-_TABLES = {"address": "addresses", "service": "services", "sysctl": "sysctls"}
+_TABLES = {"address": "addresses", "service": "services", "sysctl": "sysctls",
+           "file": "files", "sync": "sync_daemons"}
+_SINGLE = ("route", "timeouts", "keepalived")
 
 
 # --- reading and checking, field by field: the file is read as root and drives commands ---
@@ -306,6 +333,37 @@ def _read_v2(data: dict[str, Any]) -> State:
     return state
 
 
+_PATH = re.compile(r"/[A-Za-z0-9._/-]{1,4000}")
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+_V3_KEYS = ("files", "keepalived", "sync_daemons")
+
+
+def _read_v3(data: dict[str, Any]) -> State:
+    """Version 2 plus what [ha] owns: files, keepalived, the sync daemons."""
+    for key in _V3_KEYS:
+        if key not in data:
+            raise _bad("state", f"no {key}")
+    state = _read_v2({k: v for k, v in data.items() if k not in _V3_KEYS})
+    for i, item in enumerate(_list(data["files"], "files")):
+        f = _table(item, f"files[{i}]", {"path", "digest"})
+        state.put_record(OwnedFile(_str(f["path"], _PATH, f"files[{i}].path"),
+                                   _str(f["digest"], _DIGEST, f"files[{i}].digest")))
+    if data["keepalived"] is not None:
+        k = _table(data["keepalived"], "keepalived", {"config_file", "pid_file",
+                                                      "vrrp_pid_file"})
+        state.keepalived = OwnedKeepalived(*(_str(k[name], _PATH, f"keepalived.{name}")
+                                             for name in ("config_file", "pid_file",
+                                                          "vrrp_pid_file")))
+    for i, item in enumerate(_list(data["sync_daemons"], "sync_daemons")):
+        d = _table(item, f"sync_daemons[{i}]", {"state", "interface", "syncid"})
+        if d["state"] not in ("master", "backup"):
+            raise _bad(f"sync_daemons[{i}].state", d["state"])
+        state.put_record(OwnedSyncDaemon(SyncDaemon(
+            d["state"], _str(d["interface"], _NAME, f"sync_daemons[{i}].interface"),
+            _int(d["syncid"], f"sync_daemons[{i}].syncid", 0, 255))))
+    return state
+
+
 # Version 1 (lvs_scripts 0.1): addresses as [device, cidr]; services as their display text
 # ("tcp 192.168.30.254:80", "fwmark 1 (IPv6)"); sysctls as {key: previous}, and only the ARP
 # ones, always set to the same values; a route as {via, previous_via, previous_dev}.
@@ -372,7 +430,8 @@ def _route_v1(r: dict[str, Any]) -> OwnedRoute:
                       None if before is None else Route(before, dev, family=family))
 
 
-_READERS: dict[int, Callable[[dict[str, Any]], State]] = {1: _read_v1, 2: _read_v2}
+_READERS: dict[int, Callable[[dict[str, Any]], State]] = {1: _read_v1, 2: _read_v2,
+                                                          3: _read_v3}
 
 
 # --- load and save ---------------------------------------------------------------------------

@@ -68,8 +68,10 @@ def real_tool_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[RealToolGuard]:
 
 
 @pytest.fixture
-def fakehost(tmp_path: Path) -> FakeHost:
-    return FakeHost(tmp_path / "fakehost")
+def fakehost(tmp_path: Path) -> Iterator[FakeHost]:
+    host = FakeHost(tmp_path / "fakehost")
+    yield host
+    host.stop_daemons()  # fake keepalived daemons a test left running
 
 
 @pytest.fixture

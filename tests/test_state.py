@@ -23,15 +23,24 @@ from lvs_scripts.owned import (
     AddressRemoved,
     Announced,
     Effect,
+    FileRemoved,
+    FileWritten,
+    KeepalivedStarted,
+    KeepalivedStopped,
     OwnedAddress,
+    OwnedFile,
+    OwnedKeepalived,
     OwnedRoute,
     OwnedService,
+    OwnedSyncDaemon,
     OwnedSysctl,
     OwnedTimeouts,
     RouteReleased,
     RouteSet,
     ServiceCreated,
     ServiceDeleted,
+    SyncDaemonStarted,
+    SyncDaemonStopped,
     SysctlChanged,
     SysctlRestored,
     TimeoutsRestored,
@@ -39,7 +48,7 @@ from lvs_scripts.owned import (
     plan_undo,
 )
 from lvs_scripts.plan import Plan
-from lvs_scripts.probes import Route, parse_default_routes
+from lvs_scripts.probes import KeepalivedSeen, Route, SyncDaemon, parse_default_routes
 from lvs_scripts.state import State, load_state, save_state
 from tests.fakes.fakehost import FakeHost
 from tests.hosts import addr_lines, host, link_lines
@@ -69,7 +78,13 @@ FULL = State.of(
     OwnedService(HTTP, 12), OwnedService(DNS), OwnedService(MARK6, 0),
     OwnedSysctl("net.ipv4.conf.all.arp_ignore", 0, 1),
     OwnedSysctl("net/ipv4/conf/eth0.100/arp_announce", 0, 2),
-    OwnedTimeouts(Timeouts(900, 120, 300), Timeouts(30, 0, 60)))
+    OwnedTimeouts(Timeouts(900, 120, 300), Timeouts(30, 0, 60)),
+    OwnedKeepalived("/run/l/k.conf", "/run/l/k.pid", "/run/l/v.pid"),
+    OwnedSyncDaemon(SyncDaemon("master", "eth1", 51)),
+    OwnedSyncDaemon(SyncDaemon("backup", "eth1", 51)),
+    OwnedFile("/run/l/k.conf", "a" * 64))
+SYNC = SyncDaemon("master", "eth1", 51)
+KEEPALIVED = OwnedKeepalived("/run/l/k.conf", "/run/l/k.pid", "/run/l/v.pid")
 
 
 # ------------------------------------------------------------------ the table of kinds
@@ -94,6 +109,13 @@ EFFECT_CASES: list[tuple[Effect, State, list[Any]]] = [
      [OwnedTimeouts(Timeouts(900, 120, 300), Timeouts(30, 5, 60))]),
     (TimeoutsRestored(Timeouts(900, 120, 300)),
      State.of(OwnedTimeouts(Timeouts(900, 120, 300))), []),
+    (FileWritten("/run/l/k.conf", "b" * 64), State(), [OwnedFile("/run/l/k.conf", "b" * 64)]),
+    (FileRemoved("/run/l/k.conf"), State.of(OwnedFile("/run/l/k.conf", "b" * 64)), []),
+    (KeepalivedStarted("/run/l/k.conf", "/run/l/k.pid", "/run/l/v.pid"), State(),
+     [KEEPALIVED]),
+    (KeepalivedStopped(), State.of(KEEPALIVED), []),
+    (SyncDaemonStarted(SYNC), State(), [OwnedSyncDaemon(SYNC)]),
+    (SyncDaemonStopped("master"), State.of(OwnedSyncDaemon(SYNC)), []),
 ]
 
 
@@ -125,6 +147,9 @@ def test_each_effect_simulates_what_its_command_does_to_the_host(effect: Effect)
                routes="default via 10.9.9.1 dev eth0 proto static metric 100 onlink",
                ipvs="-A -t 192.168.30.254:80 -s wrr\n", timeouts="Timeout (tcp tcpfin udp): "
                "45 5 60\n", sysctls={"net.ipv4.conf.all.arp_ignore": 5})
+    obs.sync_daemons = {"master": SyncDaemon("master", "eth1", 9)}  # an older one
+    obs.keepalived = KeepalivedSeen(77, "/run/l/k.conf")
+    obs.files = {"/run/l/k.conf": "a" * 64}
     before = json.dumps(repr(obs))
     effect.simulate(obs)
     changed = json.dumps(repr(obs)) != before
@@ -133,7 +158,8 @@ def test_each_effect_simulates_what_its_command_does_to_the_host(effect: Effect)
 
 def test_only_additions_are_written_ahead() -> None:
     assert {e.__name__ for e in EFFECTS if e.write_ahead} == {
-        "AddressAdded", "RouteSet", "ServiceCreated", "SysctlChanged", "TimeoutsSet"}
+        "AddressAdded", "RouteSet", "ServiceCreated", "SysctlChanged", "TimeoutsSet",
+        "FileWritten", "KeepalivedStarted", "SyncDaemonStarted"}
 
 
 def test_every_owned_kind_is_undone_by_stop_and_shown() -> None:
@@ -148,9 +174,13 @@ def test_every_owned_kind_is_undone_by_stop_and_shown() -> None:
                timeouts="Timeout (tcp tcpfin udp): 30 120 60\n",
                sysctls={"net.ipv4.conf.all.arp_ignore": 1,
                         "net/ipv4/conf/eth0.100/arp_announce": 2})
+    obs.sync_daemons = {"master": SYNC, "backup": SyncDaemon("backup", "eth1", 51)}
+    obs.keepalived = KeepalivedSeen(77, "/run/l/k.conf")
+    obs.files = {"/run/l/k.conf": "a" * 64}
     plan = Plan()
     plan_undo(plan, obs, FULL)
     assert [s.line() for s in plan.steps] == [
+        "kill -TERM 77", "ipvsadm --stop-daemon master", "ipvsadm --stop-daemon backup",
         "ipvsadm -D -t 192.168.30.254:80", "ipvsadm -D -u 192.168.30.253:53",
         "ipvsadm -D -f 7 -6",
         "ip addr del 192.168.30.254/32 dev eth0", "ip addr del 2001:db8::10/128 dev lo",
@@ -158,20 +188,32 @@ def test_every_owned_kind_is_undone_by_stop_and_shown() -> None:
         "ip addr del 10.9.0.5/24 dev eth1",
         "sysctl -w net.ipv4.conf.all.arp_ignore=0",
         "sysctl -w net/ipv4/conf/eth0.100/arp_announce=0",
-        "ipvsadm --set 900 120 300"]
+        "ipvsadm --set 900 120 300", "rm -f /run/l/k.conf"]
     after = State.from_json(FULL.to_json(), "copy")
     for effect in [s.effect for s in plan.steps if s.effect] + plan.forget:
         effect.record(after)
     assert after.empty()
-    assert len(FULL.describe()) == len(FULL.records()) == 10
+    assert len(FULL.describe()) == len(FULL.records()) == 14
 
 
-# ------------------------------------------------------------------ the file, version 2
+# ------------------------------------------------------------------ the file, version 3
 
-def test_version_2_round_trips_every_kind() -> None:
+def test_version_3_round_trips_every_kind() -> None:
     text = FULL.to_json()
-    assert json.loads(text)["version"] == 2
+    assert json.loads(text)["version"] == 3
     assert State.from_json(text, "f") == FULL
+
+
+def test_a_version_2_file_is_read_and_upgraded() -> None:
+    """A file written before [ha] (no files, keepalived or sync daemons) is read as is."""
+    data = json.loads(FULL.to_json())
+    for key in ("files", "keepalived", "sync_daemons"):
+        del data[key]
+    data["version"] = 2
+    state = State.from_json(json.dumps(data), "v2")
+    assert state.upgraded_from == 2
+    assert state.records() == [r for r in FULL.records() if not isinstance(
+        r, (OwnedFile, OwnedKeepalived, OwnedSyncDaemon))]
 
 
 def test_services_are_stored_by_structure_not_by_their_display_text() -> None:
@@ -181,8 +223,13 @@ def test_services_are_stored_by_structure_not_by_their_display_text() -> None:
 
 
 CORRUPT = [
-    ({"version": 3}, "unknown version 3"),
+    ({"version": 4}, "unknown version 4"),
     ({"version": 2}, "state"),
+    ({"version": 3}, "no files"),
+    ({**json.loads(FULL.to_json()), "files": [{"path": "../etc/passwd", "digest": "a" * 64}]},
+     "files[0].path"),
+    ({**json.loads(FULL.to_json()), "sync_daemons": [{"state": "both", "interface": "eth1",
+                                                      "syncid": 1}]}, "sync_daemons[0].state"),
     ("[]", "not a JSON object"),
     ({**json.loads(FULL.to_json()), "addresses": [{"device": "eth0; rm", "cidr": "1.2.3.4/32",
                                                    "purpose": "vip", "announced": False}]},
@@ -277,7 +324,7 @@ def test_a_host_set_up_by_release_0_1_stops_cleanly(tmp_path: Path, role: str,
     assert not (state_dir / f"lvs-{role}.json").exists()
 
 
-def test_the_next_change_rewrites_a_version_1_file_as_version_2(tmp_path: Path) -> None:
+def test_the_next_change_rewrites_a_version_1_file_as_the_current_version(tmp_path: Path) -> None:
     data = V1 / "director"
     fake = FakeHost(tmp_path / "host")
     shutil.copy(data / "host-after-start.json", fake.state_path)
@@ -297,7 +344,7 @@ def test_the_next_change_rewrites_a_version_1_file_as_version_2(tmp_path: Path) 
     assert start.returncode == 0, start.stderr
     assert start.stdout == "lvs-director start: nothing to do\n"
     upgraded = json.loads(state_file.read_text())
-    assert upgraded["version"] == 2
+    assert upgraded["version"] == 3
     assert State.from_json(state_file.read_text(), "v2") == State.from_json(
         (data / "lvs-director.json").read_text(), "v1")
 

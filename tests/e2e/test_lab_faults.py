@@ -71,7 +71,8 @@ def test_kernel_refuses_the_scheduler_then_stop_puts_the_host_back(fresh: None) 
         "addresses": [{"device": "eth0", "cidr": f"{VIP}/32", "purpose": "vip",
                        "announced": False}],
         "route": None, "services": [], "sysctls": [],
-        "timeouts": {"previous": [900, 120, 300], "value": [30, 5, 60]}, "version": 2}
+        "timeouts": {"previous": [900, 120, 300], "value": [30, 5, 60]},
+        "files": [], "keepalived": None, "sync_daemons": [], "version": 3}
     assert ipvs_save() == []
 
     stopped = initd("director", "stop")

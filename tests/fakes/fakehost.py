@@ -70,7 +70,7 @@ if TYPE_CHECKING:
 
 FAKES_DIR = Path(__file__).resolve().parent
 FAKES_BIN = FAKES_DIR / "bin"
-TOOLS = ("ipvsadm", "ip", "sysctl", "arping", "modprobe")
+TOOLS = ("ipvsadm", "ip", "sysctl", "arping", "modprobe", "keepalived")
 
 # Host programs the per-test PATH offers (as symlinks) besides the fakes.
 HOST_PROGRAMS = (
@@ -78,7 +78,7 @@ HOST_PROGRAMS = (
     "mv", "cp", "ln", "ls", "grep", "sed", "awk", "tr", "head", "tail", "sleep", "true",
     "false", "printf", "echo", "test", "[", "dirname", "basename", "readlink", "realpath",
     "mktemp", "date", "sort", "uniq", "cut", "wc", "tee", "xargs", "chmod", "stat", "kill",
-    "setsid", "timeout", "python3", "python",
+    "setsid", "timeout", "python3", "python", "install",
 )
 HOST_SEARCH_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
 HANG_SECONDS = 120.0  # a hung fake nobody killed ends by itself (the test has failed)
@@ -114,6 +114,10 @@ def _dispatch(run: Run) -> int:
         from . import arping_tool
 
         return arping_tool.main(run)
+    if run.tool == "keepalived":
+        from . import keepalived_tool
+
+        return keepalived_tool.main(run)
     if run.tool == "modprobe":
         from . import arping_tool
 
@@ -337,6 +341,20 @@ class FakeHost:
     def clear_hangs(self) -> None:
         with self.edit() as st:
             st["hangs"] = []
+
+    # ------------------------------------------------------------ daemons
+
+    def keepalived_pids(self) -> list[int]:
+        """The fake keepalived daemons of this host still running."""
+        return [pid for pid in self.state().get("keepalived_pids", []) if _is_fake_daemon(pid)]
+
+    def stop_daemons(self) -> None:
+        """SIGKILL every fake keepalived this host started (test teardown)."""
+        import signal
+
+        for pid in self.keepalived_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     # ------------------------------------------------------------ tools & kernel
 
@@ -634,6 +652,16 @@ def _find_ipvs(st: State, service: str, dest: str | None) -> dict[str, Any]:
     return d
 
 
+def _is_fake_daemon(pid: int) -> bool:
+    """Is `pid` a fake keepalived daemon (and not a pid reused by anything else)?"""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return len(argv) > 1 and argv[0] == b"keepalived" and argv[1].endswith(
+        b"keepalived_daemon.py")
+
+
 # ---------------------------------------------------------------- PATH building
 
 
@@ -755,6 +783,10 @@ def main(tool: str) -> int:
     if tool == "ipvsadm":
         stdin = sys.stdin  # read only if the command is -R
     result = host.invoke(tool, sys.argv[1:], stdin)
+    if tool == "keepalived" and result.rc == 0:
+        from . import keepalived_tool
+
+        keepalived_tool.spawn(sys.argv[1:])  # the daemon it leaves behind
     if hang is not None:  # "after": the change is made and logged, the caller never hears
         return _hang_until_killed(host, hang[0])
     sys.stdout.write(result.stdout)

@@ -141,6 +141,8 @@ STRERROR = {
     ("delete-server", "ESRCH"): "Service not defined",
     ("delete-server", "ENOENT"): "No such destination",
     ("get", "ESRCH"): "No such service",
+    ("start-daemon", "EEXIST"): "Daemon has already run",
+    ("stop-daemon", "ESRCH"): "No daemon is running",
     (None, "EPERM"): "Permission denied (you must be root)",
     (None, "EINVAL"): "Invalid operation.  Possibly wrong module version, address not unicast, ...",
     (None, "ENOPROTOOPT"): "Protocol not available",
@@ -522,7 +524,7 @@ def parse_options(run: Run, argv: list[str], ce: dict[str, Any]) -> int:
         run.print(VERSION_LINE)
         raise ToolExit(0)
     if tag in ("start-daemon", "stop-daemon"):
-        run.unsupported("the connection sync daemon")
+        raise ToolExit(daemon_command(run, tag, arg, events[1:], leftovers) & 0xFF)
     if tag not in COMMANDS:
         tryhelp_exit(run)
     ce["cmd"] = COMMANDS[tag]
@@ -769,7 +771,7 @@ def process_options(run: Run, argv: list[str], reading_stdin: bool) -> int:
             t = run.state["ipvs"]["timeouts"]
             run.print(f"Timeout (tcp tcpfin udp): {t['tcp']} {t['tcpfin']} {t['udp']}")
         elif OPT["daemon"] in options:
-            pass  # no sync daemon ever runs here
+            list_daemon(run)
         else:
             list_all(run, ce["format"])
         return 0
@@ -784,6 +786,69 @@ def process_options(run: Run, argv: list[str], reading_stdin: bool) -> int:
         run.eprint(strerror(cmd, refused.errno))
         return -1
     return 0
+
+
+# ---------------------------------------------------------------- sync daemons
+
+DEF_MCAST_IFN = "eth0"  # ipvsadm.c: the interface when --mcast-interface is not given
+SYNC_HEADERS = 28  # IPv4 + UDP: the kernel's default sync_maxlen is the MTU less these
+
+
+def daemon_command(run: Run, tag: str, arg: str | None, events: list[Any],
+                   leftovers: list[str]) -> int:
+    """--start-daemon / --stop-daemon master|backup [--mcast-interface IF] [--syncid N]:
+    parse_options() and the kernel's start_sync_thread()/stop_sync_thread() (EEXIST for a
+    daemon of that state already running, ENODEV for no such interface, ESRCH for
+    stopping one that does not run)."""
+    if arg not in ("master", "backup"):
+        fail(run, 2, f"illegal {tag} parameter specified")
+    ifname, syncid = DEF_MCAST_IFN, 0
+    for kind, payload, text in events:
+        if kind == "error":
+            run.eprint(f"{text}: {payload}")
+            return -1
+        opt, value = payload
+        if tag == "stop-daemon" or opt not in ("mcast-interface", "syncid"):
+            if opt in ("mcast-group", "mcast-port", "mcast-ttl", "sync-maxlen"):
+                run.unsupported(f"--{opt}")
+            fail(run, 2, f"Illegal '{opt}' option with the '{tag}' command")
+        if opt == "mcast-interface":
+            ifname = value
+        else:
+            syncid = string_to_number(value or "", 0, 255)
+            if syncid == -1:
+                fail(run, 2, "illegal syncid specified")
+    if leftovers:
+        fail(run, 2, f"unexpected argument {leftovers[0]}")
+    daemons = run.state["ipvs"].setdefault("daemons", {})
+    func = "start-daemon" if tag == "start-daemon" else "stop-daemon"
+    if tag == "stop-daemon":
+        if arg not in daemons:
+            run.eprint(strerror(func, "ESRCH"))
+            return -1
+        del daemons[arg]
+        return 0
+    if arg in daemons:
+        run.eprint(strerror(func, "EEXIST"))
+        return -1
+    device = next((i for i in run.state["interfaces"] if i["name"] == ifname), None)
+    if device is None:
+        run.eprint("No such device")
+        return -1
+    daemons[arg] = {"mcast_ifn": ifname, "syncid": syncid,
+                    "maxlen": device["mtu"] - SYNC_HEADERS}
+    return 0
+
+
+def list_daemon(run: Run) -> None:
+    """ipvsadm 1.31 list_daemon(): master first, then backup, with what the kernel
+    reports (6.1: maxlen, the default group 224.0.0.81, port 8848, ttl 1)."""
+    daemons = run.state["ipvs"].get("daemons", {})
+    for state in ("master", "backup"):
+        d = daemons.get(state)
+        if d is not None:
+            run.print(f"{state} sync daemon (mcast={d['mcast_ifn']}, syncid={d['syncid']}, "
+                      f"maxlen={d['maxlen']}, group=224.0.0.81, port=8848, ttl=1)")
 
 
 # ---------------------------------------------------------------- -R

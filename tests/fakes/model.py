@@ -225,6 +225,7 @@ def empty_state() -> State:
             "timeouts": {"tcp": 900, "tcpfin": 120, "udp": 300},
             "services": [],
             "connections": [],
+            "daemons": {},  # sync daemons by state (master, backup)
         },
         "hosts": {"127.0.0.1": "localhost"},
         "arping": {"flavour": "iputils", "neighbours": {}, "sent": []},

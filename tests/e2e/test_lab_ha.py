@@ -1,0 +1,343 @@
+"""Two directors on keepalived's VRRP and the kernel's IPVS sync daemons, on the real
+kernel: lb1 (the topology's "director", 192.168.30.105) and lb2 (a namespace added here,
+192.168.30.106), both configured through init.d from one file, each finding its [ha]
+entry by $LVS_HOST. A client holds one TCP connection through the VIP, sending a line
+every 200 ms, and opens a new connection every 200 ms beside it (tests/e2e/ha_client.py;
+the real servers answer with tests/e2e/line_server.py, which keeps connections open).
+
+One scenario, in order: lb1 master and lb2 backup, the held connection synced to lb2;
+`kill -9` of lb1's keepalived (parent and VRRP child); lb1 started again takes the VIP
+back (preempt); a planned `stop` on the master. The measured times are printed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.labhosts import (
+    INITD,
+    LAB_ONLY,
+    REALS,
+    RUN_ROOT,
+    VIP,
+    addresses,
+    in_ns,
+    lvs_env,
+    mac_of,
+    neighbour_mac,
+    reset,
+    run_on,
+    run_parallel,
+    sh,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.lab, LAB_ONLY]
+
+DIRECTORS = {"director": "lb1", "lb2": "lb2"}  # namespace -> [ha] name
+CLIENT = Path(__file__).with_name("ha_client.py")
+LINE_SERVER = Path(__file__).with_name("line_server.py")
+FAILOVER_LIMIT = 4.0
+PROBE = "198.51.100.1/32"  # TEST-NET-2: an address no one uses, to see a monitor listen
+ARP = ("net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2 "
+       "net.ipv4.conf.eth0.arp_ignore=1 net.ipv4.conf.eth0.arp_announce=2")
+
+
+def ha_config(path: Path) -> Path:
+    reals = "".join(f'  {{ address = "{address}", port = 8080 }},\n'
+                    for address in REALS.values())
+    path.write_text(f"""\
+[director]
+interface = "eth0"
+gateway = "192.168.30.200"
+
+[ha]
+interface = "eth0"
+virtual_router_id = 51
+advert_interval = 1
+preempt = true
+directors = [
+  {{ name = "lb1", dip = "192.168.30.105/24", priority = 150 }},
+  {{ name = "lb2", dip = "192.168.30.106/24", priority = 100 }},
+]
+
+[[service]]
+vip = "{VIP}"
+port = 8080
+scheduler = "rr"
+real = [
+{reals}]
+""")
+    return path
+
+
+def initd_ha(host: str, action: str, config: Path) -> tuple[str, list[str], dict[str, str]]:
+    return (host, [str(INITD["director"]), action],
+            {**lvs_env(host, config), "LVS_HOST": DIRECTORS[host]})
+
+
+def holds_vip(host: str) -> bool:
+    return f"{VIP}/32" in addresses(host, "eth0")
+
+
+def keepalived_pids(host: str) -> list[int]:
+    state = RUN_ROOT / host / "state"
+    pids = []
+    for name in ("lvs-director.keepalived.pid", "lvs-director.keepalived-vrrp.pid"):
+        path = state / name
+        if path.exists():
+            pids.append(int(path.read_text()))
+    return pids
+
+
+class AddressWatch:
+    """`ip monitor address` on a host, each line stamped with time.monotonic() as it
+    arrives: when the VIP was added there, to a few milliseconds, without polling `ip`
+    (a program start costs tenths of a second under emulation)."""
+
+    def __init__(self, host: str) -> None:
+        # stdbuf: ip writes to a pipe, block-buffered; each event must come at once.
+        self.proc = subprocess.Popen(in_ns(host, ["stdbuf", "-oL", "ip", "monitor", "address"]),
+                                     stdout=subprocess.PIPE, text=True)
+        self.lines: list[tuple[float, str]] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append((time.monotonic(), line))
+
+    def ready(self, host: str) -> None:
+        """Wait until the monitor listens: it reports an address added to lo and removed
+        again, a change made anew each try (one made before it subscribed is never seen)."""
+        def seen() -> bool:
+            sh(host, f"ip addr add {PROBE} dev lo; ip addr del {PROBE} dev lo")
+            return any(PROBE in line for _, line in list(self.lines))
+
+        wait_for(seen, 30, 0.2, "ip monitor to listen")
+
+    def added(self, since: float) -> float | None:
+        """When the VIP was added (first event after `since`), or None."""
+        return next((t for t, line in list(self.lines) if t >= since and not line.startswith(
+            "Deleted") and f"{VIP}/32" in line), None)
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+class Client:
+    """ha_client.py on the client namespace, its records collected as they come."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(in_ns("client", [sys.executable, str(CLIENT)]),
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.records: list[dict[str, object]] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.records.append(json.loads(line))
+
+    def port(self) -> int:
+        hello = wait_for(lambda: [r for r in self.records if r["kind"] == "hello"], 30,
+                         0.1, "the client's held connection")
+        return int(hello[0]["port"])  # type: ignore[call-overload]
+
+    def after(self, kind: str, since: float) -> list[dict[str, object]]:
+        return [r for r in list(self.records) if r["kind"] == kind
+                and float(r["sent"]) >= since]  # type: ignore[arg-type]
+
+    def first_ok(self, kind: str, since: float) -> float | None:
+        ok = [float(r["done"]) for r in self.after(kind, since) if r["ok"]]  # type: ignore[arg-type]
+        return min(ok) if ok else None
+
+    def failures(self, kind: str, since: float, until: float) -> list[dict[str, object]]:
+        return [r for r in self.after(kind, since)
+                if float(r["sent"]) < until and not r["ok"]]  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@pytest.fixture
+def pair(topology: None, configs: Path) -> Iterator[Path]:
+    """lb2 on the LAN, the real servers ready for DR on port 8080, the config."""
+    reset()
+    subprocess.run(["bash", "-ec", """
+ip netns add lb2
+ip -n lb2 link set lo up
+ip -n lb2 link add eth0 type veth peer name lb2 netns lan
+ip -n lb2 link set eth0 address 02:00:c0:a8:1e:6a
+ip -n lb2 link set eth0 up
+ip -n lan link set lb2 master br0 up
+"""], check=True, timeout=60)
+    servers = []
+    for host in REALS:
+        sh(host, f"ip addr add {VIP}/32 dev lo; sysctl -q -w {ARP}")
+        servers.append(subprocess.Popen(in_ns(host, [sys.executable, str(LINE_SERVER), host]),
+                                        stdout=subprocess.PIPE, text=True))
+    for server in servers:
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+    config = ha_config(configs / "ha.toml")
+    try:
+        yield config
+    finally:
+        run_parallel([initd_ha(host, "stop", config) for host in DIRECTORS])
+        for host in DIRECTORS:
+            for pid in keepalived_pids(host):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        for server in servers:
+            server.kill()
+        subprocess.run(["bash", "-c", "ip netns pids lb2 | xargs -r kill; ip netns del lb2; "
+                        "ip netns exec director ipvsadm --stop-daemon master; "
+                        "ip netns exec director ipvsadm --stop-daemon backup; true"],
+                       check=False, timeout=60)
+        reset()
+
+
+def never_both() -> None:
+    both = holds_vip("director") and holds_vip("lb2")
+    assert not both, "both directors hold the VIP"
+
+
+def test_failover_failback_and_planned_stop_keep_the_held_connection(pair: Path) -> None:
+    times: dict[str, float] = {}
+    started = run_parallel([initd_ha(host, "start", pair) for host in DIRECTORS])
+    for done in started:
+        assert done.returncode == 0, done
+    began = time.monotonic()
+    wait_for(lambda: holds_vip("director"), 15, 0.2, "lb1 to become master")
+    times["initial election"] = time.monotonic() - began
+    assert not holds_vip("lb2")
+    status = run_on("lb2", [str(INITD["director"]), "status"],
+                    {**lvs_env("lb2", pair), "LVS_HOST": "lb2"})
+    assert status.returncode == 0, status  # a backup without the VIP: as configured
+
+    client = Client()
+    try:
+        port = client.port()
+        wait_for(lambda: client.first_ok("held", 0.0), 20, 0.2, "the held connection answers")
+        # 1. the held connection is in lb2's table: the sync daemons copied it.
+        wait_for(lambda: f"10.0.0.1:{port}" in sh("lb2", "ipvsadm -L -n -c"), 15, 0.5,
+                 "lb2 to list the held connection (synced)")
+
+        # 2. crash: kill -9 lb1's keepalived (parent and VRRP child); lb2 takes over. The
+        # VIP stays on lb1 (nobody removes it), so lb1 keeps forwarding until lb2's
+        # gratuitous ARPs move the router: the answers that count come after that.
+        watch = AddressWatch("lb2")
+        try:
+            watch.ready("lb2")
+            killed = time.monotonic()
+            for pid in keepalived_pids("director"):
+                os.kill(pid, signal.SIGKILL)
+            added = wait_for(lambda: watch.added(killed), FAILOVER_LIMIT + 2, 0.05,
+                             "lb2 to add the VIP")
+        finally:
+            watch.close()
+        times["crash failover: VIP added on lb2 after kill -9"] = added - killed
+        assert added - killed <= FAILOVER_LIMIT, times
+        lb2_mac = mac_of("lb2")
+        wait_for(lambda: neighbour_mac("router", VIP) == lb2_mac, 10, 0.2,
+                 "the router to send the VIP's traffic to lb2")
+        moved = time.monotonic()
+        held = wait_for(lambda: client.first_ok("held", moved), 10, 0.1,
+                        "the held connection to answer through lb2")
+        fresh = wait_for(lambda: client.first_ok("new", moved), 10, 0.1,
+                         "a new connection through lb2")
+        times["crash: router ARP on lb2 (seen) after kill -9"] = moved - killed
+        times["crash: held connection answered through lb2"] = held - killed
+        times["crash: new connection through lb2"] = fresh - killed
+        assert client.failures("held", 0.0, time.monotonic()) == []  # delayed, never broken
+
+        # 3. lb1 back: it preempts, and the held connection still answers.
+        restart = run_on("director", [str(INITD["director"]), "start"],
+                         {**lvs_env("director", pair), "LVS_HOST": "lb1"})
+        assert restart.returncode == 0, restart
+        back = time.monotonic()
+        wait_for(lambda: holds_vip("director") and not holds_vip("lb2"), 15, 0.1,
+                 "lb1 to take the VIP back")
+        times["failback (after start returned)"] = time.monotonic() - back
+        never_both()
+        wait_for(lambda: client.first_ok("held", time.monotonic() - 0.1), 10, 0.1,
+                 "the held connection to answer after the failback")
+        assert client.failures("held", 0.0, time.monotonic()) == []
+
+        # 4. planned: stop on the master loses no request.
+        before = time.monotonic()
+        stop = run_on("director", [str(INITD["director"]), "stop"],
+                      {**lvs_env("director", pair), "LVS_HOST": "lb1"})
+        assert stop.returncode == 0, stop
+        stopped = time.monotonic()
+        assert holds_vip("lb2") and not holds_vip("director")
+        times["planned stop (the whole stop command)"] = stopped - before
+        wait_for(lambda: client.first_ok("held", stopped + 1.0), 10, 0.1,
+                 "requests after the planned stop")
+        assert client.failures("held", before, time.monotonic()) == []
+        assert client.failures("new", before, time.monotonic()) == []
+    finally:
+        client.close()
+    for what, seconds in times.items():
+        print(f"HA lab: {what}: {seconds:.2f} s")
+
+
+
+
+IPV6_SERVICE = """
+[[service]]
+vip = "2001:db8::254"
+port = 80
+real = [{ address = "2001:db8::11" }]
+"""
+
+
+@pytest.mark.parametrize("name", ["lb1", "lb2"])
+def test_keepalived_config_test_accepts_the_generated_config(topology: None, configs: Path,
+                                                            name: str) -> None:
+    """`keepalived --config-test` (2.2.7) on what start writes, for both directors, with
+    an IPv6 VIP beside the IPv4 one and nopreempt. The files go where start puts them, a
+    root-only directory: with enable_script_security keepalived refuses a notify hook
+    under a world-writable one such as /tmp."""
+    from lvs_scripts.config import load_config
+    from lvs_scripts.ha import HaFiles, keepalived_config, member_of, notify_script
+
+    path = configs / "ha6.toml"
+    path.write_text(ha_config(configs / "ha.toml").read_text().replace(
+        "preempt = true", "preempt = false") + IPV6_SERVICE)
+    config = load_config(str(path))
+    where = RUN_ROOT / f"configtest-{name}"
+    where.mkdir(mode=0o755, parents=True, exist_ok=True)
+    files = HaFiles(str(where), "lvs-director")
+    hook = Path(files.notify_script)
+    hook.write_text(notify_script(files))
+    hook.chmod(0o755)
+    conf = Path(files.config_file)
+    conf.write_text(keepalived_config(config, member_of(config, name), files))
+    # In a director's namespace: keepalived checks that the interfaces exist.
+    done = subprocess.run(in_ns("director", ["keepalived", "--log-console", "--config-test",
+                                             "-f", str(conf)]),
+                          capture_output=True, text=True, timeout=120, check=False)
+    print(done.stdout + done.stderr)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SECURITY VIOLATION" not in done.stdout + done.stderr
