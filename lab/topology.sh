@@ -119,6 +119,19 @@ renew() {  # HOST: delete the namespace and build it again, as `up` did
         plug_into_lan "$host" eth0 "$LAN.11${host#rs}" "$LAN.200"
         start_web_server "$host"
     fi
+    settle "$host"
+}
+
+settle() {  # HOST: wait until its IPv6 duplicate address detection is over (at most 20 s)
+    # A new veth's link-local address is "tentative" for a second or two; a test that
+    # takes its "before" snapshot then sees it differ from its "after" one.
+    local i
+    for i in $(seq 200); do
+        [ -z "$(ip -n "$1" -6 addr show tentative)" ] && return 0
+        sleep 0.1
+    done
+    echo "renew: $1: IPv6 addresses still tentative after 20 s" >&2
+    exit 1
 }
 
 down() {
