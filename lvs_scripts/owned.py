@@ -434,6 +434,21 @@ def vip_cidr(vip: IPAddress) -> str:
     return f"{vip}/{vip.max_prefixlen}"
 
 
+def add_vip_argv(vip: IPAddress, device: str) -> tuple[str, ...]:
+    """`ip addr add VIP/32 brd VIP dev DEV`: the scripts' form, the prefix made explicit."""
+    if vip.version == 4:
+        return ("ip", "addr", "add", vip_cidr(vip), "brd", str(vip), "dev", device)
+    return ("ip", "addr", "add", vip_cidr(vip), "dev", device)
+
+
+def plan_unwanted_addresses(plan: Plan, obs: HostObservation, state: State,
+                            wanted: set[tuple[str, str]]) -> None:
+    """Remove the addresses our state file lists but `wanted` (device, cidr) does not."""
+    for key, owned in state.addresses.items():
+        if key not in wanted:
+            undo_address(plan, obs, owned, "address no longer configured")
+
+
 def undo_address(plan: Plan, obs: HostObservation, owned: OwnedAddress, reason: str) -> None:
     """Delete an address we added; if it is gone already (or its device is), drop the
     record instead: an address someone else adds later must never be taken for ours."""

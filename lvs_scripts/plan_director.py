@@ -17,21 +17,15 @@ from .owned import (
     ServiceCreated,
     ServiceDeleted,
     TimeoutsSet,
+    add_vip_argv,
+    plan_unwanted_addresses,
     route_argv,
-    undo_address,
     undo_route,
     vip_cidr,
 )
 from .plan import Drain, Plan
 from .probes import Arping, HostObservation, Route
 from .state import State
-
-
-def add_vip_argv(vip: IPAddress, device: str) -> tuple[str, ...]:
-    """`ip addr add VIP/32 brd VIP dev DEV`: the scripts' form, the prefix made explicit."""
-    if vip.version == 4:
-        return ("ip", "addr", "add", vip_cidr(vip), "brd", str(vip), "dev", device)
-    return ("ip", "addr", "add", vip_cidr(vip), "dev", device)
 
 
 def _link_up(plan: Plan, obs: HostObservation, device: str) -> None:
@@ -106,14 +100,6 @@ def _plan_unwanted_addresses(plan: Plan, config: Config, director: DirectorConfi
     if director.dip is not None and director.dip_interface is not None:
         wanted.add((director.dip_interface, str(director.dip)))
     plan_unwanted_addresses(plan, obs, state, wanted)
-
-
-def plan_unwanted_addresses(plan: Plan, obs: HostObservation, state: State,
-                            wanted: set[tuple[str, str]]) -> None:
-    """Remove the addresses our state file lists but `wanted` (device, cidr) does not."""
-    for key, owned in state.addresses.items():
-        if key not in wanted:
-            undo_address(plan, obs, owned, "address no longer configured")
 
 
 def _plan_route(plan: Plan, director: DirectorConfig, obs: HostObservation,

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from .model import Config
-from .owned import AddressAdded, SysctlChanged, undo_sysctl, vip_cidr
+from .owned import (
+    AddressAdded,
+    SysctlChanged,
+    add_vip_argv,
+    plan_unwanted_addresses,
+    undo_sysctl,
+    vip_cidr,
+)
 from .plan import Plan
-from .plan_director import add_vip_argv, plan_unwanted_addresses
 from .probes import HostObservation, sysctl_key
 from .record import Record
 from .state import State
