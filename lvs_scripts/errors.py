@@ -161,3 +161,10 @@ class ApplyFailed(LvsError):
 
 
 _PACKAGES = {"ipvsadm": "ipvsadm", "ip": "iproute2", "sysctl": "procps", "arping": "iputils-arping"}
+
+
+class UsageError(LvsError):
+    """The command line names something the config does not have (e.g. `disable` of an
+    address that is no real server)."""
+
+    exit_code = 2
