@@ -47,6 +47,13 @@ class Director(Role):
             plan = plan_health(self.config, self.observe(state), state, view)
             return Report(action, plan, self._apply(plan, state)), view
 
+    def store_health(self, update: Callable[[HealthView], HealthView]) -> HealthView:
+        """Like apply_health, without touching the kernel (the watcher, as it exits)."""
+        with exclusive(self.paths, self.wait_seconds, self.stop_requested):
+            view = update(self.health_view())
+            save_health(self.paths, view)
+            return view
+
     def plan_stop(self, obs: HostObservation, state: State) -> Plan:
         plan = super().plan_stop(obs, state)
         unmanaged_notes(plan, obs, state)
