@@ -230,3 +230,54 @@ def test_disable_and_enable_while_watching(watched: Watched) -> None:
     assert [r["health"]["state"] for r in status["services"][0]["real"]] == ["disabled", "up"]
     assert watched.run("enable", RS1).returncode == 0
     assert watched.weights() == {RS1: 1, RS2: 2}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_metrics_and_systemd_notifications(watched: Watched, tmp_path: Path) -> None:
+    import socket
+    import urllib.request
+
+    port = free_port()
+    text = config().replace('arping_count = 0\n', f'arping_count = 0\nmetrics = '
+                            f'"127.0.0.1:{port}"\n')
+    watched.config.write_text(text)
+    # systemd's side of Type=notify: a datagram socket; WatchdogSec=0.4 s
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(DEADLINE)
+    watched.env.update(NOTIFY_SOCKET=str(tmp_path / "notify"), WATCHDOG_USEC="400000")
+    watched.watch()
+    said = [notify.recv(100).decode() for _ in range(3)]
+    assert said[0] == "READY=1" and said[1:] == ["WATCHDOG=1", "WATCHDOG=1"], said
+    watched.web[RS1].status = 500
+    watched.wait("rs1 down", lambda: watched.weights()[RS1] == 0)
+
+    def scrape() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as page:
+            return str(page.read().decode())
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples = {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+               for family in text_string_to_metric_families(scrape())
+               for sample in family.samples}
+    real = (("real", f"{RS1}:80"), ("service", f"tcp {VIP}:80"))
+
+    def value(name: str, **more: str) -> float:
+        return samples[(name, tuple(sorted((*real, *more.items()))))]
+
+    assert value("lvs_real_server_health") == 0
+    assert value("lvs_real_server_weight", kind="configured") == 1
+    assert value("lvs_real_server_weight", kind="actual") == 0
+    assert value("lvs_real_server_connections", state="active") == 0
+    assert value("lvs_health_transitions_total", to="down") == 1
+    assert 0 < value("lvs_check_duration_seconds") < 0.4
+    assert samples[("lvs_service_connections_total", (("service", f"tcp {VIP}:80"),))] == 0
+    notify.close()
