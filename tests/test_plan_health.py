@@ -187,3 +187,28 @@ def test_a_corrupt_health_file_is_refused_naming_it(text: str) -> None:
 
     with pytest.raises(StateError, match=r"h\.json: health state file is corrupt"):
         from_json(text, "h.json")
+
+
+def test_a_burst_of_1000_servers_failing_is_one_ipvsadm_process() -> None:
+    from lvs_scripts.apply import Batch, units
+
+    reals = ",\n".join(f'{{ address = "10.1.{i // 250}.{i % 250 + 1}" }}' for i in range(1000))
+    config = parse_config(f"""
+[director]
+interface = "eth0"
+[[service]]
+vip = "192.168.30.254"
+port = 80
+real = [{reals}]
+[service.check]
+type = "tcp"
+""")
+    kernel = "-A -t 192.168.30.254:80 -s wlc\n" + "".join(
+        f"-a -t 192.168.30.254:80 -r 10.1.{i // 250}.{i % 250 + 1}:80 -g -w 1\n"
+        for i in range(1000))
+    view = HealthView({TargetId("tcp", "192.168.30.254", 80, f"10.1.{i // 250}.{i % 250 + 1}",
+                                80): Health(DOWN, 0, 3, "timeout", 1.0) for i in range(1000)})
+    plan = plan_health(config, observed(kernel), OWNED, view)
+    assert len(plan.steps) == 1000
+    batches = list(units(plan.steps))
+    assert len(batches) == 1 and isinstance(batches[0], Batch)
