@@ -134,7 +134,12 @@ class Watcher:
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         loop.add_signal_handler(signal.SIGTERM, self.stop)
         loop.add_signal_handler(signal.SIGINT, self.stop)
-        self.checker.set_targets(targets_of(self.director.config), self._saved_health())
+        targets = targets_of(self.director.config)
+        if any(t.spec.type in ("http", "https") for t in targets):
+            # Imported now, before READY: the first http check would import it inside the
+            # loop, stalling every check for the import's time (seconds on a slow CPU).
+            import aiohttp  # noqa: F401
+        self.checker.set_targets(targets, self._saved_health())
         log.info("watch: checking %d real server(s) of %s", len(self.checker.targets),
                  self.config_path)
         if not await self._apply():  # the kernel as the saved health says, before READY
