@@ -242,7 +242,9 @@ def _admin(prog: str, role: Role, args: argparse.Namespace) -> int:
     report, _view = role.apply_health(args.action, update)
     for warning in report.outcome.warnings:
         log.warning("%s", warning)
-    summary = f"{prog} {args.action}: {said}; {_summary(prog, report).split(': ', 1)[1]}"
+    done = f"{len(report.outcome.applied)} change(s) applied" if report.changed else \
+        "nothing to change in the kernel"
+    summary = f"{prog} {args.action}: {said}; {done}"
     log.info("%s", summary)
     if args.json:
         _write_json({**_actions_json(args.action, [report]), "admin": said})
