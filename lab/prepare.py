@@ -43,14 +43,23 @@ HOST_PACKAGES = (
     # it in the guest with apt-get, offline, so every dependency must be here already.
     "python3-plumbum",
     "python3-aiohttp",
+    "python3-prometheus-client",
+    "python3-sdnotify",
     "procps",
     # The guest runs the host's binaries through the read-only 9p share: keepalived
-    # must be installed here for the HA lab tests, but never run here (see below).
+    # (director pair), bird2 (BGP), nftables (fwmark services) and ndisc6 (IPv6
+    # neighbour advertisements) must be installed here for the lab tests, but their
+    # daemons never run here (see below).
     "keepalived",
+    "bird2",
+    "nftables",
+    "ndisc6",
 )
-# Packages with a service that must never start (nor be enabled) on the host: the lab
+# Packages with a daemon that must never start (nor be enabled) on the host: the lab
 # only wants their binaries. CI is a fresh Debian 12 machine where apt would start them.
-HOST_SERVICES = {"keepalived": "keepalived.service"}
+# package -> (systemd unit, daemon's process name)
+HOST_SERVICES = {"keepalived": ("keepalived.service", "keepalived"),
+                 "bird2": ("bird.service", "bird")}
 POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
 
 # The meta-package only depends on the versioned one; the standard flavour,
@@ -172,15 +181,17 @@ def keep_services_off(packages: list[str], log: Log,
     installed for their binaries only; then make sure none of their daemons runs."""
     runner = run or _run
     for package in packages:
-        unit = HOST_SERVICES[package]
-        if systemd.is_dir() and shutil.which("systemctl"):
-            log(f"lab: systemctl disable --now {unit} (the lab needs only the binary)")
-            result = runner(["systemctl", "disable", "--now", unit])
+        unit, daemon = HOST_SERVICES[package]
+        if shutil.which("systemctl"):
+            # Disabled even where systemd does not run (a container): the next boot
+            # under systemd must not start it either. --now only where it runs.
+            argv = ["systemctl", "disable", *(["--now"] if systemd.is_dir() else []), unit]
+            log(f"lab: {' '.join(argv)} (the lab needs only the binary)")
+            result = runner(argv)
             if result.returncode != 0:
-                raise LabUnavailable(f"systemctl disable --now {unit} failed: "
-                                     f"{_last_line(result)}")
-        if runner(["pgrep", "-x", package]).returncode == 0:
-            raise LabUnavailable(f"{package} is running on this host after its install: stop "
+                raise LabUnavailable(f"{' '.join(argv)} failed: {_last_line(result)}")
+        if runner(["pgrep", "-x", daemon]).returncode == 0:
+            raise LabUnavailable(f"{daemon} is running on this host after its install: stop "
                                  "it (the lab only needs the binary)")
 
 

@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
     import aiohttp
 
+    from .model import Config
+
 TYPES = ("tcp", "http", "https", "exec")
 ON_FAILURE = ("quiesce", "remove")
 COMMON_KEYS = ("type", "port", "interval", "timeout", "rise", "fall", "on_failure")
@@ -221,10 +223,21 @@ class _Fields:
         if not os.path.isabs(program):
             raise ConfigError(self.path, f"{self.where}.command[0]", program,
                               "must be an absolute path: checks do not search PATH")
-        if not os.path.isfile(program) or not os.access(program, os.X_OK):
-            raise ConfigError(self.path, f"{self.where}.command[0]", program,
-                              "is not an executable file")
         return tuple(value)
+
+
+def require_check_programs(config: Config) -> None:
+    """An exec check's program must be an executable file on the director, the only host
+    that runs checks. Not part of parsing: the real servers read the same file and need
+    not have the director's check scripts."""
+    for index, service in enumerate(config.services):
+        check = service.check
+        if check is None or check.type != "exec":
+            continue
+        program = check.command[0]
+        if not os.path.isfile(program) or not os.access(program, os.X_OK):
+            raise ConfigError(config.path, f"service[{index}].check.command[0]", program,
+                              "is not an executable file on this director")
 
 
 # ---------------------------------------------------------------- one check

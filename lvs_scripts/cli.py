@@ -26,9 +26,11 @@ DEFAULT_LOCK_DIR = "/var/lock/subsys"
 
 log = logging.getLogger("lvs_scripts")
 
-DIRECTOR_ACTIONS = ("start", "stop", "restart", "reload", "force-reload", "status")
+DIRECTOR_ACTIONS = ("start", "stop", "restart", "reload", "force-reload", "status", "watch",
+                    "disable", "enable")
 REALSERVER_ACTIONS = ("start", "stop", "restart", "reload", "force-reload", "status")
-CHANGING = {"start", "stop", "restart", "reload", "force-reload"}
+CHANGING = {"start", "stop", "restart", "reload", "force-reload", "watch", "disable", "enable"}
+ADMIN = ("disable", "enable")  # take ADDRESS [--service VIP:PORT]
 # LSB: status exits 4, "program or service status is unknown", whenever it cannot tell:
 # bad config, missing program, a table it may not read (not the 6 and 5 of other actions).
 STATUS_UNKNOWN = 4
@@ -78,8 +80,13 @@ def _parser(prog: str, actions: tuple[str, ...], what: str,
         parser.add_argument("--no-drain", action="store_true",
                             help="start/reload: delete leaving real servers at once instead "
                                  "of setting weight 0 and waiting for their connections")
+        parser.add_argument("address", nargs="?", metavar="ADDRESS",
+                            help="disable/enable: the real server's address")
+        parser.add_argument("--service", metavar="VIP:PORT",
+                            help="disable/enable: in this service only (default: in every "
+                                 "service that has the real server)")
     else:
-        parser.set_defaults(no_drain=False)
+        parser.set_defaults(no_drain=False, address=None, service=None)
     parser.add_argument("--wait", type=_seconds, default=60.0, metavar="SECONDS",
                         help="how long to wait for another run to finish (default 60)")
     return parser
@@ -145,6 +152,10 @@ def run(role: str, prog: str, actions: tuple[str, ...], what: str,
     except BrokenPipeError:  # `--help | head -1`: the reader has what it wanted
         _silence_stdout()
         return 0
+    wrong = _wrong_arguments(args)
+    if wrong is not None:
+        sys.stderr.write(f"{prog}: error: {args.action}: {wrong}\n")
+        return 2
     _setup_logging(prog, args.verbose)
     saved = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -157,6 +168,21 @@ def run(role: str, prog: str, actions: tuple[str, ...], what: str,
     finally:
         for signum, handler in saved.items():
             signal.signal(signum, handler)
+
+
+def _wrong_arguments(args: argparse.Namespace) -> str | None:
+    """What argparse cannot say: ADDRESS and --service belong to disable/enable only."""
+    if args.action in ADMIN:
+        if args.address is None:
+            return "needs the real server's ADDRESS"
+        if args.dry_run:
+            return "--dry-run is for start, stop, restart, reload and status"
+        return None
+    if args.address is not None or args.service is not None:
+        return "takes no ADDRESS or --service (only disable and enable do)"
+    if args.dry_run and args.action == "watch":
+        return "--dry-run is for start, stop, restart, reload and status"
+    return None
 
 
 def _failed(args: argparse.Namespace, err: LvsError) -> int:
@@ -207,7 +233,35 @@ def _run(role_name: str, prog: str, args: argparse.Namespace) -> int:
                       "run it as root (or try --dry-run)")
     if args.action == "status":
         return _status(prog, role, args.json, tolerant=args.dry_run)
+    if args.action in ADMIN:
+        return _admin(prog, role, args)
+    if args.action == "watch":
+        from .watch import watch
+
+        return watch(role, args.config, verbose=args.verbose)
     return _act(prog, role, args)
+
+
+def _admin(prog: str, role: Role, args: argparse.Namespace) -> int:
+    """disable/enable: persisted in the health file, then applied at once (weight 0, or the
+    weight health allows)."""
+    from .admin import admin_update
+    from .director import Director
+
+    assert isinstance(role, Director)  # noqa: S101 - only lvs-director has these actions
+    update, said = admin_update(role.config, args.action, args.address, args.service)
+    report, _view = role.apply_health(args.action, update)
+    for warning in report.outcome.warnings:
+        log.warning("%s", warning)
+    done = f"{len(report.outcome.applied)} change(s) applied" if report.changed else \
+        "nothing to change in the kernel"
+    summary = f"{prog} {args.action}: {said}; {done}"
+    log.info("%s", summary)
+    if args.json:
+        _write_json({**_actions_json(args.action, [report]), "admin": said})
+    else:
+        _write(f"{summary}\n")
+    return 0
 
 
 def _act(prog: str, role: Role, args: argparse.Namespace) -> int:

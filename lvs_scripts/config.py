@@ -215,6 +215,7 @@ def parse_config(text: str, path: str = "<string>") -> Config:
                 raise r.fail(key, str(dest.address),
                              f"is also {director_own[dest.address]}; a real server is a host "
                              "of its own")
+    _sorry_not_vip(r, services, vips)
     ha = _ha(r, top["ha"], director, services) if "ha" in top else None
     return Config(path=path, director=director, realserver=realserver, services=services,
                   ha=ha)
@@ -284,6 +285,15 @@ def _ha_directors(r: _Reader, data: object, services: tuple[VirtualService, ...]
     return tuple(members)
 
 
+def _sorry_not_vip(r: _Reader, services: tuple[VirtualService, ...],
+                   vips: set[IPAddress | None]) -> None:
+    for index, service in enumerate(services):
+        sorry = service.sorry_server
+        if sorry is not None and sorry.address in vips:
+            raise r.fail(f"service[{index}].sorry_server", sorry.endpoint(),
+                         "is a VIP of this config; the sorry server is another host")
+
+
 def _gateway_family(r: _Reader, gateway: IPAddress, services: tuple[VirtualService, ...]
                     ) -> None:
     """The default route start replaces is that of the gateway's family: an IPv6 gateway
@@ -299,7 +309,7 @@ def _gateway_family(r: _Reader, gateway: IPAddress, services: tuple[VirtualServi
 def _director(r: _Reader, data: object) -> DirectorConfig:
     where = "director"
     d = r.table(data, where, ("interface", "gateway", "dip", "dip_interface", "timeouts",
-                              "arping_count", "allow_no_services"))
+                              "arping_count", "allow_no_services", "metrics"))
     if "interface" not in d:
         raise r.fail("director.interface", None, "is required (the interface the VIPs go on)")
     interface = r.interface(d["interface"], "director.interface")
@@ -325,10 +335,24 @@ def _director(r: _Reader, data: object) -> DirectorConfig:
             udp=r.integer(t, "udp", tw, 0, MAX_TIMEOUT, 0),
         )
     arping_count = r.integer(d, "arping_count", where, 0, 100, 5)
+    metrics = r.parsed(d, "metrics", where, _listen_address,
+                       "must be ADDRESS:PORT to listen on, e.g. 127.0.0.1:9717 or [::1]:9717")
     return DirectorConfig(interface=interface, gateway=gateway, dip=dip,
                           dip_interface=dip_interface, timeouts=timeouts,
                           arping_count=arping_count,
-                          allow_no_services=r.boolean(d, "allow_no_services", where))
+                          allow_no_services=r.boolean(d, "allow_no_services", where),
+                          metrics=metrics)
+
+
+def _listen_address(text: str) -> tuple[IPAddress, int]:
+    """Where the watcher's metrics listen: an address of this host (loopback and the
+    unspecified address are fine here) and a port from 1 to 65535."""
+    from .probes import parse_endpoint
+
+    address, port = parse_endpoint(text)
+    if "%" in text or address.is_multicast or not 1 <= port <= 65535:
+        raise ValueError(text)
+    return address, port
 
 
 def _realserver(r: _Reader, data: object) -> RealServerConfig:
@@ -369,7 +393,7 @@ def _services(r: _Reader, data: object) -> tuple[VirtualService, ...]:
 
 def _service(r: _Reader, data: object, where: str) -> VirtualService:
     s = r.table(data, where, ("vip", "port", "protocol", "scheduler", "forwarding",
-                              "persistence", "drain_seconds", "real"))
+                              "persistence", "drain_seconds", "real", "sorry_server", "check"))
     vip = r.parsed(s, "vip", where, _host_address, "must be an IP address of a host")
     if vip is None:
         raise r.fail(f"{where}.vip", None, "is required")
@@ -411,5 +435,49 @@ def _service(r: _Reader, data: object, where: str) -> VirtualService:
         seen[dest.ident] = index
         destinations.append(dest)
     key = ServiceKey(protocol=protocol, address=vip, port=port)
+    sorry = _sorry_server(r, s, where, vip, port, forwarding, seen)
+    check = None
+    if "check" in s:
+        from .checks import parse_check
+
+        check = parse_check(s["check"], f"{where}.check", r.path)
     return VirtualService(key=key, scheduler=scheduler, persistence=persistence,
-                          destinations=tuple(destinations), drain_seconds=drain)
+                          destinations=tuple(destinations), drain_seconds=drain,
+                          check=check, sorry_server=sorry)
+
+
+def _sorry_server(r: _Reader, s: Mapping[str, Any], where: str, vip: IPAddress, port: int,
+                  forwarding: Forwarding, reals: Mapping[tuple[IPAddress, int], int]
+                  ) -> Destination | None:
+    """`sorry_server = "IP:PORT"` (or just "IP": the service port): the server that takes
+    the traffic while no real server is up. The same rules as a real server's address;
+    and it must not be one of them, or it would never leave the table."""
+    from .probes import parse_endpoint
+
+    if "sorry_server" not in s:
+        return None
+    text = r.string(s, "sorry_server", where)
+    key = f"{where}.sorry_server"
+    try:
+        # "A.B.C.D:P" and "[V6]:P" carry a port; a bare address (v4 or v6) does not.
+        address, sport = parse_endpoint(text) if text.startswith("[") or \
+            text.count(":") == 1 else (ipaddress.ip_address(text), port)
+        _host_address(str(address))
+    except ValueError:
+        raise r.fail(key, text, "must be the IP address of a host, with or without :PORT "
+                     "(IPv6 as [ADDRESS]:PORT)") from None
+    if address.version != vip.version:
+        raise r.fail(key, text, f"is IPv{address.version} but the VIP is IPv{vip.version}; "
+                     "IPVS cannot mix address families")
+    if address == vip:
+        raise r.fail(key, text, "is the service's own VIP")
+    if not 1 <= sport <= 65535:
+        raise r.fail(key, text, "port must be from 1 to 65535")
+    if sport != port and forwarding is not Forwarding.NAT:
+        raise r.fail(key, text, f"port differs from the service port {port}; only "
+                     "forwarding = \"nat\" can change the port")
+    if (address, sport) in reals:
+        raise r.fail(key, text, f"is also {where}.real[{reals[(address, sport)]}]; the "
+                     "sorry server must be another host (it is in the table only while no "
+                     "real server is up)")
+    return Destination(address=address, port=sport, forwarding=forwarding, weight=1)

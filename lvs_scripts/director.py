@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import Any, Callable
 
+from .checks import require_check_programs
 from .errors import LvsError
 from .ha import describe_ha, ha_files, member_of, observe_ha, plan_ha_start, this_host
-from .model import Config, HaDirector
+from .healthstate import HealthView, load_health, save_health, target_id
+from .locks import exclusive
+from .model import Config, Destination, HaDirector, VirtualService
 from .observe import observe_director
 from .plan import Plan
-from .plan_director import plan_director_start, unmanaged_notes
-from .probes import IPVS_LIST, Counters, HostObservation, parse_ipvs_list
-from .role import Role
+from .plan_director import plan_director_start, plan_health, unmanaged_notes
+from .probes import (
+    IPVS_LIST,
+    IPVS_SAVE,
+    Counters,
+    HostObservation,
+    parse_ipvs_list,
+    parse_ipvs_save,
+)
+from .role import Report, Role
 from .state import State
 
 
@@ -25,6 +36,7 @@ class Director(Role):
         self.member: HaDirector | None = None
         if config is not None:
             config.require_director()  # before any lock is taken or program started
+            require_check_programs(config)
             if config.ha is not None:
                 self.member = member_of(config, this_host(host))
         super().__init__(config, *args, **kwargs)
@@ -39,8 +51,37 @@ class Director(Role):
     def plan_start(self, obs: HostObservation, state: State) -> Plan:
         if self.member is not None and self.ha_files is not None:
             return plan_ha_start(self.config, self.member, self.ha_files, obs, state,
-                                 self.drain)
-        return plan_director_start(self.config, obs, state, self.drain)
+                                 self.drain, self.health_view())
+        return plan_director_start(self.config, obs, state, self.drain, self.health_view())
+
+    def health_view(self) -> HealthView:
+        """Health and admin state from the health file (none: nothing known)."""
+        return load_health(self.paths)
+
+    def apply_health(self, action: str, update: Callable[[HealthView], HealthView]
+                     ) -> tuple[Report, HealthView]:
+        """Under the run lock: read the health file, let `update` change it (the watcher
+        its health, disable/enable the admin part), write it, then apply what health
+        changes in the kernel (plan_health: weights, removed servers, the sorry server)."""
+        with exclusive(self.paths, self.wait_seconds, self.stop_requested):
+            view = update(self.health_view())
+            state = self._state_for_change()
+            save_health(self.paths, view)
+            plan = plan_health(self.config, self.observe_ipvs(), state, view)
+            return Report(action, plan, self._apply(plan, state)), view
+
+    def observe_ipvs(self) -> HostObservation:
+        """The IPVS table alone: all plan_health reads. One program rather than the half
+        dozen of a full observation, which is most of the time from a failure to weight 0
+        where every program start costs tenths of a second."""
+        return HostObservation(ipvs=parse_ipvs_save(self.runner.run(IPVS_SAVE).stdout))
+
+    def store_health(self, update: Callable[[HealthView], HealthView]) -> HealthView:
+        """Like apply_health, without touching the kernel (the watcher, as it exits)."""
+        with exclusive(self.paths, self.wait_seconds, self.stop_requested):
+            view = update(self.health_view())
+            save_health(self.paths, view)
+            return view
 
     def plan_stop(self, obs: HostObservation, state: State) -> Plan:
         plan = super().plan_stop(obs, state)
@@ -62,6 +103,7 @@ class Director(Role):
 
     def describe(self, obs: HostObservation, state: State) -> tuple[list[str], dict[str, Any]]:
         counters = self.counters() if obs.ipvs else {}
+        view = self.health_view()
         lines: list[str] = []
         services: list[dict[str, Any]] = []
         for service in self.config.services:
@@ -75,21 +117,31 @@ class Director(Role):
             for dest in service.destinations:
                 actual = have.get(dest.ident)
                 count = numbers.get(dest.ident)
+                health = _health_of(service, dest, view)
                 lines.append(
                     f"  -> {dest.endpoint():<28} weight {dest.weight:>5} "
                     f"(actual {actual.weight if actual else '-':>5})"
-                    + (f"  active {count.active} inactive {count.inactive}" if count else ""))
+                    + (f"  active {count.active} inactive {count.inactive}" if count else "")
+                    + f"  {_health_text(health)}")
                 reals.append({"address": dest.endpoint(), "weight": dest.weight,
                               "actual_weight": actual.weight if actual else None,
                               "active": count.active if count else None,
-                              "inactive": count.inactive if count else None})
+                              "inactive": count.inactive if count else None,
+                              "health": health})
             configured = {d.ident for d in service.destinations}
+            sorry = service.sorry_server
             for ident, extra in have.items():
-                if ident not in configured:
+                if sorry is not None and ident == sorry.ident:
+                    lines.append(f"  -> {extra.endpoint():<28} sorry server, in the table "
+                                 f"while no real server is up (weight {extra.weight})")
+                elif ident not in configured:
                     lines.append(f"  -> {extra.endpoint():<28} not in the config "
                                  f"(weight {extra.weight})")
             services.append({"service": str(service.key), "scheduler": service.scheduler,
-                             "status": status, "real": reals})
+                             "status": status, "real": reals,
+                             "sorry_server": None if sorry is None else {
+                                 "address": sorry.endpoint(),
+                                 "in_table": sorry.ident in have}})
         keys = {s.key for s in self.config.services}
         unmanaged = [str(k) for k in obs.ipvs if k not in keys and not state.owns_service(k)]
         for key in unmanaged:
@@ -99,3 +151,30 @@ class Director(Role):
             ha_lines, data["ha"] = describe_ha(self.config, self.member, obs)
             lines = ha_lines + lines
         return lines, data
+
+
+def _health_of(service: VirtualService, dest: Destination, view: HealthView
+               ) -> dict[str, Any]:
+    """`disabled` (an admin said so) wins over what checks say; a service without a check
+    is `unchecked`; else the checks' state: up, down (with the last reason, since when) or
+    unknown (not checked yet: counts as up)."""
+    key = target_id(service, dest)
+    health = view.health.get(key) if service.check is not None else None
+    data: dict[str, Any] = {"state": "unchecked", "reason": None, "since": None}
+    if service.check is not None:
+        data["state"] = view.state(key)
+    if health is not None:
+        data["reason"] = health.reason or None
+        data["since"] = health.since or None
+    if view.is_disabled(key):
+        data["state"] = "disabled"
+    return data
+
+
+def _health_text(health: dict[str, Any]) -> str:
+    state = health["state"]
+    if state != "down":
+        return str(state)
+    since = health["since"]
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since)) if since else "?"
+    return f"down ({health['reason'] or 'no reason'}, since {when})"

@@ -167,3 +167,10 @@ class DaemonTimeout(LvsError):
     """A daemon we started did not come up (or one we stopped did not exit) in time."""
 
     exit_code = 1
+
+
+class UsageError(LvsError):
+    """The command line names something the config does not have (e.g. `disable` of an
+    address that is no real server)."""
+
+    exit_code = 2

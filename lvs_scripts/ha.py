@@ -19,6 +19,7 @@ import socket
 from typing import Any
 
 from .errors import ConfigError, LvsError, shown_key
+from .healthstate import HealthView
 from .locks import Paths
 from .model import Config, DirectorConfig, HaConfig, HaDirector
 from .owned import FileWritten, KeepalivedStarted, SyncDaemonStarted, SyncDaemonStopped
@@ -197,11 +198,11 @@ def wanted_sync_daemons(ha: HaConfig) -> list[SyncDaemon]:
 
 
 def plan_ha_start(config: Config, member: HaDirector, files: HaFiles, obs: HostObservation,
-                  state: State, drain: bool = True) -> Plan:
+                  state: State, drain: bool = True, view: HealthView | None = None) -> Plan:
     """start/reload of one director of a pair: as a single director (its DIP, the IPVS
-    table, the route), minus the VIPs, plus the sync daemons and keepalived. A reload
-    that changes only the IPVS table touches neither the daemons nor keepalived."""
-    plan = plan_director_start(ha_view(config, member), obs, state, drain)
+    table, the route, health), minus the VIPs, plus the sync daemons and keepalived. A
+    reload that changes only the IPVS table touches neither the daemons nor keepalived."""
+    plan = plan_director_start(ha_view(config, member), obs, state, drain, view)
     ha = _ha(config)
     for daemon in wanted_sync_daemons(ha):
         _plan_sync_daemon(plan, daemon, obs, state)

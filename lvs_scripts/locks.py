@@ -41,6 +41,11 @@ class Paths(Record):
         return os.path.join(self.lock_dir, self.name)
 
     @property
+    def health_file(self) -> str:
+        """Health and admin state of the real servers (lvs-director watch, disable)."""
+        return os.path.join(self.state_dir, f"{self.name}.health.json")
+
+    @property
     def run_lock(self) -> str:
         return os.path.join(self.state_dir, f"{self.name}.lock")
 

@@ -12,9 +12,12 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 from .record import Record, field
+
+if TYPE_CHECKING:
+    from .checks import CheckSpec
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 IPInterface = Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
@@ -104,6 +107,10 @@ class VirtualService(Record):
     extra: tuple[str, ...] = ()  # options we do not model (pe NAME, ops, ...)
     destinations: tuple[Destination, ...] = ()
     drain_seconds: int = field(default=DEFAULT_DRAIN_SECONDS, compare=False)
+    # Health checking (lvs-director watch): not part of what the kernel holds, so not
+    # compared (the observed service has neither).
+    check: CheckSpec | None = field(default=None, compare=False)
+    sorry_server: Destination | None = field(default=None, compare=False)  # weight 1
 
     def attributes(self) -> tuple[str, int, str | None, tuple[str, ...]]:
         """What `ipvsadm -E` sets: compared to decide whether an edit is due."""
@@ -159,6 +166,7 @@ class DirectorConfig(Record):
     timeouts: Timeouts | None = None
     arping_count: int = 5
     allow_no_services: bool = False  # a config without [[service]] is a mistake unless said
+    metrics: tuple[IPAddress, int] | None = None  # where `watch` serves Prometheus metrics
 
 
 class RealServerConfig(Record):

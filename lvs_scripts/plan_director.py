@@ -7,8 +7,10 @@ this tool did not create are never touched.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 
+from .healthstate import HealthView, target_id
 from .model import Config, Destination, DirectorConfig, IPAddress, VirtualService
 from .owned import (
     AddressAdded,
@@ -25,7 +27,12 @@ from .owned import (
 )
 from .plan import Drain, Plan
 from .probes import Arping, HostObservation, Route
+from .record import as_dict
 from .state import State
+
+Ident = tuple[IPAddress, int]
+REMOVED_DOWN = "down: out of the table (on_failure = remove)"
+SORRY_NOT_NEEDED = "sorry server: a real server is up"
 
 
 def _link_up(plan: Plan, obs: HostObservation, device: str) -> None:
@@ -35,10 +42,12 @@ def _link_up(plan: Plan, obs: HostObservation, device: str) -> None:
 
 
 def plan_director_start(config: Config, obs: HostObservation, state: State,
-                        drain: bool = True) -> Plan:
+                        drain: bool = True, view: HealthView | None = None) -> Plan:
     """Everything the Director script's start did, minus what is already in place.
     With drain, real servers and services leaving the config get weight 0 first and are
-    deleted once their connections are gone (or their drain_seconds are up)."""
+    deleted once their connections are gone (or their drain_seconds are up).
+    view: the health and admin state (healthstate.py); a down or disabled real server is
+    planned as its health says, never put back at its configured weight."""
     director = config.require_director()
     plan = Plan()
     _plan_timeouts(plan, director, obs)
@@ -54,7 +63,7 @@ def plan_director_start(config: Config, obs: HostObservation, state: State,
                                                               state)
     _link_up(plan, obs, director.interface)
     _plan_route(plan, director, obs, state)
-    _plan_ipvs(plan, config.services, obs, state, drain)
+    _plan_ipvs(plan, config.services, obs, state, drain, view)
     _plan_unwanted_addresses(plan, config, director, obs, state)
     _plan_arping(plan, director, obs, unannounced)
     return plan
@@ -131,10 +140,73 @@ def _plan_route(plan: Plan, director: DirectorConfig, obs: HostObservation,
              RouteSet(family, ours, None if is_ours else old))
 
 
+def effective_service(service: VirtualService, view: HealthView | None
+                      ) -> tuple[VirtualService, dict[Ident, str]]:
+    """The service as the kernel should hold it given health and admin state: a disabled
+    real server, or a down one of a checked service with on_failure = quiesce, at weight 0;
+    a down one with on_failure = remove left out; the sorry server in only while no real
+    server is up. Also which real servers are out for health's sake (deleted at once, not
+    drained: a dead server has no connections worth waiting for), with the reason.
+    Without health, admin state or a sorry server: the service itself."""
+    sorry = service.sorry_server
+    if sorry is None and (view is None or view.empty()):
+        return service, {}
+    view = view or HealthView()
+    check = service.check
+    dests: list[Destination] = []
+    quick: dict[Ident, str] = {}
+    any_up = False
+    for dest in service.destinations:
+        key = target_id(service, dest)
+        if view.is_disabled(key):
+            dests.append(replace(dest, weight=0))
+        elif check is not None and view.is_down(key):
+            if check.on_failure == "remove":
+                quick[dest.ident] = REMOVED_DOWN
+            else:
+                dests.append(replace(dest, weight=0))
+        else:
+            any_up = True
+            dests.append(dest)
+    if sorry is not None:
+        if any_up:
+            quick[sorry.ident] = SORRY_NOT_NEEDED
+        else:
+            dests.append(sorry)
+    return VirtualService(**{**as_dict(service), "destinations": tuple(dests)}), quick
+
+
+def plan_health(config: Config, obs: HostObservation, state: State,
+                view: HealthView) -> Plan:
+    """What the watcher applies after health transitions: only the health part of each
+    service we own and the kernel has (weights, real servers out for on_failure = remove,
+    the sorry server); the rest (a new service, an attribute, a real server gone from the
+    config, VIPs, routes) is start's and reload's job."""
+    plan = Plan()
+    for service in config.services:
+        seen = obs.ipvs.get(service.key)
+        if seen is None or not state.owns_service(service.key):
+            continue
+        effective, quick = effective_service(service, view)
+        ours = {d.ident for d in service.destinations}
+        if service.sorry_server is not None:
+            ours.add(service.sorry_server.ident)
+        # Compared with the kernel's own attributes and only with the real servers the
+        # config names: nothing else is health's to change.
+        scope = VirtualService(**{**as_dict(seen), "destinations": tuple(
+            d for d in seen.destinations if d.ident in ours)})
+        wanted = VirtualService(**{**as_dict(seen), "destinations": effective.destinations})
+        removals = Plan()
+        plan_service_edit(plan, removals, wanted, scope, False, quick)
+        plan.steps += removals.steps
+    return plan
+
+
 def _plan_ipvs(plan: Plan, services: tuple[VirtualService, ...], obs: HostObservation,
-               state: State, drain: bool) -> None:
+               state: State, drain: bool, view: HealthView | None = None) -> None:
     removals = Plan()  # deletions go last, after every addition and edit
-    for service in services:
+    for configured in services:
+        service, quick = effective_service(configured, view)
         seen = obs.ipvs.get(service.key)
         if seen is None:
             plan.add(("ipvsadm", "-A", *service.service_args()), "virtual service",
@@ -148,7 +220,7 @@ def _plan_ipvs(plan: Plan, services: tuple[VirtualService, ...], obs: HostObserv
             continue
         if owned.drain_seconds != service.drain_seconds:  # kept for a later removal
             plan.forget.append(ServiceCreated(service.key, service.drain_seconds))
-        plan_service_edit(plan, removals, service, seen, drain)
+        plan_service_edit(plan, removals, service, seen, drain, quick)
     wanted = {s.key for s in services}
     # Records of services gone from both the kernel and the config: if someone else makes
     # one again later, it is theirs, not ours.
@@ -189,8 +261,10 @@ def _weight_zero(plan: Plan, service: VirtualService, dest: Destination) -> None
 
 
 def plan_service_edit(plan: Plan, removals: Plan, service: VirtualService,
-                      seen: VirtualService, drain: bool) -> None:
-    """Bring an existing service we own to the configured attributes and real servers."""
+                      seen: VirtualService, drain: bool,
+                      quick: Mapping[Ident, str] | None = None) -> None:
+    """Bring an existing service we own to the configured attributes and real servers.
+    quick: real servers to delete at once, without draining, and why (health)."""
     if service.attributes() != seen.attributes():
         plan.add(("ipvsadm", "-E", *service.service_args()),
                  f"service attributes were {' '.join(seen.service_args()[2:])}")
@@ -211,12 +285,13 @@ def plan_service_edit(plan: Plan, removals: Plan, service: VirtualService,
             _plan_real_server_edit(plan, service, dest, old)
     for ident, old in have.items():
         if ident not in want:
+            why = (quick or {}).get(ident)
             wait = None
-            if drain:
+            if drain and why is None:
                 _weight_zero(plan, seen, old)
                 wait = Drain(service.key, ident, service.drain_seconds)
             removals.add(("ipvsadm", "-d", *service.key.args(), "-r", old.endpoint()),
-                         "real server no longer configured", drain=wait)
+                         why or "real server no longer configured", drain=wait)
 
 
 def _same_real_servers_in_order(service: VirtualService, seen: VirtualService) -> bool:

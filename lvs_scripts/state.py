@@ -467,14 +467,16 @@ def save_state(paths: Paths, state: State) -> None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(paths.state_file)
             return
-        _write_atomically(paths, state.to_json())
+        write_atomically(paths, paths.state_file, state.to_json())
     except OSError as err:
         raise StateError(f"{paths.state_file}: cannot write the state file: {err.strerror}. "
                          "What was applied so far is listed below; the file may still show "
                          "the state before it") from None
 
 
-def _write_atomically(paths: Paths, text: str) -> None:
+def write_atomically(paths: Paths, target: str, text: str) -> None:
+    """Replace `target` (a file in the state directory) by `text`: temp file, fsync, rename,
+    0644 whatever the umask."""
     fd, tmp = tempfile.mkstemp(prefix=f".{paths.name}.", dir=paths.state_dir)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -482,7 +484,7 @@ def _write_atomically(paths: Paths, text: str) -> None:
             handle.flush()
             os.fchmod(handle.fileno(), 0o644)
             os.fsync(handle.fileno())
-        os.replace(tmp, paths.state_file)
+        os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

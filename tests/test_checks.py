@@ -29,10 +29,17 @@ from lvs_scripts.checks import (
     Target,
     parse_check,
     phase,
+    require_check_programs,
     run_check,
 )
+from lvs_scripts.cli import director_main
+from lvs_scripts.config import load_config
 from lvs_scripts.errors import ConfigError
 from lvs_scripts.health import DOWN, UNKNOWN, UP, Health, TargetId, Transition
+from lvs_scripts.plan_realserver import plan_realserver_start
+from lvs_scripts.probes import HostObservation
+from lvs_scripts.state import State
+from lvs_scripts.watch import load_director_config
 
 LOOPBACK = "127.0.0.1"
 VIP = "192.0.2.80"  # TEST-NET-1: only ever a Host header / server name here, never dialled
@@ -106,12 +113,6 @@ NOT_EXECUTABLE = str(Path(__file__))
     ({"type": "exec", "command": "/bin/true"}, "service[2].check.command", "non-empty list"),
     ({"type": "exec", "command": ["true"]}, "service[2].check.command[0]",
      "absolute path: checks do not search PATH"),
-    ({"type": "exec", "command": ["/nonexistent/check"]}, "service[2].check.command[0]",
-     "not an executable file"),
-    ({"type": "exec", "command": [NOT_EXECUTABLE]}, "service[2].check.command[0]",
-     "not an executable file"),
-    ({"type": "exec", "command": ["/bin"]}, "service[2].check.command[0]",
-     "not an executable file"),
     ({"type": "exec", "command": ["/bin/true", 5]}, "service[2].check.command[1]",
      "must be a string"),
 ])
@@ -124,6 +125,51 @@ def test_bad_check_tables_name_file_key_and_value(table: object, key: str, rule:
     assert (caught.value.path, caught.value.key) == ("/etc/lvs/lvs.toml", key)
     assert rule in caught.value.rule
     assert str(caught.value).startswith(f"/etc/lvs/lvs.toml: {key}")
+
+
+SHARED_EXEC = """
+[director]
+interface = "eth0"
+gateway = "192.168.30.1"
+
+[[service]]
+vip = "192.168.30.254"
+port = 80
+real = [ {{ address = "192.168.30.111" }} ]
+[service.check]
+type = "exec"
+command = ["{program}", "{{address}}"]
+"""
+
+
+@pytest.mark.parametrize("program", ["/nonexistent/check-db", NOT_EXECUTABLE, "/bin"])
+def test_an_exec_program_must_exist_on_the_director_only(program: str, tmp_path: Path,
+                                                         mocker: Any,
+                                                         capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    """The real servers read the same file and need not have the director's check scripts:
+    parsing accepts the program, lvs-realserver plans from the file, and lvs-director (and
+    its watcher) refuse it with exit 6 before any program runs."""
+    path = tmp_path / "lvs.toml"
+    path.write_text(SHARED_EXEC.format(program=program))
+    config = load_config(str(path))
+    plan_realserver_start(config, HostObservation(), State())
+    with pytest.raises(ConfigError) as caught:
+        require_check_programs(config)
+    assert (caught.value.path, caught.value.key, caught.value.value) == (
+        str(path), "service[0].check.command[0]", program)
+    assert "not an executable file on this director" in caught.value.rule
+    with pytest.raises(ConfigError):
+        load_director_config(str(path))
+    run = mocker.patch("lvs_scripts.runner.PlumbumRunner.run", autospec=True)
+    for dry in ([], ["--dry-run"]):
+        argv = [*dry, "-c", str(path), "--state-dir", str(tmp_path / "s"),
+                "--lock-dir", str(tmp_path / "l"), "start"]
+        assert director_main(argv) == 6
+        assert f"{path}: service[0].check.command[0]" in capsys.readouterr().err
+    run.assert_not_called()
+    path.write_text(SHARED_EXEC.format(program="/bin/true"))
+    require_check_programs(load_config(str(path)))
 
 
 def test_importing_the_spec_loads_neither_asyncio_nor_aiohttp() -> None:

@@ -606,7 +606,7 @@ def test_unknown_action_is_exit_2_with_a_usage_spelt_right(machine: Machine) -> 
     ran = machine.director("stauts")
     assert ran.code == 2
     assert ran.err.startswith("usage: lvs-director ")
-    assert "{start,stop,restart,reload,force-reload,status}" in ran.err
+    assert "{start,stop,restart,reload,force-reload,status,watch,disable,enable}" in ran.err
     assert "invalid choice: 'stauts'" in ran.err
     assert machine.host.argvs() == []
 

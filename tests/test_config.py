@@ -579,3 +579,52 @@ def test_a_gateway_of_the_family_of_one_vip_among_several_is_fine() -> None:
     config = parse_config(both + '[[service]]\nvip = "2001:db8::10"\nport = 80\n'
                           'real = [{ address = "2001:db8::21" }]\n')
     assert config.director is not None and config.director.gateway == IPv6Address("2001:db8::1")
+
+
+# --- health checking: [service.check], sorry_server, [director] metrics ------------------------
+CHECKED = """
+[director]
+interface = "eth0"
+metrics = "[::1]:9717"
+
+[[service]]
+vip = "192.168.30.254"
+port = 80
+sorry_server = "192.168.30.200"
+real = [ { address = "192.168.30.111" } ]
+
+[service.check]
+type = "http"
+interval = 2
+timeout = 1
+on_failure = "remove"
+
+[[service]]
+vip = "2001:db8::10"
+port = 443
+forwarding = "nat"
+sorry_server = "[2001:db8::99]:8443"
+real = [ { address = "2001:db8::11", port = 8443 } ]
+"""
+
+
+def test_check_sorry_server_and_metrics_are_read() -> None:
+    from lvs_scripts.checks import CheckSpec
+
+    config = parse_config(CHECKED, "checked.toml")
+    assert config.director is not None
+    assert config.director.metrics == (ip_address("::1"), 9717)
+    web, tls = config.services
+    assert web.check == CheckSpec(type="http", interval=2.0, timeout=1.0,
+                                  on_failure="remove")
+    assert web.sorry_server == Destination(ip_address("192.168.30.200"), 80)
+    assert tls.check is None
+    assert tls.sorry_server == Destination(ip_address("2001:db8::99"), 8443,
+                                           Forwarding.NAT, 1)
+
+
+def test_a_service_without_check_is_what_it_was() -> None:
+    """No [service.check], no sorry_server: the same service as before the feature."""
+    plain = CHECKED.replace('sorry_server = "192.168.30.200"\n', "").split("[service.check]")[0]
+    service = parse_config(plain, "plain.toml").services[0]
+    assert service.check is None and service.sorry_server is None

@@ -24,8 +24,9 @@ PROGRAMS = ("lvs-director", "lvs-realserver")
 EXPECTED_FILES = {
     "./usr/sbin/lvs-director", "./usr/sbin/lvs-realserver",
     "./usr/lib/python3/dist-packages/lvs_scripts/cli.py",
-    "./etc/init.d/lvs-director", "./etc/init.d/lvs-realserver",
+    "./etc/init.d/lvs-director", "./etc/init.d/lvs-realserver", "./etc/init.d/lvs-director-watch",
     "./lib/systemd/system/lvs-director.service", "./lib/systemd/system/lvs-realserver.service",
+    "./lib/systemd/system/lvs-director-watch.service",
     "./etc/default/lvs-director", "./etc/default/lvs-realserver",
     "./etc/lvs/lvs.toml",
     "./usr/share/doc/lvs-scripts/examples/seed-dr.toml",
@@ -70,8 +71,8 @@ def test_contents() -> None:
 
 def test_dependencies() -> None:
     depends = [d.strip() for d in field("Depends").split(",")]
-    for needed in ("python3-plumbum", "python3-aiohttp", "ipvsadm", "iproute2", "procps",
-                   "iputils-arping | arping"):
+    for needed in ("python3-plumbum", "python3-aiohttp", "python3-prometheus-client", "ipvsadm",
+                   "iproute2", "procps", "iputils-arping | arping"):
         assert needed in depends, depends
     assert field("Architecture") == "all"
     assert field("Version") == manpage.version(ROOT)
@@ -80,6 +81,7 @@ def test_dependencies() -> None:
 def test_conffiles(unpacked: Path) -> None:
     conffiles = set((unpacked / "DEBIAN" / "conffiles").read_text().split())
     assert {"/etc/lvs/lvs.toml", "/etc/init.d/lvs-director", "/etc/init.d/lvs-realserver",
+            "/etc/init.d/lvs-director-watch",
             "/etc/default/lvs-director", "/etc/default/lvs-realserver"} <= conffiles
 
 
@@ -103,16 +105,25 @@ def test_units_name_the_package_s_programs(unpacked: Path) -> None:
                     ).exists(), uri
 
 
+def test_the_watcher_s_unit_names_the_package_s_program(unpacked: Path) -> None:
+    unit = (unpacked / "lib/systemd/system/lvs-director-watch.service").read_text()
+    assert "\nExecStart=/usr/sbin/lvs-director watch\n" in unit
+    assert "\nExecReload=/bin/kill -HUP $MAINPID\n" in unit
+
+
+SERVICES = (*PROGRAMS, "lvs-director-watch")
+
+
 def test_installing_starts_and_enables_nothing(unpacked: Path) -> None:
     postinst = (unpacked / "DEBIAN" / "postinst").read_text()
     assert "deb-systemd-invoke" not in postinst and "invoke-rc.d" not in postinst
-    for name in PROGRAMS:
+    for name in SERVICES:
         assert f"update-rc.d {name} defaults-disabled" in postinst
     # enable only inside "if ... was-enabled": kept enabled across upgrades if the
     # administrator enabled it, never enabled otherwise.
     lines = postinst.splitlines()
     enables = [i for i, line in enumerate(lines) if "deb-systemd-helper enable" in line]
-    assert len(enables) == len(PROGRAMS)
+    assert len(enables) == len(SERVICES)
     for index in enables:
         assert "was-enabled" in lines[index - 2], lines[index - 2:index + 1]
 

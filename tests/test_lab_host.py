@@ -21,11 +21,12 @@ def test_concurrent_runs_of_one_command_get_separate_results_folders(tmp_path: P
 
 # --- packages installed for their binaries only (keepalived) -----------------------------
 
-def test_keepalived_is_installed_on_the_host_with_its_service_kept_off() -> None:
+def test_daemons_are_installed_on_the_host_with_their_services_kept_off() -> None:
     from lab.prepare import HOST_PACKAGES, HOST_SERVICES
 
-    assert "keepalived" in HOST_PACKAGES
-    assert HOST_SERVICES["keepalived"] == "keepalived.service"
+    assert {"keepalived", "bird2"} <= set(HOST_PACKAGES)
+    assert HOST_SERVICES["keepalived"] == ("keepalived.service", "keepalived")
+    assert HOST_SERVICES["bird2"] == ("bird.service", "bird")
 
 
 def test_the_install_runs_under_a_policy_that_denies_service_starts(tmp_path: Path) -> None:
@@ -68,3 +69,10 @@ def test_services_are_disabled_under_systemd_and_a_running_daemon_is_refused(
         assert ["systemctl", "disable", "--now", "keepalived.service"] in ran
     with pytest.raises(LabUnavailable, match="keepalived is running"):
         keep_services_off(["keepalived"], lambda _: None, runner(0), tmp_path / "no-systemd")
+    if any(argv[0] == "systemctl" for argv in ran):  # offline: disabled, not stopped
+        assert ran[-2] == ["systemctl", "disable", "keepalived.service"]
+    ran.clear()
+    keep_services_off(["bird2"], lambda _: None, runner(1), systemd)
+    assert ran[-1] == ["pgrep", "-x", "bird"]  # the daemon, not the package name
+    if any(argv[0] == "systemctl" for argv in ran):
+        assert ["systemctl", "disable", "--now", "bird.service"] in ran

@@ -1,0 +1,185 @@
+"""Health and admin state of the real servers, as the planner sees it and as it is kept on
+disk: `lvs-director.health.json`, beside the state file in the state directory.
+
+Why a file of its own rather than a new owned kind in the state file: the state file lists
+what this tool changed on the host so that `stop` can undo exactly that; health is not
+undone by anything, it is an input of the planner, like the config. It is written by the
+watcher at every transition (possibly many times a minute) and by `disable`/`enable`,
+and read by every start, reload and status: keeping it apart means a health write never
+rewrites the list of what stop must undo, and a corrupt or foreign health file can be
+deleted (every server counts as not yet checked) without losing that list. It is read and
+written with the state file's rules: a trusted directory, no symlinks followed, written
+atomically, every field checked.
+
+Who writes what: the watcher writes `health`, the CLI writes `disabled`; both under the
+run lock, each reading the file first and replacing only its own part.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import stat
+from typing import Any
+
+from .errors import StateError
+from .health import (
+    DOWN,
+    UNKNOWN,
+    Health,
+    HealthStateError,
+    TargetId,
+    health_from_data,
+    health_to_data,
+)
+from .locks import Paths, check_state_dir, check_trusted, ensure_dir, open_nofollow
+from .model import Destination, VirtualService
+from .record import Record, field
+
+FILE_VERSION = 1
+MAX_FILE_BYTES = 16 << 20  # 10,000 targets are about 2.5 MB
+
+
+class Disabled(Record):
+    """`lvs-director disable ADDRESS [--service VIP:PORT]`: weight 0 whatever the checks
+    say. vip None: the address in every service that has it."""
+
+    address: str  # canonical text
+    vip: str | None = None
+    vport: int | None = None
+
+    def matches(self, key: TargetId) -> bool:
+        return key.address == self.address and (
+            self.vip is None or (key.vip == self.vip and key.vport == self.vport))
+
+    def __str__(self) -> str:
+        if self.vip is None:
+            return self.address
+        vip = f"[{self.vip}]" if ":" in self.vip else self.vip
+        return f"{self.address} in {vip}:{self.vport}"
+
+
+class HealthView(Record, frozen=False):
+    """What the planner needs: the health of checked targets, and what an admin disabled."""
+
+    health: dict[TargetId, Health] = field(default_factory=dict)
+    disabled: list[Disabled] = field(default_factory=list)
+
+    def empty(self) -> bool:
+        return not self.health and not self.disabled
+
+    def is_disabled(self, key: TargetId) -> bool:
+        return any(entry.matches(key) for entry in self.disabled)
+
+    def state(self, key: TargetId) -> str:
+        """The health state of a checked target: unknown until its first result."""
+        health = self.health.get(key)
+        return UNKNOWN if health is None else health.state
+
+    def is_down(self, key: TargetId) -> bool:
+        return self.state(key) == DOWN
+
+
+def target_id(service: VirtualService, dest: Destination) -> TargetId:
+    """The health key of a real server of a service (the TargetId of health.py)."""
+    key = service.key
+    return TargetId(protocol=key.protocol.value, vip=str(key.address), vport=key.port,
+                    address=str(dest.address), port=dest.port)
+
+
+# ----------------------------------------------------------------- the file
+
+def to_json(view: HealthView) -> str:
+    disabled = [{"address": d.address, "vip": d.vip, "vport": d.vport}
+                for d in view.disabled]
+    return json.dumps({"version": FILE_VERSION, "health": health_to_data(view.health),
+                       "disabled": disabled}, indent=1, sort_keys=True)
+
+
+def from_json(text: str, path: str) -> HealthView:
+    try:
+        data: Any = json.loads(text)
+    except ValueError as err:
+        raise _corrupt(path, f"not JSON: {err}") from None
+    if not isinstance(data, dict) or set(data) != {"version", "health", "disabled"}:
+        raise _corrupt(path, "must be an object with the keys version, health and disabled")
+    if data["version"] != FILE_VERSION or isinstance(data["version"], bool):
+        raise _corrupt(path, f"version {data['version']!r:.20}: this lvs_scripts reads "
+                       f"version {FILE_VERSION}")
+    try:
+        health = health_from_data(data["health"])
+    except HealthStateError as err:
+        raise _corrupt(path, str(err)) from None
+    return HealthView(health, _disabled_in(data["disabled"], path))
+
+
+def _disabled_in(items: object, path: str) -> list[Disabled]:
+    if not isinstance(items, list):
+        raise _corrupt(path, "disabled: must be a list")
+    result: list[Disabled] = []
+    for index, item in enumerate(items):
+        where = f"disabled[{index}]"
+        if not isinstance(item, dict) or set(item) != {"address", "vip", "vport"}:
+            raise _corrupt(path, f"{where}: must have exactly address, vip and vport")
+        address = _canonical(item["address"], path, f"{where}.address")
+        vip, vport = item["vip"], item["vport"]
+        if vip is None and vport is None:
+            result.append(Disabled(address))
+            continue
+        if isinstance(vport, bool) or not isinstance(vport, int) or not 1 <= vport <= 65535:
+            raise _corrupt(path, f"{where}.vport = {vport!r:.20}: must be a port number")
+        result.append(Disabled(address, _canonical(vip, path, f"{where}.vip"), vport))
+    return result
+
+
+def _canonical(value: object, path: str, where: str) -> str:
+    try:
+        text = str(ipaddress.ip_address(value)) if isinstance(value, str) else None
+    except ValueError:
+        text = None
+    if text is None or text != value:
+        raise _corrupt(path, f"{where} = {value!r:.60}: must be an IP address in canonical form")
+    return text
+
+
+def _corrupt(path: str, why: str) -> StateError:
+    return StateError(f"{path}: health state file is corrupt ({why}). It holds which real "
+                      "servers failed their checks and which were disabled; delete it to "
+                      "start again with every server unchecked and none disabled (disable "
+                      "again those that must stay out)")
+
+
+def load_health(paths: Paths) -> HealthView:
+    """The health file, trusted like the state file; none yet: nothing known."""
+    path = paths.health_file
+    check_state_dir(paths)
+    try:
+        fd = open_nofollow(path, os.O_RDONLY)
+    except StateError:
+        if not os.path.lexists(path):
+            return HealthView()
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise StateError(f"{path}: is not a regular file")
+        check_trusted(path, info)
+        raw = handle.read(MAX_FILE_BYTES + 1)
+    if len(raw) > MAX_FILE_BYTES:
+        raise _corrupt(path, f"larger than {MAX_FILE_BYTES} bytes")
+    try:
+        return from_json(raw.decode("utf-8"), path)
+    except UnicodeDecodeError:
+        raise _corrupt(path, "not UTF-8 text") from None
+
+
+def save_health(paths: Paths, view: HealthView) -> None:
+    from .state import write_atomically
+
+    ensure_dir(paths.state_dir, trusted=True)
+    try:
+        write_atomically(paths, paths.health_file, to_json(view))
+    except OSError as err:
+        raise StateError(f"{paths.health_file}: cannot write the health state: "
+                         f"{err.strerror}") from None

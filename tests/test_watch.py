@@ -1,0 +1,283 @@
+"""`lvs-director watch` as a process against the fake host, with real HTTP servers on
+127.0.0.1 as the real servers' web servers.
+
+The config refuses loopback real servers, so the real servers keep their LAN addresses
+(the fake ipvsadm does not care) and LVS_TEST_CHECK_MAP, read by watch.py for tests
+only, sends each one's checks to its listener on 127.0.0.1. Every wait is for a
+condition, with a deadline.
+
+.138 and .194 are the real servers because their check phases (checks.phase, a hash of
+the identity) are 0.2 ms apart at interval 0.5 s: they fail in the same round, so their
+transitions fall in the same batching window, deterministically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lvs_scripts.health import DOWN, UP
+from lvs_scripts.healthstate import load_health
+from lvs_scripts.locks import Paths
+from tests.fakes.fakehost import FakeHost
+from tests.machines import DirectorMachine, wait_for
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0,
+                                reason="real runs exit 4 without root; run as root (make test)")
+
+VIP = "192.168.30.254"
+RS1, RS2 = "192.168.30.138", "192.168.30.194"
+DEADLINE = 30.0  # generous: a loaded 2-core machine; conditions usually hold in ~2 s
+
+
+def config(weight1: int = 1, extra: str = "") -> str:
+    return f"""
+[director]
+interface = "eth0"
+arping_count = 0
+
+[[service]]
+vip = "{VIP}"
+port = 80
+scheduler = "wrr"
+real = [
+  {{ address = "{RS1}", weight = {weight1} }},
+  {{ address = "{RS2}", weight = 2 }},
+]
+
+[service.check]
+type = "http"
+path = "/healthz"
+interval = 0.5
+timeout = 0.4
+rise = 2
+fall = 2
+{extra}"""
+
+
+class WebServer:
+    """An HTTP server on 127.0.0.1 answering /healthz with `status` (changeable)."""
+
+    def __init__(self) -> None:
+        self.status = 200
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(outer.status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Watched(DirectorMachine):
+    """A started fake director, its two web servers, and `watch` processes."""
+
+    def __init__(self, host: FakeHost, root: Path) -> None:
+        super().__init__(host, root, config())
+        self.web = {RS1: WebServer(), RS2: WebServer()}
+        self.env["LVS_TEST_CHECK_MAP"] = ",".join(
+            f"{rs}=127.0.0.1:{web.port}" for rs, web in self.web.items())
+        self.log = root / "watch.log"
+        self.process: subprocess.Popen[str] | None = None
+        ran = self.run("start")
+        assert ran.returncode == 0, ran.stderr
+
+    def watch(self) -> subprocess.Popen[str]:
+        self.log.write_text("")
+        with self.log.open("a") as log:
+            self.process = subprocess.Popen(self.argv("watch"), env=self.env,
+                                            stdout=log, stderr=log, text=True)
+        wait_for(lambda: "watch: checking" in self.log.read_text(), DEADLINE)
+        return self.process
+
+    def weights(self) -> dict[str, int]:
+        out = self.host.cmd("ipvsadm", "-S", "-n").stdout
+        return {words[4].split(":")[0]: int(words[words.index("-w") + 1])
+                for words in (line.split() for line in out.splitlines()) if words[0] == "-a"}
+
+    def health(self) -> dict[str, str]:
+        view = load_health(Paths("lvs-director", str(self.state_dir), str(self.lock_dir)))
+        return {key.address: h.state for key, h in view.health.items()}
+
+    def wait(self, what: str, condition: Any) -> None:
+        try:
+            wait_for(condition, DEADLINE)
+        except AssertionError:
+            raise AssertionError(f"timed out waiting for {what}; watch said:\n"
+                                 f"{self.log.read_text()}") from None
+
+    def changes(self) -> list[dict[str, Any]]:
+        return [c for c in self.host.calls("ipvsadm") if c["argv"][1] not in ("-S", "-L")]
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=DEADLINE)
+        for web in self.web.values():
+            web.close()
+
+
+@pytest.fixture
+def watched(fakehost: FakeHost, tmp_path: Path) -> Iterator[Watched]:
+    machine = Watched(fakehost, tmp_path)
+    yield machine
+    machine.stop()
+
+
+def both_up(machine: Watched) -> bool:
+    return machine.health() == {RS1: UP, RS2: UP}
+
+
+def test_fall_is_one_batch_rise_puts_the_weights_back(watched: Watched) -> None:
+    watched.watch()
+    watched.wait("both up", lambda: both_up(watched))
+    watched.host.clear_calls()
+    for web in watched.web.values():
+        web.status = 500
+    watched.wait("weight 0", lambda: watched.weights() == {RS1: 0, RS2: 0})
+    changes = watched.changes()
+    assert [c["argv"] for c in changes] == [["ipvsadm", "-R"]], changes
+    assert sorted(changes[0]["stdin"].splitlines()) == [
+        f"-e -t {VIP}:80 -r {RS1}:80 -g -w 0", f"-e -t {VIP}:80 -r {RS2}:80 -g -w 0"]
+    assert watched.health() == {RS1: DOWN, RS2: DOWN}
+    log = watched.log.read_text()
+    assert log.count(" up -> down: HTTP 500 (2 failure(s))") == 2, log
+    # down at weight 0 is as configured for status
+    status = watched.run("status")
+    assert status.returncode == 0, status.stdout
+    assert "down (HTTP 500, since " in status.stdout
+    watched.web[RS2].status = 200
+    watched.wait("rs2 back", lambda: watched.weights() == {RS1: 0, RS2: 2})
+    assert " down -> up: ok (2 success(es))" in watched.log.read_text()
+    assert watched.process is not None
+    watched.process.send_signal(signal.SIGTERM)
+    assert watched.process.wait(timeout=DEADLINE) == 0
+    assert watched.weights() == {RS1: 0, RS2: 2}  # left as they were
+
+
+def test_a_down_server_stays_out_across_kill_9_until_it_rises(watched: Watched) -> None:
+    process = watched.watch()
+    watched.web[RS2].status = 500
+    watched.wait("rs2 down", lambda: watched.weights() == {RS1: 1, RS2: 0})
+    process.kill()
+    process.wait(timeout=DEADLINE)
+    watched.host.clear_calls()
+    watched.web[RS2].status = 200
+    watched.watch()
+    watched.wait("rs2 back", lambda: watched.weights() == {RS1: 1, RS2: 2})
+    log = watched.log.read_text()
+    # it came back by passing `rise` checks as a down server, not as a new unknown one
+    assert f"{RS2}:80 down -> up: ok (2 success(es))" in log, log
+    assert [c["stdin"] or c["argv"] for c in watched.changes()] == [
+        ["ipvsadm", "-e", "-t", f"{VIP}:80", "-r", f"{RS2}:80", "-g", "-w", "2"]]
+    # a reload meanwhile would not have put it back either: see test_plan_health
+
+
+def test_sighup_good_and_bad(watched: Watched) -> None:
+    process = watched.watch()
+    watched.wait("both up", lambda: both_up(watched))
+    watched.config.write_text(config(weight1=3))
+    process.send_signal(signal.SIGHUP)
+    watched.wait("reloaded", lambda: "config " in watched.log.read_text()
+                 and "reloaded" in watched.log.read_text())
+    watched.wait("new weight", lambda: watched.weights()[RS1] == 3)
+    watched.config.write_text(config(extra="rise = 0\n").replace("rise = 2\n", ""))
+    process.send_signal(signal.SIGHUP)
+    watched.wait("refused", lambda: "config not reloaded" in watched.log.read_text())
+    line = next(x for x in watched.log.read_text().splitlines() if "config not reloaded" in x)
+    assert str(watched.config) in line and "service[0].check.rise" in line and "0" in line
+    assert process.poll() is None
+    watched.web[RS1].status = 500  # the old (good) config goes on working
+    watched.wait("rs1 down", lambda: watched.weights() == {RS1: 0, RS2: 2})
+
+
+def test_disable_and_enable_while_watching(watched: Watched) -> None:
+    watched.watch()
+    watched.wait("both up", lambda: both_up(watched))
+    assert watched.run("disable", RS1).returncode == 0
+    assert watched.weights() == {RS1: 0, RS2: 2}
+    watched.web[RS2].status = 500  # a transition: the watcher applies, RS1 stays disabled
+    watched.wait("rs2 down", lambda: watched.weights() == {RS1: 0, RS2: 0})
+    watched.web[RS2].status = 200
+    watched.wait("rs2 up", lambda: watched.weights() == {RS1: 0, RS2: 2})
+    status = json.loads(watched.run("status", "--json").stdout)
+    assert [r["health"]["state"] for r in status["services"][0]["real"]] == ["disabled", "up"]
+    assert watched.run("enable", RS1).returncode == 0
+    assert watched.weights() == {RS1: 1, RS2: 2}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_metrics_and_systemd_notifications(watched: Watched, tmp_path: Path) -> None:
+    import socket
+    import urllib.request
+
+    port = free_port()
+    text = config().replace('arping_count = 0\n', f'arping_count = 0\nmetrics = '
+                            f'"127.0.0.1:{port}"\n')
+    watched.config.write_text(text)
+    # systemd's side of Type=notify: a datagram socket; WatchdogSec=0.4 s
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(DEADLINE)
+    watched.env.update(NOTIFY_SOCKET=str(tmp_path / "notify"), WATCHDOG_USEC="400000")
+    watched.watch()
+    said = [notify.recv(100).decode() for _ in range(3)]
+    assert said[0] == "READY=1" and said[1:] == ["WATCHDOG=1", "WATCHDOG=1"], said
+    watched.web[RS1].status = 500
+    watched.wait("rs1 down", lambda: watched.weights()[RS1] == 0)
+
+    def scrape() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as page:
+            return str(page.read().decode())
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples = {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+               for family in text_string_to_metric_families(scrape())
+               for sample in family.samples}
+    real = (("real", f"{RS1}:80"), ("service", f"tcp {VIP}:80"))
+
+    def value(name: str, **more: str) -> float:
+        return samples[(name, tuple(sorted((*real, *more.items()))))]
+
+    assert value("lvs_real_server_health") == 0
+    assert value("lvs_real_server_weight", kind="configured") == 1
+    assert value("lvs_real_server_weight", kind="actual") == 0
+    assert value("lvs_real_server_connections", state="active") == 0
+    assert value("lvs_health_transitions_total", to="down") == 1
+    assert 0 < value("lvs_check_duration_seconds") < 0.4
+    assert samples[("lvs_service_connections_total", (("service", f"tcp {VIP}:80"),))] == 0
+    notify.close()
