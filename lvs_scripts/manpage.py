@@ -39,7 +39,18 @@ ACTIONS = {
                   "then delete the real servers and services it no longer has",
         "force-reload": "the same as reload",
         "status": "read the kernel and compare with the config; differences are printed as "
-                  "the commands that would repair them",
+                  "the commands that would repair them; with health checks, each real server's "
+                  "health (up, down, disabled, unchecked)",
+        "watch": "run the health checker in the foreground: check the real servers of every "
+                 "service with a `[service.check]`, set a failed one to weight 0 (or remove it) "
+                 "and put it back once it passes `rise` checks; SIGHUP re-reads the config, "
+                 "SIGTERM exits leaving the weights as they are (init script: "
+                 "lvs-director-watch)",
+        "disable": "`disable ADDRESS [--service VIP:PORT]`: set the real server to weight 0 "
+                   "(open connections finish) and keep it there, whatever its checks say, "
+                   "until `enable`",
+        "enable": "`enable ADDRESS [--service VIP:PORT]`: undo `disable`; the server gets its "
+                  "configured weight back unless its checks say it is down",
     },
     "lvs-realserver": {
         "start": "set arp_ignore=1 and arp_announce=2 on `all` and the `arp_interfaces`, then "
@@ -156,7 +167,7 @@ def synopsis(parser: argparse.ArgumentParser) -> list[str]:
         if action.nargs != 0:
             first += f" \\fI{escape(str(action.metavar or action.dest.upper()))}\\fR"
         words.append(f"[{first}]")
-    choices = "|".join(f"\\fB{escape(str(c))}\\fR" for c in _positional(parser).choices or ())
+    choices = "|\\:".join(f"\\fB{escape(str(c))}\\fR" for c in _positional(parser).choices or ())
     return [".SY " + parser.prog, *words, "{" + choices + "}", ".YS"]
 
 

@@ -56,6 +56,7 @@ def test_every_option_and_action_of_the_parser_is_in_the_page(
             assert " ".join(action.help.split()[:4]) in " ".join(shown.split()), action.help
     for choice in next(a for a in parser._actions if not a.option_strings).choices or ():
         assert f"\n       {choice}" in shown, choice
+        assert choice in manpage.ACTIONS[prog], f"{choice} has no description in the page"
 
 
 def test_a_new_option_shows_up_in_the_page(monkeypatch: pytest.MonkeyPatch) -> None:
