@@ -160,7 +160,15 @@ class ApplyFailed(LvsError):
         super().__init__("\n".join(lines))
 
 
-_PACKAGES = {"ipvsadm": "ipvsadm", "ip": "iproute2", "sysctl": "procps", "arping": "iputils-arping"}
+_PACKAGES = {"ipvsadm": "ipvsadm", "ip": "iproute2", "sysctl": "procps", "arping": "iputils-arping",
+             "nft": "nftables"}
+
+
+class KernelLacks(LvsError):
+    """The running kernel lacks a part the config needs (a scheduler or persistence engine
+    module, nf_tables): LSB 5, like a missing program."""
+
+    exit_code = 5
 
 
 class DaemonTimeout(LvsError):

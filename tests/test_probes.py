@@ -47,8 +47,8 @@ def test_save_format_of_a_mixed_table() -> None:
         ("192.168.30.111", 80, Forwarding.DR, 1), ("192.168.30.112", 80, Forwarding.DR, 2),
         ("192.168.30.113", 80, Forwarding.DR, 3), ("192.168.30.114", 80, Forwarding.DR, 0)]
     https = table[tcp("192.168.30.254", 443)]
-    assert (https.scheduler, https.persistence, https.extra) == (
-        "sh", 300, ("-b", "sh-fallback,sh-port"))
+    assert (https.scheduler, https.persistence, https.flags, https.extra) == (
+        "sh", 300, ("sh-fallback", "sh-port"), ())
     assert https.destinations[2].forwarding is Forwarding.TUN  # -i ... --tun-type ipip
     masq = table[tcp("192.168.30.254", 8080)]
     assert (masq.persistence, masq.netmask) == (300, "255.255.255.0")
@@ -56,7 +56,7 @@ def test_save_format_of_a_mixed_table() -> None:
     assert len(remapped) == 1 and remapped[0].forwarding is Forwarding.NAT  # NAT may remap
     assert remapped[0] == Destination(remapped[0].address, 8081, Forwarding.NAT, 5)
     dns = table[ServiceKey(Protocol.UDP, ip("192.168.30.254"), 53)]
-    assert dns.extra == ("-o",)
+    assert (dns.one_packet, dns.extra) == (True, ())
     v6 = table[tcp("2001:db8::1", 80)]
     assert (v6.persistence, v6.netmask) == (600, "64")
     assert v6.destinations[1].endpoint() == "[2001:db8::11]:8080"
