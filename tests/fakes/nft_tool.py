@@ -33,13 +33,17 @@ _RULE = re.compile(r"(ip|ip6) daddr (\S+) (tcp|udp|sctp) dport (\d+) meta mark s
 
 
 class NftError(Exception):
-    """An error nft reports: `Error: TEXT`, the command line, carets under it."""
+    """An error nft reports: `[FILE:LINE:FIRST-LAST: ]Error: TEXT`, then the command (or the
+    line of the file) and carets under the offending word (`word`, found in the line)."""
 
-    def __init__(self, text: str, line: str = "", rc: int = 1) -> None:
+    def __init__(self, text: str, line: str = "", word: str = "", rc: int = 1) -> None:
         super().__init__(text)
         self.text = text
         self.line = line
+        self.word = word
         self.rc = rc
+        self.where = ""  # "/dev/stdin:1:" for a line of a file
+        self.number = 0  # that line's number
 
 
 class NotEmulated(Exception):
@@ -79,8 +83,8 @@ def main(run: Run) -> int:
             family, name = args[2], args[3]
             table = _find(_tables(run.state), family, name)
             if table is None:
-                prefix = "" if args[0] == "list" else "Could not process rule: "
-                raise NftError(f"{prefix}No such file or directory", " ".join(args))
+                raise NftError("No such file or directory" + _did_you_mean(
+                    _tables(run.state), family, name), " ".join(args), name)
             if args[0] == "list":
                 _print_table(run, table)
             else:
@@ -96,11 +100,25 @@ def main(run: Run) -> int:
     return UNSUPPORTED_RC
 
 
+def _did_you_mean(tables: list[dict[str, Any]], family: str, name: str) -> str:
+    other = next((t for t in tables if t["name"] == name and t["family"] != family), None)
+    if other is None:
+        return ""
+    return f"; did you mean table \u2018{name}\u2019 in family {other['family']}?"
+
+
 def _report(run: Run, err: NftError) -> None:
-    run.eprint(f"Error: {err.text}")
-    if err.line:
-        run.eprint(err.line)
-        run.eprint("^" * len(err.line))
+    if not err.line:
+        run.eprint(f"{err.where}Error: {err.text}")
+        return
+    start = err.line.rfind(err.word) if err.word else 0
+    start = max(start, 0)
+    width = len(err.word) if err.word else len(err.line)
+    where = f"{err.where}{start + 1}-{start + width}: " if err.where else ""
+    run.eprint(f"{where}Error: {err.text}")
+    run.eprint(err.line)
+    # carets under the word, the line's leading tabs kept so that they line up
+    run.eprint("".join(c if c == "\t" else " " for c in err.line[:start]) + "^" * width)
 
 
 def _print_table(run: Run, table: dict[str, Any]) -> None:
@@ -122,41 +140,60 @@ def _file(run: Run, path: str) -> int:
         raise NotEmulated(f"-f {path} (only stdin)")
     text = run.read_stdin()
     work = copy.deepcopy(_tables(run.state))
-    lines = [line.strip() for line in text.splitlines()]
+    raw = text.splitlines()
+    lines = [line.strip() for line in raw]
+    try:
+        _statements(lines, work)
+    except NftError as err:
+        if err.number:
+            err.line = raw[err.number - 1]
+            err.where = f"{'/dev/stdin' if path == '-' else path}:{err.number}:"
+        raise
+    _tables(run.state)[:] = work
+    return 0
+
+
+def _statements(lines: list[str], work: list[dict[str, Any]]) -> None:
     i = 0
     while i < len(lines):
         line = lines[i]
         i += 1
-        if not line or line.startswith("#"):
-            continue
-        words = line.split()
-        if words[0] in ("create", "add", "delete") and words[1:2] == ["table"]:
-            verb, rest = words[0], words[2:]
-        elif words[0] == "table":
-            verb, rest = "add", words[1:]
-        else:
-            raise NotEmulated(line)
-        body = rest[-1:] == ["{"]
-        if body:
-            rest = rest[:-1]
-        if len(rest) != 2 or rest[0] not in FAMILIES:
-            raise NftError("syntax error, unexpected newline", line)
-        family, name = rest
-        table = _find(work, family, name)
-        if verb == "delete":
-            if table is None:
-                raise NftError("Could not process rule: No such file or directory", line)
-            work.remove(table)
-            continue
-        if verb == "create" and table is not None:
-            raise NftError("Could not process rule: File exists", line)
+        try:
+            i = _statement(lines, i, line, work)
+        except NftError as err:
+            err.number = err.number or i
+            raise
+
+
+def _statement(lines: list[str], i: int, line: str, work: list[dict[str, Any]]) -> int:
+    """One top-level statement (line i - 1); returns where the next one starts."""
+    if not line or line.startswith("#"):
+        return i
+    words = line.split()
+    if words[0] in ("create", "add", "delete") and words[1:2] == ["table"]:
+        verb, rest = words[0], words[2:]
+    elif words[0] == "table":
+        verb, rest = "add", words[1:]
+    else:
+        raise NotEmulated(line)
+    body = rest[-1:] == ["{"]
+    if body:
+        rest = rest[:-1]
+    if len(rest) != 2 or rest[0] not in FAMILIES:
+        raise NotEmulated(line)
+    family, name = rest
+    table = _find(work, family, name)
+    if verb == "delete":
         if table is None:
-            table = {"family": family, "name": name, "chains": []}
-            work.append(table)
-        if body:
-            i = _table_body(lines, i, family, table)
-    _tables(run.state)[:] = work
-    return 0
+            raise NftError("Could not process rule: No such file or directory", line, name)
+        work.remove(table)
+        return i
+    if verb == "create" and table is not None:
+        raise NftError("Could not process rule: File exists", line, name)
+    if table is None:
+        table = {"family": family, "name": name, "chains": []}
+        work.append(table)
+    return _table_body(lines, i, family, table) if body else i
 
 
 def _table_body(lines: list[str], i: int, family: str, table: dict[str, Any]) -> int:
@@ -186,7 +223,11 @@ def _table_body(lines: list[str], i: int, family: str, table: dict[str, Any]) ->
                 chain["head"] = (f"type filter hook {head.group(1)} priority {priority}; "
                                  f"policy {head.group(3)};")
                 continue
-            chain["rules"].append(_rule(item, family))
+            try:
+                chain["rules"].append(_rule(item, family))
+            except NftError as err:
+                err.number = i  # i has moved past it: 1-based, it is this line
+                raise
         i += 1  # the chain's closing brace
     raise NftError("syntax error, unexpected end of file")
 
@@ -194,14 +235,15 @@ def _table_body(lines: list[str], i: int, family: str, table: dict[str, Any]) ->
 def _rule(text: str, family: str) -> str:
     match = _RULE.fullmatch(text)
     if match is None:
+        bad = re.fullmatch(r"(ip|ip6) daddr \S+ (tcp|udp|sctp) dport \d+ meta mark set (\S+)",
+                           text)
+        if bad is not None:
+            raise NftError("Could not parse packet mark", text, bad.group(3))
         raise NotEmulated(text)
     if match.group(1) != family:
-        raise NftError("Could not process rule: Operation not supported", text)
-    try:
-        mark = int(match.group(5), 0)
-    except ValueError:
-        raise NftError("syntax error", text) from None
+        raise NotEmulated(f"{text} in a table of family {family}")
+    mark = int(match.group(5), 0)
     if not 0 <= mark <= 0xFFFFFFFF:
-        raise NftError("Value exceeds valid range", text)
+        raise NftError("Value exceeds valid range", text, match.group(5))
     return (f"{match.group(1)} daddr {match.group(2)} {match.group(3)} dport {match.group(4)} "
             f"meta mark set 0x{mark:08x}")
