@@ -145,6 +145,8 @@ class ApplyFailed(LvsError):
 
     def __init__(self, cause: LvsError, applied: Sequence[str], remaining: Sequence[str]) -> None:
         self.cause = cause
+        if isinstance(cause, KernelLacks):  # what the host lacks is LSB 5 however far it got
+            self.exit_code = cause.exit_code
         self.applied = tuple(applied)
         self.remaining = tuple(remaining)
         lines = [str(cause)]

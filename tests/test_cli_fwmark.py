@@ -170,3 +170,14 @@ real = [ { address = "192.168.30.111" } ]
     assert plain("start").returncode == 0
     assert plain("stop").returncode == 0
     assert not [argv for argv in fakehost.argvs() if argv[0] == "nft"]
+
+
+def test_a_scheduler_the_kernel_cannot_load_is_exit_5_with_the_fix(director: Director) -> None:
+    """Where /lib/modules cannot tell (the lab's guest), the kernel refuses the rule with
+    "Scheduler or persistence engine not found" (captured): still LSB 5, saying what to do."""
+    with director.host.edit() as st:
+        st["ipvs"]["schedulers"] = [s for s in st["ipvs"]["schedulers"] if s != "sh"]
+    started = director("start")
+    assert started.returncode == 5, started.stderr
+    assert "Scheduler or persistence engine not found" in started.stderr
+    assert "load it (modprobe), or choose one this kernel has" in started.stderr
