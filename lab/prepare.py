@@ -77,6 +77,9 @@ WANTED_MODULES = (
     "ip_vs_fo", "ip_vs_ovf", "ip_vs_mh", "ip_vs_twos",
     # the lab's network: veth pairs joined by a bridge
     "veth", "bridge",
+    # fwmark services: nftables marks the packets (meta, payload and the ip/ip6 families
+    # are built into nf_tables); the SIP persistence engine (--pe sip)
+    "nf_tables", "ip_vs_pe_sip",
 )  # fmt: skip
 
 BUSYBOX = Path("/bin/busybox")

@@ -42,6 +42,7 @@ MAX_CONFIG_BYTES = 1 << 20  # a real config is a few KiB; refuse to parse megaby
 MAX_TIMEOUT = 2147483  # INT_MAX / HZ(1000): the kernel stores timeouts in jiffies
 MAX_PERSISTENCE = 2147483
 MAX_WEIGHT = 65535  # ipvsadm refuses more
+MAX_FWMARK = 2**32 - 1  # the kernel's skb->mark is a u32; 0 is "no mark"
 IFNAMSIZ = 16  # the kernel's limit, NUL included: at most 15 bytes
 
 T = TypeVar("T")
@@ -190,7 +191,7 @@ def parse_config(text: str, path: str = "<string>") -> Config:
     if director is not None and director.gateway is not None:
         _gateway_family(r, director.gateway, services)
         for index, service in enumerate(services):
-            if service.key.address == director.gateway:
+            if director.gateway in service.vips():
                 raise r.fail(f"service[{index}].vip", str(director.gateway),
                              "is also director.gateway; a VIP cannot be the gateway")
     if director is not None and director.dip is not None:
@@ -198,10 +199,13 @@ def parse_config(text: str, path: str = "<string>") -> Config:
             raise r.fail("director.gateway", str(director.gateway),
                          "is also director.dip; the gateway is another host")
         for index, service in enumerate(services):
-            if service.key.address == director.dip.ip:
+            if director.dip.ip in service.vips():
                 raise r.fail(f"service[{index}].vip", str(director.dip.ip),
                              "is also director.dip; the VIP must be an address of its own")
-    vips = {s.key.address for s in services}
+    from .config_ipvs import check_matches
+
+    check_matches(r, services)
+    vips: set[IPAddress | None] = {vip for s in services for vip in s.vips()}
     director_own = {} if director is None else {
         director.gateway: "director.gateway", director.dip.ip if director.dip else None:
         "director.dip"}
@@ -298,7 +302,7 @@ def _gateway_family(r: _Reader, gateway: IPAddress, services: tuple[VirtualServi
                     ) -> None:
     """The default route start replaces is that of the gateway's family: an IPv6 gateway
     for IPv4-only VIPs would take over the host's IPv6 default route for nothing."""
-    families = {s.key.address.version for s in services if s.key.address is not None}
+    families = {vip.version for s in services for vip in s.vips()}
     if families and gateway.version not in families:
         have = " and ".join(f"IPv{v}" for v in sorted(families))
         raise r.fail("director.gateway", str(gateway),
@@ -309,7 +313,7 @@ def _gateway_family(r: _Reader, gateway: IPAddress, services: tuple[VirtualServi
 def _director(r: _Reader, data: object) -> DirectorConfig:
     where = "director"
     d = r.table(data, where, ("interface", "gateway", "dip", "dip_interface", "timeouts",
-                              "arping_count", "allow_no_services", "metrics"))
+                              "arping_count", "allow_no_services", "metrics", "sysctl"))
     if "interface" not in d:
         raise r.fail("director.interface", None, "is required (the interface the VIPs go on)")
     interface = r.interface(d["interface"], "director.interface")
@@ -337,11 +341,14 @@ def _director(r: _Reader, data: object) -> DirectorConfig:
     arping_count = r.integer(d, "arping_count", where, 0, 100, 5)
     metrics = r.parsed(d, "metrics", where, _listen_address,
                        "must be ADDRESS:PORT to listen on, e.g. 127.0.0.1:9717 or [::1]:9717")
+    from .config_ipvs import director_sysctl
+
     return DirectorConfig(interface=interface, gateway=gateway, dip=dip,
                           dip_interface=dip_interface, timeouts=timeouts,
                           arping_count=arping_count,
                           allow_no_services=r.boolean(d, "allow_no_services", where),
-                          metrics=metrics)
+                          metrics=metrics,
+                          sysctl=director_sysctl(r, d["sysctl"]) if "sysctl" in d else ())
 
 
 def _listen_address(text: str) -> tuple[IPAddress, int]:
@@ -391,49 +398,29 @@ def _services(r: _Reader, data: object) -> tuple[VirtualService, ...]:
     return tuple(services)
 
 
+_SERVICE_KEYS = ("vip", "port", "protocol", "scheduler", "forwarding", "persistence",
+                 "drain_seconds", "real", "sorry_server", "check", "fwmark", "match",
+                 "scheduler_flags", "one_packet", "persistence_netmask",
+                 "persistence_engine")
+
+
 def _service(r: _Reader, data: object, where: str) -> VirtualService:
-    s = r.table(data, where, ("vip", "port", "protocol", "scheduler", "forwarding",
-                              "persistence", "drain_seconds", "real", "sorry_server", "check"))
+    s = r.table(data, where, _SERVICE_KEYS)
+    if "fwmark" in s:
+        return _fwmark_service(r, s, where)
+    from .config_ipvs import service_options as _service_options
     vip = r.parsed(s, "vip", where, _host_address, "must be an IP address of a host")
     if vip is None:
-        raise r.fail(f"{where}.vip", None, "is required")
+        raise r.fail(f"{where}.vip", None, "is required (or fwmark with match)")
+    if "match" in s:
+        raise r.fail(f"{where}.match", s["match"], "is for fwmark services only (set fwmark)")
     port = r.integer(s, "port", where, 1, 65535)
     protocol = Protocol(r.choice(s, "protocol", where, ("tcp", "udp", "sctp"), "tcp"))
     scheduler = r.choice(s, "scheduler", where, SCHEDULERS, "wlc")
     forwarding = Forwarding(r.choice(s, "forwarding", where, ("dr", "tun", "nat"), "dr"))
     persistence = r.integer(s, "persistence", where, 0, MAX_PERSISTENCE, 0)
     drain = r.integer(s, "drain_seconds", where, 0, 86400, DEFAULT_DRAIN_SECONDS)
-    if "real" not in s:
-        raise r.fail(f"{where}.real", None, "is required (a list of real servers)")
-    reals = s["real"]
-    if not isinstance(reals, list):
-        raise r.fail(f"{where}.real", reals, "must be a list of tables")
-    destinations: list[Destination] = []
-    seen: dict[tuple[IPAddress, int], int] = {}  # ident -> index, to name a duplicate
-    for index, item in enumerate(reals):
-        rwhere = f"{where}.real[{index}]"
-        rs = r.table(item, rwhere, ("address", "port", "weight"))
-        address = r.parsed(rs, "address", rwhere, _host_address, "must be an IP address of a host")
-        if address is None:
-            raise r.fail(f"{rwhere}.address", None, "is required")
-        if address.version != vip.version:
-            raise r.fail(f"{rwhere}.address", str(address),
-                         f"is IPv{address.version} but the VIP is IPv{vip.version}; "
-                         "IPVS cannot mix address families")
-        if address == vip:
-            raise r.fail(f"{rwhere}.address", str(address), "is the service's own VIP")
-        rport = r.integer(rs, "port", rwhere, 1, 65535, port)
-        if rport != port and forwarding is not Forwarding.NAT:
-            raise r.fail(f"{rwhere}.port", rport,
-                         f"differs from the service port {port}; only forwarding = \"nat\" "
-                         "can change the port")
-        weight = r.integer(rs, "weight", rwhere, 0, MAX_WEIGHT, 1)
-        dest = Destination(address=address, port=rport, forwarding=forwarding, weight=weight)
-        if dest.ident in seen:
-            raise r.fail(f"{rwhere}.address", str(address),
-                         f"duplicates {where}.real[{seen[dest.ident]}]")
-        seen[dest.ident] = index
-        destinations.append(dest)
+    destinations, seen = _reals(r, s, where, vip, vip.version, port, forwarding)
     key = ServiceKey(protocol=protocol, address=vip, port=port)
     sorry = _sorry_server(r, s, where, vip, port, forwarding, seen)
     check = None
@@ -443,7 +430,85 @@ def _service(r: _Reader, data: object, where: str) -> VirtualService:
         check = parse_check(s["check"], f"{where}.check", r.path)
     return VirtualService(key=key, scheduler=scheduler, persistence=persistence,
                           destinations=tuple(destinations), drain_seconds=drain,
-                          check=check, sorry_server=sorry)
+                          check=check, sorry_server=sorry,
+                          **_service_options(r, s, where, {protocol}, scheduler, persistence,
+                                             vip.version))
+
+
+_Reals = tuple[list[Destination], dict[tuple[IPAddress, int], int]]
+
+
+def _reals(r: _Reader, s: Mapping[str, Any], where: str, vip: IPAddress | None, version: int,
+           port: int, forwarding: Forwarding) -> _Reals:
+    """The real servers of a service (port: the service's, 0 for a fwmark service), and
+    their index by (address, port), to name a duplicate."""
+    if "real" not in s:
+        raise r.fail(f"{where}.real", None, "is required (a list of real servers)")
+    reals = s["real"]
+    if not isinstance(reals, list):
+        raise r.fail(f"{where}.real", reals, "must be a list of tables")
+    destinations: list[Destination] = []
+    seen: dict[tuple[IPAddress, int], int] = {}  # ident -> index, to name a duplicate
+    for index, item in enumerate(reals):
+        rwhere = f"{where}.real[{index}]"
+        rs = r.table(item, rwhere, ("address", "port", "weight", "upper", "lower"))
+        address = r.parsed(rs, "address", rwhere, _host_address, "must be an IP address of a host")
+        if address is None:
+            raise r.fail(f"{rwhere}.address", None, "is required")
+        if address.version != version:
+            raise r.fail(f"{rwhere}.address", str(address),
+                         f"is IPv{address.version} but the VIP is IPv{version}; "
+                         "IPVS cannot mix address families")
+        if address == vip:
+            raise r.fail(f"{rwhere}.address", str(address), "is the service's own VIP")
+        rport = r.integer(rs, "port", rwhere, 1, 65535, port or None) if (
+            port or "port" in rs) else 0
+        if rport != port and forwarding is not Forwarding.NAT:
+            raise r.fail(f"{rwhere}.port", rport,
+                         (f"differs from the service port {port}" if port else
+                          "is set, but a fwmark service forwards to the port the client "
+                          "asked for") + "; only forwarding = \"nat\" can change the port")
+        weight = r.integer(rs, "weight", rwhere, 0, MAX_WEIGHT, 1)
+        from .config_ipvs import thresholds
+
+        upper, lower = thresholds(r, rs, rwhere)
+        dest = Destination(address=address, port=rport, forwarding=forwarding, weight=weight,
+                           upper=upper, lower=lower)
+        if dest.ident in seen:
+            raise r.fail(f"{rwhere}.address", str(address),
+                         f"duplicates {where}.real[{seen[dest.ident]}]")
+        seen[dest.ident] = index
+        destinations.append(dest)
+    return destinations, seen
+
+
+def _fwmark_service(r: _Reader, s: Mapping[str, Any], where: str) -> VirtualService:
+    """`fwmark = N` with `match = [{vip, port, protocol}, ...]`: nftables marks those
+    packets and IPVS schedules them as one service (config_ipvs.py has the rules)."""
+    from .config_ipvs import fwmark_match, service_options
+
+    for name in ("vip", "port", "protocol", "sorry_server", "check"):
+        if name in s:
+            raise r.fail(f"{where}.{name}", s[name], "is not for a fwmark service (its "
+                         "addresses and ports are in match; health checks and sorry servers "
+                         "need a VIP:port service)")
+    mark = r.integer(s, "fwmark", where, 1, MAX_FWMARK)
+    match = fwmark_match(r, s, where)
+    version = match[0].address.version
+    scheduler = r.choice(s, "scheduler", where, SCHEDULERS, "wlc")
+    forwarding = Forwarding(r.choice(s, "forwarding", where, ("dr", "tun", "nat"), "dr"))
+    persistence = r.integer(s, "persistence", where, 0, MAX_PERSISTENCE, 0)
+    drain = r.integer(s, "drain_seconds", where, 0, 86400, DEFAULT_DRAIN_SECONDS)
+    destinations, _ = _reals(r, s, where, None, version, 0, forwarding)
+    for rindex, dest in enumerate(destinations):
+        if any(dest.address == m.address for m in match):
+            raise r.fail(f"{where}.real[{rindex}].address", str(dest.address),
+                         "is a match VIP of the service")
+    key = ServiceKey(Protocol.FWMARK, None, mark, ipv6=version == 6)
+    return VirtualService(key=key, scheduler=scheduler, persistence=persistence,
+                          destinations=tuple(destinations), drain_seconds=drain, match=match,
+                          **service_options(r, s, where, {m.protocol for m in match},
+                                            scheduler, persistence, version))
 
 
 def _sorry_server(r: _Reader, s: Mapping[str, Any], where: str, vip: IPAddress, port: int,

@@ -111,6 +111,8 @@ class Director(Role):
             managed = state.owns_service(service.key)
             status = "absent" if seen is None else ("managed" if managed else "NOT MANAGED")
             lines.append(f"{service.key}  {service.scheduler}  [{status}]")
+            marks = _describe_marks(service, obs)
+            lines += marks
             reals: list[dict[str, Any]] = []
             have = {d.ident: d for d in seen.destinations} if seen else {}
             numbers = counters.get(service.key, {})
@@ -139,6 +141,8 @@ class Director(Role):
                                  f"(weight {extra.weight})")
             services.append({"service": str(service.key), "scheduler": service.scheduler,
                              "status": status, "real": reals,
+                             "match": [{"vip": str(m.address), "port": m.port,
+                                        "protocol": m.protocol.value} for m in service.match],
                              "sorry_server": None if sorry is None else {
                                  "address": sorry.endpoint(),
                                  "in_table": sorry.ident in have}})
@@ -151,6 +155,21 @@ class Director(Role):
             ha_lines, data["ha"] = describe_ha(self.config, self.member, obs)
             lines = ha_lines + lines
         return lines, data
+
+
+def _describe_marks(service: VirtualService, obs: HostObservation) -> list[str]:
+    """A fwmark service's matches, and whether our nftables rule marks each of them."""
+    from .nft import MarkRule, family_of
+
+    lines = []
+    for match in service.match:
+        table = obs.nft.get(family_of(match.address))
+        rule = MarkRule(match.address, match.protocol, match.port, service.key.port)
+        marked = table is not None and table.rules is not None and rule in table.rules
+        lines.append(f"  marks {match.protocol.value} {match.address} port {match.port}"
+                     f"  ({'marked' if marked else 'NOT MARKED'} by nftables table "
+                     f"{family_of(match.address)} lvs_scripts)")
+    return lines
 
 
 def _health_of(service: VirtualService, dest: Destination, view: HealthView

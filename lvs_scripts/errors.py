@@ -145,6 +145,8 @@ class ApplyFailed(LvsError):
 
     def __init__(self, cause: LvsError, applied: Sequence[str], remaining: Sequence[str]) -> None:
         self.cause = cause
+        if isinstance(cause, KernelLacks):  # what the host lacks is LSB 5 however far it got
+            self.exit_code = cause.exit_code
         self.applied = tuple(applied)
         self.remaining = tuple(remaining)
         lines = [str(cause)]
@@ -160,7 +162,15 @@ class ApplyFailed(LvsError):
         super().__init__("\n".join(lines))
 
 
-_PACKAGES = {"ipvsadm": "ipvsadm", "ip": "iproute2", "sysctl": "procps", "arping": "iputils-arping"}
+_PACKAGES = {"ipvsadm": "ipvsadm", "ip": "iproute2", "sysctl": "procps", "arping": "iputils-arping",
+             "nft": "nftables"}
+
+
+class KernelLacks(LvsError):
+    """The running kernel lacks a part the config needs (a scheduler or persistence engine
+    module, nf_tables): LSB 5, like a missing program."""
+
+    exit_code = 5
 
 
 class DaemonTimeout(LvsError):

@@ -26,6 +26,11 @@ IPInterface = Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
 SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf",
               "mh", "twos")
 DEFAULT_DRAIN_SECONDS = 30
+# ipvsadm -b: each flag belongs to one scheduler (ip_vs_sh.c, ip_vs_mh.c use the service's
+# SCHED1/SCHED2 bits), in the order ipvsadm prints them.
+SCHEDULER_FLAGS = {"sh-fallback": "sh", "sh-port": "sh", "mh-fallback": "mh",
+                   "mh-port": "mh"}
+PERSISTENCE_ENGINES = ("sip",)  # --pe: the kernel's only one (ip_vs_pe_sip.c)
 
 
 class Protocol(str, Enum):
@@ -90,6 +95,8 @@ class Destination:
     port: int
     forwarding: Forwarding = Forwarding.DR
     weight: int = 1
+    upper: int = 0  # -x: no new connections at this many (0: no limit)
+    lower: int = 0  # -y: new connections again below this many
 
     @property
     def ident(self) -> tuple[IPAddress, int]:
@@ -99,38 +106,73 @@ class Destination:
         return endpoint(self.address, self.port)
 
 
+class Match(Record):
+    """What a fwmark service's nftables rule marks: packets to this VIP, protocol, port."""
+
+    address: IPAddress
+    port: int
+    protocol: Protocol = Protocol.TCP
+
+
 class VirtualService(Record):
     key: ServiceKey
     scheduler: str = "wlc"
     persistence: int = 0  # seconds; 0 = not persistent
-    netmask: str | None = None  # -M, as ipvsadm prints it; never configured by us
-    extra: tuple[str, ...] = ()  # options we do not model (pe NAME, ops, ...)
+    netmask: str | None = None  # -M, as ipvsadm prints it (None: a single address)
+    extra: tuple[str, ...] = ()  # options we do not model
     destinations: tuple[Destination, ...] = ()
+    flags: tuple[str, ...] = ()  # -b, in SCHEDULER_FLAGS order
+    one_packet: bool = False  # -o: UDP, every datagram scheduled on its own
+    pe: str | None = None  # --pe: the persistence engine
+    # fwmark services: the packets nftables marks (what the kernel's IPVS table does not
+    # hold, so not compared).
+    match: tuple[Match, ...] = field(default=(), compare=False)
     drain_seconds: int = field(default=DEFAULT_DRAIN_SECONDS, compare=False)
     # Health checking (lvs-director watch): not part of what the kernel holds, so not
     # compared (the observed service has neither).
     check: CheckSpec | None = field(default=None, compare=False)
     sorry_server: Destination | None = field(default=None, compare=False)  # weight 1
 
-    def attributes(self) -> tuple[str, int, str | None, tuple[str, ...]]:
+    def attributes(self) -> tuple[object, ...]:
         """What `ipvsadm -E` sets: compared to decide whether an edit is due."""
-        return (self.scheduler, self.persistence, self.netmask, self.extra)
+        return (self.scheduler, self.persistence, self.netmask, self.flags, self.one_packet,
+                self.pe, self.extra)
 
     def service_args(self) -> tuple[str, ...]:
-        """`-t VIP:PORT -s SCHED [-p N]`: the part after -A / -E."""
+        """`-t VIP:PORT -s SCHED [-p N [-M MASK]] [--pe PE] [-o] [-b FLAGS]`: the part
+        after -A / -E, in the order `ipvsadm -S` prints it. Everything is given, because
+        -E resets what it is not told (flags, -o, the engine)."""
         args = [*self.key.args(), "-s", self.scheduler]
         if self.persistence:
             args += ["-p", str(self.persistence)]
             if self.netmask:
                 args += ["-M", self.netmask]
+        if self.pe:
+            args += ["--pe", self.pe]
+        if self.one_packet:
+            args.append("-o")
+        if self.flags:
+            args += ["-b", ",".join(self.flags)]
         args += self.extra
         return tuple(args)
 
     def destination_args(self, dest: Destination) -> tuple[str, ...]:
-        """`-t VIP:PORT -r RIP:PORT -g -w N`: the part after -a / -e, all attributes given
-        because -e resets whatever it is not told."""
-        return (*self.key.args(), "-r", dest.endpoint(), dest.forwarding.flag, "-w",
+        """`-t VIP:PORT -r RIP:PORT -g -w N [-x U] [-y L]`: the part after -a / -e, all
+        attributes given because -e resets whatever it is not told."""
+        args = (*self.key.args(), "-r", dest.endpoint(), dest.forwarding.flag, "-w",
                 str(dest.weight))
+        if dest.upper:
+            args += ("-x", str(dest.upper))
+        if dest.lower:
+            args += ("-y", str(dest.lower))
+        return args
+
+    def vips(self) -> tuple[IPAddress, ...]:
+        """The addresses clients reach this service on: its VIP, or a fwmark service's
+        match addresses."""
+        if self.key.address is not None:
+            return (self.key.address,)
+        return _unique(m.address for m in self.match)
 
 
 IpvsTable = dict[ServiceKey, VirtualService]
@@ -167,6 +209,7 @@ class DirectorConfig(Record):
     arping_count: int = 5
     allow_no_services: bool = False  # a config without [[service]] is a mistake unless said
     metrics: tuple[IPAddress, int] | None = None  # where `watch` serves Prometheus metrics
+    sysctl: tuple[tuple[str, int], ...] = ()  # [director.sysctl]: (net.ipv4.vs.KEY, value)
 
 
 class RealServerConfig(Record):
@@ -228,15 +271,15 @@ class Config(Record):
 
     def director_vips(self) -> tuple[IPAddress, ...]:
         """Every VIP, once, in config order: the director must own all of them."""
-        return _unique(s.key.address for s in self.services if s.key.address is not None)
+        return _unique(vip for s in self.services for vip in s.vips())
 
     def realserver_vips(self) -> tuple[IPAddress, ...]:
         """VIPs a DR real server must accept locally (on lo) without answering ARP for them."""
         return _unique(
-            s.key.address
+            vip
             for s in self.services
-            if s.key.address is not None
-            and any(d.forwarding is Forwarding.DR for d in s.destinations)
+            if any(d.forwarding is Forwarding.DR for d in s.destinations)
+            for vip in s.vips()
         )
 
 

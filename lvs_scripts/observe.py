@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Callable, TypeVar
 
-from .errors import ConfigError, IpvsDenied, MissingTool
+from .errors import CommandFailed, ConfigError, IpvsDenied, KernelLacks, MissingTool
 from .model import Config
+from .nft import NftTable
 from .pids import running_with
 from .probes import (
     ARPING_VERSION,
@@ -97,6 +98,14 @@ def observe_director(config: Config, runner: Runner, tolerant: bool,
         families.add(state.route.family)
     _routes(o, obs, families)
     obs.ipvs = o.probe(obs, IPVS_SAVE, parse_ipvs_save, {})
+    if any(d.upper or d.lower for s in config.services for d in s.destinations) and (
+            "ipvsadm" not in o.missing):
+        from .probes import IPVS_THRESHOLDS, parse_ipvs_thresholds, with_thresholds
+
+        obs.ipvs = with_thresholds(obs.ipvs, o.probe(obs, IPVS_THRESHOLDS,
+                                                     parse_ipvs_thresholds, {}))
+    # After ipvsadm, which loads ip_vs: net.ipv4.vs.* exist only then.
+    observe_director_extras(config, o, obs, state)
     wants_timeouts = director.timeouts is not None or (state is not None
                                                        and state.timeouts is not None)
     if wants_timeouts and "ipvsadm" not in o.missing:
@@ -109,6 +118,72 @@ def observe_director(config: Config, runner: Runner, tolerant: bool,
         except MissingTool as err:
             obs.notes.append(f"{err}; the VIPs will not be announced")
     return obs
+
+
+def observe_director_extras(config: Config, o: Observer, obs: HostObservation,
+                            state: State | None) -> None:
+    """The kernel modules the services need, the director's sysctls, our nftables tables."""
+    from .kernel import require_modules
+    from .nft import wanted_rules
+    from .plan_ipvs import director_sysctls
+
+    try:
+        require_modules(config)
+    except KernelLacks as err:
+        if not o.tolerant:
+            raise
+        obs.notes.append(str(err))
+    keys = list(director_sysctls(config))
+    if state is not None:
+        keys += [key for key in state.sysctls if key not in keys]
+    if "ipvsadm" not in o.missing:
+        _sysctls(o, obs, keys)
+    families = set(wanted_rules(config.services))
+    if state is not None:
+        families |= set(state.nft_tables)
+    observe_nft(o, obs, families)
+
+
+def observe_nft(o: Observer, obs: HostObservation, families: set[str]) -> None:
+    """Our tables of these families (nft.py). nft is needed only here: a director without
+    fwmark services never runs it."""
+    from .nft import NFT_LIST_TABLES, list_table_argv, parse_table, parse_tables
+
+    if not families:
+        return
+    try:
+        present: set[str] = o.probe(obs, NFT_LIST_TABLES, parse_tables, set())
+    except MissingTool as err:
+        raise MissingTool("nft", "fwmark services mark their packets with nftables: "
+                          "install it (Debian: apt-get install nftables)") from err
+    except CommandFailed as err:
+        _nft_failed(o, obs, err)
+        return
+    for family in sorted(families & present):
+        def parse(text: str, family: str = family) -> NftTable:
+            return parse_table(family, text)
+
+        table = o.probe(obs, list_table_argv(family), parse, None)
+        if table is not None:
+            obs.nft[family] = table
+
+
+def _nft_failed(o: Observer, obs: HostObservation, err: CommandFailed) -> None:
+    """`nft list tables` refused: without the right (not root: a dry run notes it and
+    plans as if no table were there) or without nf_tables in the kernel (LSB 5)."""
+    said = err.stderr.strip().splitlines()[-1:] or [""]
+    if "Operation not permitted" in err.stderr:
+        if not o.tolerant:
+            raise err
+        obs.notes.append(f"nft may not read the ruleset ({said[0]}); planned as if no "
+                         "nftables table of ours were there: run as root for the real plan")
+        return
+    lacks = KernelLacks(f"nft could not read the ruleset ({said[0]}): the kernel needs "
+                        "nf_tables for fwmark services (modprobe nf_tables, or a kernel "
+                        "built with CONFIG_NF_TABLES)")
+    if not o.tolerant:
+        raise lacks from err
+    obs.notes.append(str(lacks))
 
 
 def observe_realserver(config: Config, runner: Runner, tolerant: bool,
@@ -145,6 +220,7 @@ def observe_owned(state: State, runner: Runner, tolerant: bool) -> HostObservati
     if state.timeouts is not None and "ipvsadm" not in o.missing:
         obs.timeouts = o.probe(obs, IPVS_TIMEOUTS, parse_timeouts, None)
     _sysctls(o, obs, list(state.sysctls))
+    observe_nft(o, obs, set(state.nft_tables))
     if state.sync_daemons:
         observe_sync_daemons(o, obs)
     keepalived = state.keepalived

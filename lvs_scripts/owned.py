@@ -11,6 +11,7 @@ shows it.
 | file     | OwnedFile       | FileWritten*, FileRemoved                | `rm -f PATH`           |
 | keepalived | OwnedKeepalived | KeepalivedStarted*, KeepalivedStopped  | `kill -TERM PID`, wait |
 | sync     | OwnedSyncDaemon | SyncDaemonStarted*, SyncDaemonStopped    | `ipvsadm --stop-daemon` |
+| nft      | OwnedNftTable   | NftTableCreated*, NftTableDeleted        | `nft delete table`     |
 
 A write-ahead effect is recorded (and the state file saved) *before* its command runs,
 with the value to restore: a `kill -9` at any point then leaves a state file from which
@@ -25,6 +26,7 @@ import ipaddress
 from typing import TYPE_CHECKING, ClassVar, Union
 
 from .model import DEFAULT_DRAIN_SECONDS, IPAddress, ServiceKey, Timeouts, VirtualService
+from .nft import TABLE, NftTable, delete_table_argv
 from .plan import Settle
 from .probes import (
     Address,
@@ -127,8 +129,17 @@ class OwnedSyncDaemon(Record):
         return f"IPVS {self.daemon.describe()}"
 
 
+class OwnedNftTable(Record):
+    """`table FAMILY lvs_scripts`, which start created (nft.py): stop deletes it whole."""
+
+    family: str  # ip | ip6
+
+    def describe(self) -> str:
+        return f"nftables table {self.family} {TABLE}"
+
+
 Owned = Union[OwnedAddress, OwnedRoute, OwnedService, OwnedSysctl, OwnedTimeouts, OwnedFile,
-              OwnedKeepalived, OwnedSyncDaemon]
+              OwnedKeepalived, OwnedSyncDaemon, OwnedNftTable]
 
 
 # --- the effects -------------------------------------------------------------------------
@@ -415,11 +426,38 @@ class SyncDaemonStopped(Effect):
         obs.sync_daemons.pop(self.state, None)
 
 
+class NftTableCreated(Effect):
+    write_ahead = True
+    family: str
+
+    def slot(self) -> Slot:
+        return ("nft", self.family)
+
+    def record(self, state: State) -> None:
+        state.nft_tables[self.family] = OwnedNftTable(self.family)
+
+    def simulate(self, obs: HostObservation) -> None:
+        obs.nft.setdefault(self.family, NftTable(self.family, ()))
+
+
+class NftTableDeleted(Effect):
+    family: str
+
+    def slot(self) -> Slot:
+        return ("nft", self.family)
+
+    def record(self, state: State) -> None:
+        state.nft_tables.pop(self.family, None)
+
+    def simulate(self, obs: HostObservation) -> None:
+        obs.nft.pop(self.family, None)
+
+
 EFFECTS: tuple[type[Effect], ...] = (
     AddressAdded, AddressRemoved, Announced, RouteSet, RouteReleased, ServiceCreated,
     ServiceDeleted, SysctlChanged, SysctlRestored, TimeoutsSet, TimeoutsRestored,
     FileWritten, FileRemoved, KeepalivedStarted, KeepalivedStopped, SyncDaemonStarted,
-    SyncDaemonStopped)
+    SyncDaemonStopped, NftTableCreated, NftTableDeleted)
 
 
 # --- undo: what stop (and a start that no longer wants something) does with a record ------
@@ -581,9 +619,19 @@ def undo_file(plan: Plan, obs: HostObservation, owned: OwnedFile) -> None:
     plan.forget.append(FileRemoved(owned.path))
 
 
+def undo_nft_table(plan: Plan, obs: HostObservation, owned: OwnedNftTable) -> None:
+    """Delete our table whole; one that is gone already leaves only its record."""
+    if owned.family in obs.nft:
+        plan.add(delete_table_argv(owned.family), "the marks of the fwmark services",
+                 NftTableDeleted(owned.family))
+    else:
+        plan.forget.append(NftTableDeleted(owned.family))
+
+
 def plan_undo(plan: Plan, obs: HostObservation, state: State) -> None:
     """Undo everything the state file lists, in the order that keeps the host reachable:
-    keepalived first (the peer takes the VIPs at once), the sync daemons, services, VIPs,
+    keepalived first (the peer takes the VIPs at once), the sync daemons, services, the
+    nftables marks of fwmark services, VIPs,
     the default route, the DIP (the route may need it), sysctls, timeouts, files."""
     if state.keepalived is not None:
         undo_keepalived(plan, obs, state.keepalived)
@@ -591,6 +639,8 @@ def plan_undo(plan: Plan, obs: HostObservation, state: State) -> None:
         undo_sync_daemon(plan, obs, daemon)
     for service in state.services.values():
         undo_service(plan, obs, service)
+    for table in state.nft_tables.values():
+        undo_nft_table(plan, obs, table)
     addresses = list(state.addresses.values())
     for owned in addresses:
         if owned.purpose != "dip":

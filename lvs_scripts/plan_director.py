@@ -63,7 +63,12 @@ def plan_director_start(config: Config, obs: HostObservation, state: State,
                                                               state)
     _link_up(plan, obs, director.interface)
     _plan_route(plan, director, obs, state)
+    from .plan_ipvs import plan_marks, plan_sysctls, plan_unwanted_marks
+
+    plan_sysctls(plan, config, obs, state)
+    plan_marks(plan, config, obs, state)
     _plan_ipvs(plan, config.services, obs, state, drain, view)
+    plan_unwanted_marks(plan, config, obs, state)
     _plan_unwanted_addresses(plan, config, director, obs, state)
     _plan_arping(plan, director, obs, unannounced)
     return plan
@@ -302,9 +307,11 @@ def _same_real_servers_in_order(service: VirtualService, seen: VirtualService) -
 
 def _plan_real_server_edit(plan: Plan, service: VirtualService, dest: Destination,
                            old: Destination) -> None:
-    if (old.forwarding, old.weight) != (dest.forwarding, dest.weight):
+    if (old.forwarding, old.weight, old.upper, old.lower) != (
+            dest.forwarding, dest.weight, dest.upper, dest.lower):
+        was = service.destination_args(old)[len(service.key.args()) + 2:]
         plan.add(("ipvsadm", "-e", *service.destination_args(dest)),
-                 f"real server was {old.forwarding.flag} -w {old.weight}")
+                 f"real server was {' '.join(was)}")
 
 
 def _plan_arping(plan: Plan, director: DirectorConfig, obs: HostObservation,

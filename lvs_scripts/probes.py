@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from .model import (
+    SCHEDULER_FLAGS,
     Destination,
     Forwarding,
     IPAddress,
@@ -22,6 +23,7 @@ from .model import (
     Timeouts,
     VirtualService,
 )
+from .nft import NftTable
 from .record import Record, field
 
 IPVS_SAVE = ("ipvsadm", "-S", "-n")
@@ -154,11 +156,16 @@ class RuleCheck:
 
 def _with_dests(svc: VirtualService, dests: list[Destination]) -> VirtualService:
     return VirtualService(key=svc.key, scheduler=svc.scheduler, persistence=svc.persistence,
-                          netmask=svc.netmask, extra=svc.extra, destinations=tuple(dests))
+                          netmask=svc.netmask, extra=svc.extra, destinations=tuple(dests),
+                          flags=svc.flags, one_packet=svc.one_packet, pe=svc.pe)
 
 
 def _service_attrs(key: ServiceKey, rest: list[str]) -> VirtualService:
-    scheduler, persistence, netmask = "wlc", 0, None
+    """`-s SCHED [-p N [-M MASK]] [--pe NAME] [-o] [-b FLAG,...]` as ipvsadm -S prints
+    them (print_service_entry); what is not understood is kept in `extra`, so that it
+    still counts as a difference."""
+    scheduler, persistence, netmask, pe, one_packet = "wlc", 0, None, None, False
+    flags: tuple[str, ...] = ()
     extra: list[str] = []
     i = 0
     while i < len(rest):
@@ -170,18 +177,33 @@ def _service_attrs(key: ServiceKey, rest: list[str]) -> VirtualService:
             persistence, i = int(nxt), i + 2
         elif token in ("-M", "--netmask") and nxt is not None:
             netmask, i = nxt, i + 2
+        elif token in ("--pe",) and nxt is not None:
+            pe, i = nxt, i + 2
+        elif token in ("-b", "--sched-flags") and nxt is not None:
+            flags, i = _sched_flags(nxt), i + 2
+        elif token in ("-o", "--ops"):
+            one_packet, i = True, i + 1
         else:
             extra.append(token)
             i += 1
     return VirtualService(key=key, scheduler=scheduler, persistence=persistence,
-                          netmask=netmask, extra=tuple(extra))
+                          netmask=netmask, extra=tuple(extra), flags=flags,
+                          one_packet=one_packet, pe=pe)
+
+
+def _sched_flags(text: str) -> tuple[str, ...]:
+    """`-b sh-fallback,sh-port`: in SCHEDULER_FLAGS order, however they were written;
+    names we do not know (flag-1...) kept at the end, so that they show as a difference."""
+    given = text.split(",")
+    return tuple(f for f in SCHEDULER_FLAGS if f in given) + tuple(
+        f for f in given if f not in SCHEDULER_FLAGS)
 
 
 def _destination(key: ServiceKey, rest: list[str]) -> Destination | None:
     if len(rest) < 2 or rest[0] not in ("-r", "--real-server"):
         return None
     address, port = parse_endpoint(rest[1])
-    forwarding, weight = Forwarding.DR, 1
+    forwarding, weight, upper, lower = Forwarding.DR, 1, 0, 0
     i = 2
     while i < len(rest):
         token = rest[i]
@@ -190,8 +212,15 @@ def _destination(key: ServiceKey, rest: list[str]) -> Destination | None:
         elif token in ("-w", "--weight") and i + 1 < len(rest):
             weight = int(rest[i + 1])
             i += 1
+        elif token in ("-x", "--u-threshold") and i + 1 < len(rest):
+            upper = int(rest[i + 1])
+            i += 1
+        elif token in ("-y", "--l-threshold") and i + 1 < len(rest):
+            lower = int(rest[i + 1])
+            i += 1
         i += 1
-    return Destination(address=address, port=port, forwarding=forwarding, weight=weight)
+    return Destination(address=address, port=port, forwarding=forwarding, weight=weight,
+                       upper=upper, lower=lower)
 
 
 def parse_timeouts(text: str) -> Timeouts:
@@ -241,6 +270,48 @@ def parse_ipvs_list(text: str) -> Counters:
                 continue
             result[current][ident] = counters
     return result
+
+
+# `ipvsadm -S` leaves the connection thresholds out (print_service_entry writes `-a ... -w N`
+# and nothing of -x/-y): they are read from this listing instead.
+IPVS_THRESHOLDS = ("ipvsadm", "-L", "-n", "--thresholds")
+
+
+def parse_ipvs_thresholds(text: str) -> dict[ServiceKey, dict[tuple[IPAddress, int],
+                                                               tuple[int, int]]]:
+    """`ipvsadm -L -n --thresholds`: (Uthreshold, Lthreshold) of every real server."""
+    result: dict[ServiceKey, dict[tuple[IPAddress, int], tuple[int, int]]] = {}
+    current: ServiceKey | None = None
+    names = {"TCP": Protocol.TCP, "UDP": Protocol.UDP, "SCTP": Protocol.SCTP}
+    for line in text.splitlines():
+        tokens = line.split()
+        try:
+            if len(tokens) >= 2 and tokens[0] in names:
+                current = ServiceKey(names[tokens[0]], *parse_endpoint(tokens[1]))
+                result[current] = {}
+            elif len(tokens) >= 2 and tokens[0] == "FWM":
+                current = ServiceKey(Protocol.FWMARK, None, int(tokens[1]),
+                                     len(tokens) > 2 and tokens[2] == "IPv6")
+                result[current] = {}
+            elif len(tokens) == 6 and tokens[0] == "->" and current is not None:
+                result[current][parse_endpoint(tokens[1])] = (int(tokens[2]), int(tokens[3]))
+        except ValueError:
+            current = None
+    return result
+
+
+def with_thresholds(table: IpvsTable, thresholds: dict[ServiceKey, dict[
+        tuple[IPAddress, int], tuple[int, int]]]) -> IpvsTable:
+    """The table of `ipvsadm -S -n` completed with the thresholds of the listing."""
+    from dataclasses import replace
+
+    done: IpvsTable = {}
+    for key, service in table.items():
+        found = thresholds.get(key, {})
+        dests = tuple(replace(d, upper=found[d.ident][0], lower=found[d.ident][1])
+                      if d.ident in found else d for d in service.destinations)
+        done[key] = _with_dests(service, list(dests))
+    return done
 
 
 IPVS_STATS = ("ipvsadm", "-L", "-n", "--stats", "--exact")
@@ -530,6 +601,7 @@ class HostObservation(Record, frozen=False):
     keepalived: KeepalivedSeen | None = None
     files: dict[str, str] = field(default_factory=dict)
     ha_role: str | None = None  # what keepalived's notify hook last recorded
+    nft: dict[str, NftTable] = field(default_factory=dict)  # our tables, by family (nft.py)
 
     def has_address(self, device: str, address: IPAddress) -> bool:
         return any(a.device == device and a.interface.ip == address for a in self.addresses)

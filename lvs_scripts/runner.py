@@ -12,7 +12,7 @@ import os
 from collections.abc import Sequence
 from typing import Protocol
 
-from .errors import CommandFailed, IpvsDenied, IpvsUnavailable, MissingTool
+from .errors import CommandFailed, IpvsDenied, IpvsUnavailable, KernelLacks, MissingTool
 from .record import Record
 from .render import shell_line
 
@@ -27,6 +27,9 @@ _NO_IPVS_MARKERS = ("Protocol not available", "Can't initialize ipvs")
 # libipvs's ipvs_strerror(EPERM), also inside "Can't initialize ipvs: ...": checked first,
 # or a user without the right to read the table would be told the kernel lacks IPVS.
 _DENIED_MARKER = "Permission denied (you must be root)"
+# libipvs's ipvs_strerror(ENOENT) for -A/-E: the kernel could not find (or load) the
+# scheduler's or the persistence engine's module (captured in the lab: rmmod ip_vs_mh).
+_NO_MODULE_MARKER = "Scheduler or persistence engine not found"
 
 
 class Result(Record):
@@ -84,6 +87,11 @@ def check_result(result: Result) -> None:
             raise IpvsDenied(result.argv, result.stderr)
         if any(marker in result.stderr for marker in _NO_IPVS_MARKERS):
             raise IpvsUnavailable(result.stderr)
+        if _NO_MODULE_MARKER in result.stderr and "-R" not in result.argv:
+            raise KernelLacks(f"`{shell_line(result.argv)}`: the kernel said \"{_NO_MODULE_MARKER}"
+                              "\": it has no module for this scheduler (ip_vs_SCHED) or "
+                              "persistence engine (ip_vs_pe_NAME): load it (modprobe), or "
+                              "choose one this kernel has")
     failed = result.returncode != 0 or (
         program in _STDERR_MEANS_FAILURE and result.stderr.strip() != "")
     if failed:

@@ -4,8 +4,9 @@ The state file lives in a root-owned directory (default /run/lvs-scripts: the ke
 forgets addresses, routes, IPVS rules and sysctls at reboot, and so do we). It is
 written atomically (temp file + rename) and holds typed records (owned.py), keyed by
 structure, never by display text. Version 1 files (lvs_scripts 0.1) and version 2 ones
-(before [ha]: no files, keepalived or sync daemons) are read and upgraded in place by
-the next action that changes the host.
+(before [ha]: no files, keepalived or sync daemons) and version 3 ones (before fwmark
+services: no nftables tables) are read and upgraded in place by the next action that
+changes the host.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .owned import (
     OwnedAddress,
     OwnedFile,
     OwnedKeepalived,
+    OwnedNftTable,
     OwnedRoute,
     OwnedService,
     OwnedSyncDaemon,
@@ -37,7 +39,7 @@ from .owned import (
 from .probes import Route, SyncDaemon
 from .record import Record, field
 
-STATE_VERSION = 3
+STATE_VERSION = 4
 MAX_STATE_BYTES = 64 << 20  # 100,000 services is about 10 MB
 
 
@@ -50,6 +52,7 @@ class State(Record, frozen=False):
     files: dict[str, OwnedFile] = field(default_factory=dict)
     keepalived: OwnedKeepalived | None = None
     sync_daemons: dict[str, OwnedSyncDaemon] = field(default_factory=dict)
+    nft_tables: dict[str, OwnedNftTable] = field(default_factory=dict)  # by family
     upgraded_from: int | None = field(default=None, compare=False)  # read from version N
 
     @classmethod
@@ -75,6 +78,8 @@ class State(Record, frozen=False):
             self.keepalived = owned
         elif isinstance(owned, OwnedSyncDaemon):
             self.sync_daemons[owned.daemon.state] = owned
+        elif isinstance(owned, OwnedNftTable):
+            self.nft_tables[owned.family] = owned
         else:
             self.timeouts = owned
 
@@ -87,7 +92,7 @@ class State(Record, frozen=False):
             items.append(self.timeouts)
         if self.keepalived is not None:
             items.append(self.keepalived)
-        items += [*self.sync_daemons.values(), *self.files.values()]
+        items += [*self.sync_daemons.values(), *self.files.values(), *self.nft_tables.values()]
         return items
 
     # --- one entry, for rolling back a write-ahead record whose command failed ----------
@@ -127,7 +132,8 @@ class State(Record, frozen=False):
 
     def empty(self) -> bool:
         return not (self.addresses or self.route or self.services or self.sysctls
-                    or self.timeouts or self.files or self.keepalived or self.sync_daemons)
+                    or self.timeouts or self.files or self.keepalived or self.sync_daemons
+                    or self.nft_tables)
 
     def describe(self) -> list[str]:
         return [owned.describe() for owned in self.records()]
@@ -156,6 +162,7 @@ class State(Record, frozen=False):
                 "vrrp_pid_file": self.keepalived.vrrp_pid_file},
             "sync_daemons": [{"state": d.daemon.state, "interface": d.daemon.interface,
                               "syncid": d.daemon.syncid} for d in self.sync_daemons.values()],
+            "nft_tables": [{"family": t.family} for t in self.nft_tables.values()],
         }, indent=1, sort_keys=True)
 
     @classmethod
@@ -185,7 +192,7 @@ def corrupt(path: str, why: str) -> StateError:
 
 
 _TABLES = {"address": "addresses", "service": "services", "sysctl": "sysctls",
-           "file": "files", "sync": "sync_daemons"}
+           "file": "files", "sync": "sync_daemons", "nft": "nft_tables"}
 _SINGLE = ("route", "timeouts", "keepalived")
 
 
@@ -364,6 +371,19 @@ def _read_v3(data: dict[str, Any]) -> State:
     return state
 
 
+def _read_v4(data: dict[str, Any]) -> State:
+    """Version 3 plus the nftables tables of fwmark services."""
+    if "nft_tables" not in data:
+        raise _bad("state", "no nft_tables")
+    state = _read_v3({k: v for k, v in data.items() if k != "nft_tables"})
+    for i, item in enumerate(_list(data["nft_tables"], "nft_tables")):
+        t = _table(item, f"nft_tables[{i}]", {"family"})
+        if t["family"] not in ("ip", "ip6"):
+            raise _bad(f"nft_tables[{i}].family", t["family"])
+        state.put_record(OwnedNftTable(t["family"]))
+    return state
+
+
 # Version 1 (lvs_scripts 0.1): addresses as [device, cidr]; services as their display text
 # ("tcp 192.168.30.254:80", "fwmark 1 (IPv6)"); sysctls as {key: previous}, and only the ARP
 # ones, always set to the same values; a route as {via, previous_via, previous_dev}.
@@ -431,7 +451,7 @@ def _route_v1(r: dict[str, Any]) -> OwnedRoute:
 
 
 _READERS: dict[int, Callable[[dict[str, Any]], State]] = {1: _read_v1, 2: _read_v2,
-                                                          3: _read_v3}
+                                                          3: _read_v3, 4: _read_v4}
 
 
 # --- load and save ---------------------------------------------------------------------------

@@ -40,7 +40,10 @@ def addr_lines(*entries: tuple[str, str]) -> str:
 
 def host(links: str = "", addrs: str = "", routes: str = "", routes6: str = "", ipvs: str = "",
          timeouts: str = "", sysctls: dict[str, int] | None = None,
-         arping: str = "iputils") -> HostObservation:
+         arping: str = "iputils", nft: dict[str, str] | None = None) -> HostObservation:
+    """nft: `nft list table FAMILY lvs_scripts` output by family, for the tables present."""
+    from lvs_scripts.nft import parse_table
+
     return HostObservation(
         addresses=parse_ip_addrs(addrs),
         links=parse_ip_links(links),
@@ -49,4 +52,5 @@ def host(links: str = "", addrs: str = "", routes: str = "", routes6: str = "", 
         timeouts=parse_timeouts(timeouts) if timeouts else None,
         sysctls=dict(sysctls or {}),
         arping=Arping(arping),
+        nft={family: parse_table(family, text) for family, text in (nft or {}).items()},
     )

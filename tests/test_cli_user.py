@@ -204,7 +204,7 @@ def test_json_with_a_bad_config_is_json(action: str, code: int, cli: Cli,
     expected = {
         "code": code, "error": f"{bad}: director.wieght = 1: unknown key (allowed here: "
                                "interface, gateway, dip, dip_interface, timeouts, "
-                               "arping_count, allow_no_services, metrics)"}
+                               "arping_count, allow_no_services, metrics, sysctl)"}
     if action == "status":  # what the state file lists is still known: nothing here
         expected["owned"] = []
     assert json.loads(ran.out) == expected

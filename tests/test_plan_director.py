@@ -182,6 +182,8 @@ scheduler = "rr"
 real = [ { address = "10.1.0.5", port = 8080, weight = 0 } ]
 ''', extra_director="arping_count = 0")), {"links": LINKS, "routes": ROUTE_OURS}, State(),
                  ["ip addr add 192.168.30.254/32 brd 192.168.30.254 dev eth0",
+                  # NAT replies come back through the director, which routes them
+                  "sysctl -w net.ipv4.ip_forward=1",
                   "ipvsadm -A -u 192.168.30.254:80 -s rr",
                   "ipvsadm -a -u 192.168.30.254:80 -r 10.1.0.5:8080 -m -w 0"],
                  id="nat-udp-port-mapping-weight-zero"),

@@ -47,8 +47,8 @@ def test_save_format_of_a_mixed_table() -> None:
         ("192.168.30.111", 80, Forwarding.DR, 1), ("192.168.30.112", 80, Forwarding.DR, 2),
         ("192.168.30.113", 80, Forwarding.DR, 3), ("192.168.30.114", 80, Forwarding.DR, 0)]
     https = table[tcp("192.168.30.254", 443)]
-    assert (https.scheduler, https.persistence, https.extra) == (
-        "sh", 300, ("-b", "sh-fallback,sh-port"))
+    assert (https.scheduler, https.persistence, https.flags, https.extra) == (
+        "sh", 300, ("sh-fallback", "sh-port"), ())
     assert https.destinations[2].forwarding is Forwarding.TUN  # -i ... --tun-type ipip
     masq = table[tcp("192.168.30.254", 8080)]
     assert (masq.persistence, masq.netmask) == (300, "255.255.255.0")
@@ -56,7 +56,7 @@ def test_save_format_of_a_mixed_table() -> None:
     assert len(remapped) == 1 and remapped[0].forwarding is Forwarding.NAT  # NAT may remap
     assert remapped[0] == Destination(remapped[0].address, 8081, Forwarding.NAT, 5)
     dns = table[ServiceKey(Protocol.UDP, ip("192.168.30.254"), 53)]
-    assert dns.extra == ("-o",)
+    assert (dns.one_packet, dns.extra) == (True, ())
     v6 = table[tcp("2001:db8::1", 80)]
     assert (v6.persistence, v6.netmask) == (600, "64")
     assert v6.destinations[1].endpoint() == "[2001:db8::11]:8080"
@@ -208,3 +208,113 @@ def test_stats_exact_and_scaled() -> None:
     assert scaled[tcp("192.168.30.254", 8080)][0].outbytes == int(printed[:-1]) * 1000
     fwm6 = exact[ServiceKey(Protocol.FWMARK, None, 2, True)]
     assert list(fwm6[1]) == [(ip("2001:db8::12"), 0)]
+
+
+# --- issue 12: ipvsadm's other options, thresholds, nftables (lab/capture_ipvs_options.sh) --
+
+OPTIONS = Path(__file__).resolve().parent / "data" / "captured-ipvs-options"
+
+
+def options(name: str) -> str:
+    return (OPTIONS / name).read_text()
+
+
+def test_save_format_of_every_option() -> None:
+    from lvs_scripts.probes import parse_ipvs_save
+
+    table = parse_ipvs_save(options("ipvsadm-S-n.options.txt"))
+    mh = table[tcp("192.168.30.254", 80)]
+    assert (mh.scheduler, mh.flags, mh.extra) == ("mh", ("mh-fallback", "mh-port"), ())
+    assert table[tcp("192.168.30.254", 81)].flags == ("sh-port",)
+    sip = table[ServiceKey(Protocol.UDP, ip("192.168.30.254"), 5060)]
+    assert (sip.persistence, sip.pe, sip.one_packet, sip.extra) == (60, "sip", True, ())
+    mark = table[ServiceKey(Protocol.FWMARK, None, 1)]
+    assert (mark.persistence, mark.netmask) == (300, "255.255.255.0")
+    assert [(d.endpoint(), d.forwarding) for d in mark.destinations] == [
+        ("192.168.30.111:0", Forwarding.DR), ("192.168.30.112:0", Forwarding.DR),
+        ("192.168.30.113:8080", Forwarding.DR), ("192.168.30.114:8080", Forwarding.NAT)]
+    mark6 = table[ServiceKey(Protocol.FWMARK, None, 2, ipv6=True)]
+    assert (mark6.netmask, mark6.destinations[0].endpoint()) == ("64", "[2001:db8::12]:0")
+    # ipvsadm -S has no -x/-y: thresholds come from the --thresholds listing
+    assert all(d.upper == d.lower == 0 for s in table.values() for d in s.destinations)
+
+
+def test_our_rendering_of_every_option_is_what_ipvsadm_printed() -> None:
+    """What we would run to create each service (-A line) and real server is the line
+    the kernel gave back, so an unchanged service compares equal."""
+    from lvs_scripts.probes import parse_ipvs_save
+
+    for name in ("ipvsadm-S-n.options.txt", "ipvsadm-S-n.options-edited.txt"):
+        text = options(name)
+        ours = []
+        for service in parse_ipvs_save(text).values():
+            ours.append(" ".join(("-A", *service.service_args())))
+            ours += [" ".join(("-a", *service.destination_args(d)))
+                     for d in service.destinations]
+        assert ours == text.splitlines(), name
+
+
+def test_an_edit_without_the_options_drops_them_so_they_show_as_a_difference() -> None:
+    from lvs_scripts.probes import parse_ipvs_save
+
+    before = parse_ipvs_save(options("ipvsadm-S-n.options.txt"))
+    after = parse_ipvs_save(options("ipvsadm-S-n.options-edited.txt"))
+    changed = [str(key) for key in before if before[key].attributes() != after[key].attributes()]
+    assert changed == ["tcp 192.168.30.254:80", "udp 192.168.30.254:5060", "fwmark 1"]
+
+
+def test_thresholds_listing() -> None:
+    from lvs_scripts.probes import parse_ipvs_save, parse_ipvs_thresholds, with_thresholds
+
+    found = parse_ipvs_thresholds(options("ipvsadm-L-n-thresholds.options.txt"))
+    assert found[tcp("192.168.30.254", 80)] == {(ip("192.168.30.111"), 80): (100, 50),
+                                                (ip("192.168.30.112"), 80): (1, 0)}
+    assert found[ServiceKey(Protocol.FWMARK, None, 1)][(ip("192.168.30.112"), 0)] == (10, 5)
+    assert ServiceKey(Protocol.FWMARK, None, 2, ipv6=True) in found
+    table = with_thresholds(parse_ipvs_save(options("ipvsadm-S-n.options.txt")), found)
+    first = table[tcp("192.168.30.254", 80)].destinations[0]
+    assert (first.upper, first.lower) == (100, 50)
+    assert table[tcp("192.168.30.254", 80)].destination_args(first)[-4:] == (
+        "-x", "100", "-y", "50")
+
+
+def test_nft_listings() -> None:
+    from lvs_scripts.nft import MarkRule, parse_table, parse_tables
+
+    assert parse_tables(options("nft-list-tables.ours.txt")) == {"ip"}
+    assert parse_tables(options("nft-list-tables.empty.txt")) == set()
+    table = parse_table("ip", options("nft-list-table-ip-lvs_scripts.txt"))
+    assert table.rules == (
+        MarkRule(ip("192.168.30.254"), Protocol.TCP, 80, 1),
+        MarkRule(ip("192.168.30.254"), Protocol.TCP, 443, 1),
+        MarkRule(ip("192.168.30.253"), Protocol.UDP, 53, 2),
+        MarkRule(ip("192.168.30.253"), Protocol.SCTP, 3868, 0xFFFFFFFF))
+    # what we write is what nft prints back
+    assert [f"\t\t{r.text()}" for r in table.rules] == options(
+        "nft-list-table-ip-lvs_scripts.txt").splitlines()[3:7]
+    six = parse_table("ip6", options("nft-list-table-ip6-lvs_scripts.txt"))
+    assert six.rules == (MarkRule(ip("2001:db8::1"), Protocol.TCP, 80, 2),)
+    assert parse_table("ip", options("nft-list-ruleset.ours.txt")).rules == table.rules
+
+
+@pytest.mark.parametrize("text", [
+    "table ip lvs_scripts {\n\tchain prerouting {\n\t\ttype filter hook input priority 0; "
+    "policy accept;\n\t}\n}\n",
+    "table ip lvs_scripts {\n\tchain prerouting {\n\t\ttype filter hook prerouting priority "
+    "mangle; policy accept;\n\t\tip daddr 1.2.3.4 tcp dport 80 drop\n\t}\n}\n",
+    "table ip lvs_scripts {\n}\n",
+])
+def test_a_table_not_as_we_write_it_is_a_difference(text: str) -> None:
+    from lvs_scripts.nft import parse_table
+
+    assert parse_table("ip", text).rules is None
+
+
+def test_the_ipvs_sysctls_of_a_fresh_namespace() -> None:
+    from lvs_scripts.probes import parse_sysctl_values
+
+    keys = ("net.ipv4.vs.conn_reuse_mode", "net.ipv4.vs.expire_nodest_conn",
+            "net.ipv4.vs.expire_quiescent_template", "net.ipv4.vs.sloppy_tcp",
+            "net.ipv4.vs.sloppy_sctp", "net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding")
+    assert parse_sysctl_values(keys, options("sysctl-n-vs.defaults.txt")) == dict(
+        zip(keys, (1, 0, 0, 0, 0, 0, 0)))

@@ -17,6 +17,7 @@ from lvs_scripts import owned as owned_module
 from lvs_scripts.errors import StateError
 from lvs_scripts.locks import Paths
 from lvs_scripts.model import Protocol, ServiceKey, Timeouts
+from lvs_scripts.nft import NftTable
 from lvs_scripts.owned import (
     EFFECTS,
     AddressAdded,
@@ -27,9 +28,12 @@ from lvs_scripts.owned import (
     FileWritten,
     KeepalivedStarted,
     KeepalivedStopped,
+    NftTableCreated,
+    NftTableDeleted,
     OwnedAddress,
     OwnedFile,
     OwnedKeepalived,
+    OwnedNftTable,
     OwnedRoute,
     OwnedService,
     OwnedSyncDaemon,
@@ -82,7 +86,8 @@ FULL = State.of(
     OwnedKeepalived("/run/l/k.conf", "/run/l/k.pid", "/run/l/v.pid"),
     OwnedSyncDaemon(SyncDaemon("master", "eth1", 51)),
     OwnedSyncDaemon(SyncDaemon("backup", "eth1", 51)),
-    OwnedFile("/run/l/k.conf", "a" * 64))
+    OwnedFile("/run/l/k.conf", "a" * 64),
+    OwnedNftTable("ip"))
 SYNC = SyncDaemon("master", "eth1", 51)
 KEEPALIVED = OwnedKeepalived("/run/l/k.conf", "/run/l/k.pid", "/run/l/v.pid")
 
@@ -116,6 +121,8 @@ EFFECT_CASES: list[tuple[Effect, State, list[Any]]] = [
     (KeepalivedStopped(), State.of(KEEPALIVED), []),
     (SyncDaemonStarted(SYNC), State(), [OwnedSyncDaemon(SYNC)]),
     (SyncDaemonStopped("master"), State.of(OwnedSyncDaemon(SYNC)), []),
+    (NftTableCreated("ip6"), State(), [OwnedNftTable("ip6")]),
+    (NftTableDeleted("ip"), State.of(OwnedNftTable("ip")), []),
 ]
 
 
@@ -150,6 +157,7 @@ def test_each_effect_simulates_what_its_command_does_to_the_host(effect: Effect)
     obs.sync_daemons = {"master": SyncDaemon("master", "eth1", 9)}  # an older one
     obs.keepalived = KeepalivedSeen(77, "/run/l/k.conf")
     obs.files = {"/run/l/k.conf": "a" * 64}
+    obs.nft = {"ip": NftTable("ip", ())}
     before = json.dumps(repr(obs))
     effect.simulate(obs)
     changed = json.dumps(repr(obs)) != before
@@ -159,7 +167,7 @@ def test_each_effect_simulates_what_its_command_does_to_the_host(effect: Effect)
 def test_only_additions_are_written_ahead() -> None:
     assert {e.__name__ for e in EFFECTS if e.write_ahead} == {
         "AddressAdded", "RouteSet", "ServiceCreated", "SysctlChanged", "TimeoutsSet",
-        "FileWritten", "KeepalivedStarted", "SyncDaemonStarted"}
+        "FileWritten", "KeepalivedStarted", "SyncDaemonStarted", "NftTableCreated"}
 
 
 def test_every_owned_kind_is_undone_by_stop_and_shown() -> None:
@@ -177,12 +185,13 @@ def test_every_owned_kind_is_undone_by_stop_and_shown() -> None:
     obs.sync_daemons = {"master": SYNC, "backup": SyncDaemon("backup", "eth1", 51)}
     obs.keepalived = KeepalivedSeen(77, "/run/l/k.conf")
     obs.files = {"/run/l/k.conf": "a" * 64}
+    obs.nft = {"ip": NftTable("ip", ())}
     plan = Plan()
     plan_undo(plan, obs, FULL)
     assert [s.line() for s in plan.steps] == [
         "kill -TERM 77", "ipvsadm --stop-daemon master", "ipvsadm --stop-daemon backup",
         "ipvsadm -D -t 192.168.30.254:80", "ipvsadm -D -u 192.168.30.253:53",
-        "ipvsadm -D -f 7 -6",
+        "ipvsadm -D -f 7 -6", "nft delete table ip lvs_scripts",
         "ip addr del 192.168.30.254/32 dev eth0", "ip addr del 2001:db8::10/128 dev lo",
         "ip route replace default via 10.9.9.1 dev eth0 proto static metric 100 onlink",
         "ip addr del 10.9.0.5/24 dev eth1",
@@ -193,27 +202,37 @@ def test_every_owned_kind_is_undone_by_stop_and_shown() -> None:
     for effect in [s.effect for s in plan.steps if s.effect] + plan.forget:
         effect.record(after)
     assert after.empty()
-    assert len(FULL.describe()) == len(FULL.records()) == 14
+    assert len(FULL.describe()) == len(FULL.records()) == 15
 
 
 # ------------------------------------------------------------------ the file, version 3
 
-def test_version_3_round_trips_every_kind() -> None:
+def test_version_4_round_trips_every_kind() -> None:
     text = FULL.to_json()
-    assert json.loads(text)["version"] == 3
+    assert json.loads(text)["version"] == 4
     assert State.from_json(text, "f") == FULL
 
 
 def test_a_version_2_file_is_read_and_upgraded() -> None:
     """A file written before [ha] (no files, keepalived or sync daemons) is read as is."""
     data = json.loads(FULL.to_json())
-    for key in ("files", "keepalived", "sync_daemons"):
+    for key in ("files", "keepalived", "sync_daemons", "nft_tables"):
         del data[key]
     data["version"] = 2
     state = State.from_json(json.dumps(data), "v2")
     assert state.upgraded_from == 2
     assert state.records() == [r for r in FULL.records() if not isinstance(
-        r, (OwnedFile, OwnedKeepalived, OwnedSyncDaemon))]
+        r, (OwnedFile, OwnedKeepalived, OwnedSyncDaemon, OwnedNftTable))]
+
+
+def test_a_version_3_file_is_read_and_upgraded() -> None:
+    """A file written before fwmark services (no nftables tables) is read as is."""
+    data = json.loads(FULL.to_json())
+    del data["nft_tables"]
+    data["version"] = 3
+    state = State.from_json(json.dumps(data), "v3")
+    assert state.upgraded_from == 3
+    assert state.records() == [r for r in FULL.records() if not isinstance(r, OwnedNftTable)]
 
 
 def test_services_are_stored_by_structure_not_by_their_display_text() -> None:
@@ -223,7 +242,9 @@ def test_services_are_stored_by_structure_not_by_their_display_text() -> None:
 
 
 CORRUPT = [
-    ({"version": 4}, "unknown version 4"),
+    ({"version": 5}, "unknown version 5"),
+    ({**json.loads(FULL.to_json()), "nft_tables": [{"family": "inet"}]},
+     "nft_tables[0].family"),
     ({"version": 2}, "state"),
     ({"version": 3}, "no files"),
     ({**json.loads(FULL.to_json()), "files": [{"path": "../etc/passwd", "digest": "a" * 64}]},
@@ -344,7 +365,7 @@ def test_the_next_change_rewrites_a_version_1_file_as_the_current_version(tmp_pa
     assert start.returncode == 0, start.stderr
     assert start.stdout == "lvs-director start: nothing to do\n"
     upgraded = json.loads(state_file.read_text())
-    assert upgraded["version"] == 3
+    assert upgraded["version"] == 4
     assert State.from_json(state_file.read_text(), "v2") == State.from_json(
         (data / "lvs-director.json").read_text(), "v1")
 

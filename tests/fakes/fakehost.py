@@ -70,7 +70,7 @@ if TYPE_CHECKING:
 
 FAKES_DIR = Path(__file__).resolve().parent
 FAKES_BIN = FAKES_DIR / "bin"
-TOOLS = ("ipvsadm", "ip", "sysctl", "arping", "modprobe", "keepalived")
+TOOLS = ("ipvsadm", "ip", "sysctl", "arping", "modprobe", "keepalived", "nft")
 
 # Host programs the per-test PATH offers (as symlinks) besides the fakes.
 HOST_PROGRAMS = (
@@ -97,31 +97,20 @@ class Result(NamedTuple):
 # ---------------------------------------------------------------- dispatch
 
 
+# tool -> (module of tests/fakes, its entry point)
+_ENTRY = {"ipvsadm": ("ipvsadm_tool", "main"), "ip": ("ip_tool", "main"),
+          "sysctl": ("sysctl_tool", "main"), "arping": ("arping_tool", "main"),
+          "keepalived": ("keepalived_tool", "main"), "modprobe": ("arping_tool", "modprobe"),
+          "nft": ("nft_tool", "main")}
+
+
 def _dispatch(run: Run) -> int:
-    if run.tool == "ipvsadm":
-        from . import ipvsadm_tool
+    if run.tool in _ENTRY:
+        import importlib
 
-        return ipvsadm_tool.main(run)
-    if run.tool == "ip":
-        from . import ip_tool
-
-        return ip_tool.main(run)
-    if run.tool == "sysctl":
-        from . import sysctl_tool
-
-        return sysctl_tool.main(run)
-    if run.tool == "arping":
-        from . import arping_tool
-
-        return arping_tool.main(run)
-    if run.tool == "keepalived":
-        from . import keepalived_tool
-
-        return keepalived_tool.main(run)
-    if run.tool == "modprobe":
-        from . import arping_tool
-
-        return arping_tool.modprobe(run)
+        module, name = _ENTRY[run.tool]
+        entry = getattr(importlib.import_module(f".{module}", __package__), name)
+        return int(entry(run))
     raise ValueError(f"no fake for {run.tool}")
 
 
@@ -780,8 +769,8 @@ def main(tool: str) -> int:
 
         time.sleep(seconds)
     stdin: Any = None
-    if tool == "ipvsadm":
-        stdin = sys.stdin  # read only if the command is -R
+    if tool in ("ipvsadm", "nft"):
+        stdin = sys.stdin  # read only if the command is -R (nft: -f)
     result = host.invoke(tool, sys.argv[1:], stdin)
     if tool == "keepalived" and result.rc == 0:
         from . import keepalived_tool

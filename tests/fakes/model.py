@@ -42,6 +42,9 @@ CONF_DEFAULTS = {
 
 GLOBAL_SYSCTLS = {
     "net/ipv4/ip_forward": "0",
+    # the IPv6 counterpart, which a director with IPv6 NAT services turns on
+    "net/ipv6/conf/all/forwarding": "0",
+    "net/ipv6/conf/default/forwarding": "0",
     "net/ipv4/ip_nonlocal_bind": "0",
     "net/ipv4/ip_local_port_range": "32768\t60999",
     "net/core/somaxconn": "4096",
