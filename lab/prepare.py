@@ -77,6 +77,8 @@ WANTED_MODULES = (
     "ip_vs_fo", "ip_vs_ovf", "ip_vs_mh", "ip_vs_twos",
     # the lab's network: veth pairs joined by a bridge
     "veth", "bridge",
+    # LVS-TUN real servers: IPIP (v4, v6), GUE (fou, fou6) and GRE decapsulation
+    "ipip", "ip6_tunnel", "fou", "fou6", "ip_gre",
 )  # fmt: skip
 
 BUSYBOX = Path("/bin/busybox")
