@@ -70,7 +70,7 @@ if TYPE_CHECKING:
 
 FAKES_DIR = Path(__file__).resolve().parent
 FAKES_BIN = FAKES_DIR / "bin"
-TOOLS = ("ipvsadm", "ip", "sysctl", "arping", "modprobe", "keepalived")
+TOOLS = ("ipvsadm", "ip", "sysctl", "arping", "modprobe", "keepalived", "lsmod")
 
 # Host programs the per-test PATH offers (as symlinks) besides the fakes.
 HOST_PROGRAMS = (
@@ -118,10 +118,10 @@ def _dispatch(run: Run) -> int:
         from . import keepalived_tool
 
         return keepalived_tool.main(run)
-    if run.tool == "modprobe":
+    if run.tool in ("modprobe", "lsmod"):
         from . import arping_tool
 
-        return arping_tool.modprobe(run)
+        return arping_tool.modprobe(run) if run.tool == "modprobe" else arping_tool.lsmod(run)
     raise ValueError(f"no fake for {run.tool}")
 
 
