@@ -11,6 +11,7 @@ import os
 import re
 import sys
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, Callable, TypeVar
 
 from .errors import ConfigError
@@ -31,6 +32,7 @@ from .model import (
     Timeouts,
     VirtualService,
 )
+from .tunnel import TUN_KEYS, check_fou_ports, parse_tunnel
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -216,6 +218,8 @@ def parse_config(text: str, path: str = "<string>") -> Config:
                              f"is also {director_own[dest.address]}; a real server is a host "
                              "of its own")
     _sorry_not_vip(r, services, vips)
+    _nat_gateway(r, realserver, director, services, vips)
+    check_fou_ports(r, services)
     ha = _ha(r, top["ha"], director, services) if "ha" in top else None
     return Config(path=path, director=director, realserver=realserver, services=services,
                   ha=ha)
@@ -356,7 +360,7 @@ def _listen_address(text: str) -> tuple[IPAddress, int]:
 
 
 def _realserver(r: _Reader, data: object) -> RealServerConfig:
-    d = r.table(data, "realserver", ("arp_interfaces", "allow_no_services"))
+    d = r.table(data, "realserver", ("arp_interfaces", "allow_no_services", "nat_gateway"))
     names = d.get("arp_interfaces", [])
     if not isinstance(names, list):
         raise r.fail("realserver.arp_interfaces", names, "must be a list of interface names")
@@ -372,8 +376,35 @@ def _realserver(r: _Reader, data: object) -> RealServerConfig:
         if name in seen:
             raise r.fail(key, name, "is listed twice")
         seen.append(name)
+    nat_gateway = r.parsed(d, "nat_gateway", "realserver", _host_address,
+                           "must be an IP address of a host (the director's, for NAT)")
     return RealServerConfig(arp_interfaces=tuple(seen),
-                            allow_no_services=r.boolean(d, "allow_no_services", "realserver"))
+                            allow_no_services=r.boolean(d, "allow_no_services", "realserver"),
+                            nat_gateway=nat_gateway)
+
+
+def _nat_gateway(r: _Reader, realserver: RealServerConfig, director: DirectorConfig | None,
+                 services: tuple[VirtualService, ...], vips: set[IPAddress | None]) -> None:
+    """The NAT real servers' default route goes via `realserver.nat_gateway` (else the
+    director's DIP): it must be an address of the NAT services' family, and not a VIP
+    (the director answers for those on the clients' side, not as the real servers'
+    router)."""
+    gateway = realserver.nat_gateway
+    key = "realserver.nat_gateway"
+    if gateway is None:
+        if director is None or director.dip is None:
+            return
+        gateway, key = director.dip.ip, "director.dip"
+    if realserver.nat_gateway is not None and gateway in vips:
+        raise r.fail(key, str(gateway), "is a VIP of this config; the real servers' NAT "
+                     "gateway is the director's own address (its DIP)")
+    for index, service in enumerate(services):
+        nat = any(d.forwarding is Forwarding.NAT for d in service.destinations)
+        address = service.key.address
+        if nat and address is not None and address.version != gateway.version:
+            raise r.fail(key, str(gateway), f"is IPv{gateway.version} but service[{index}] "
+                         f"(forwarding = \"nat\") is IPv{address.version}: its real servers "
+                         "need a default route of that family via the director")
 
 
 def _services(r: _Reader, data: object) -> tuple[VirtualService, ...]:
@@ -393,7 +424,8 @@ def _services(r: _Reader, data: object) -> tuple[VirtualService, ...]:
 
 def _service(r: _Reader, data: object, where: str) -> VirtualService:
     s = r.table(data, where, ("vip", "port", "protocol", "scheduler", "forwarding",
-                              "persistence", "drain_seconds", "real", "sorry_server", "check"))
+                              "persistence", "drain_seconds", "real", "sorry_server", "check",
+                              *TUN_KEYS))
     vip = r.parsed(s, "vip", where, _host_address, "must be an IP address of a host")
     if vip is None:
         raise r.fail(f"{where}.vip", None, "is required")
@@ -403,6 +435,7 @@ def _service(r: _Reader, data: object, where: str) -> VirtualService:
     forwarding = Forwarding(r.choice(s, "forwarding", where, ("dr", "tun", "nat"), "dr"))
     persistence = r.integer(s, "persistence", where, 0, MAX_PERSISTENCE, 0)
     drain = r.integer(s, "drain_seconds", where, 0, 86400, DEFAULT_DRAIN_SECONDS)
+    tunnel = parse_tunnel(r, s, where, forwarding)
     if "real" not in s:
         raise r.fail(f"{where}.real", None, "is required (a list of real servers)")
     reals = s["real"]
@@ -428,7 +461,8 @@ def _service(r: _Reader, data: object, where: str) -> VirtualService:
                          f"differs from the service port {port}; only forwarding = \"nat\" "
                          "can change the port")
         weight = r.integer(rs, "weight", rwhere, 0, MAX_WEIGHT, 1)
-        dest = Destination(address=address, port=rport, forwarding=forwarding, weight=weight)
+        dest = Destination(address=address, port=rport, forwarding=forwarding, weight=weight,
+                           tunnel=tunnel)
         if dest.ident in seen:
             raise r.fail(f"{rwhere}.address", str(address),
                          f"duplicates {where}.real[{seen[dest.ident]}]")
@@ -436,6 +470,8 @@ def _service(r: _Reader, data: object, where: str) -> VirtualService:
         destinations.append(dest)
     key = ServiceKey(protocol=protocol, address=vip, port=port)
     sorry = _sorry_server(r, s, where, vip, port, forwarding, seen)
+    if sorry is not None and tunnel is not None:
+        sorry = replace(sorry, tunnel=tunnel)
     check = None
     if "check" in s:
         from .checks import parse_check

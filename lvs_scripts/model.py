@@ -18,6 +18,7 @@ from .record import Record, field
 
 if TYPE_CHECKING:
     from .checks import CheckSpec
+    from .tunnel import Tunnel
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 IPInterface = Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
@@ -90,6 +91,7 @@ class Destination:
     port: int
     forwarding: Forwarding = Forwarding.DR
     weight: int = 1
+    tunnel: Tunnel | None = None  # TUN only: --tun-type/--tun-port/--tun-*csum
 
     @property
     def ident(self) -> tuple[IPAddress, int]:
@@ -129,8 +131,9 @@ class VirtualService(Record):
     def destination_args(self, dest: Destination) -> tuple[str, ...]:
         """`-t VIP:PORT -r RIP:PORT -g -w N`: the part after -a / -e, all attributes given
         because -e resets whatever it is not told."""
+        tunnel = dest.tunnel.args() if dest.tunnel is not None else ()
         return (*self.key.args(), "-r", dest.endpoint(), dest.forwarding.flag, "-w",
-                str(dest.weight))
+                str(dest.weight), *tunnel)
 
 
 IpvsTable = dict[ServiceKey, VirtualService]
@@ -172,6 +175,7 @@ class DirectorConfig(Record):
 class RealServerConfig(Record):
     arp_interfaces: tuple[str, ...] = ()
     allow_no_services: bool = False
+    nat_gateway: IPAddress | None = None  # NAT: default route via (else director.dip)
 
 
 class HaDirector(Record):

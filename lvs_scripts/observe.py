@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, TypeVar
 
-from .errors import ConfigError, IpvsDenied, MissingTool
+from .errors import ConfigError, IpvsDenied, KernelLacks, MissingTool
 from .model import Config
 from .pids import running_with
 from .probes import (
@@ -30,6 +30,16 @@ from .probes import (
 )
 from .runner import Runner
 from .state import State
+from .tunnel import (
+    FB_TUNNELS,
+    IP_FOU_SHOW,
+    LSMOD,
+    fallback_expected,
+    in_init_netns,
+    modprobe_dry,
+    parse_fou_show,
+    parse_lsmod,
+)
 
 T = TypeVar("T")
 
@@ -97,6 +107,7 @@ def observe_director(config: Config, runner: Runner, tolerant: bool,
         families.add(state.route.family)
     _routes(o, obs, families)
     obs.ipvs = o.probe(obs, IPVS_SAVE, parse_ipvs_save, {})
+    _sysctls(o, obs, _director_sysctls(config, state))
     wants_timeouts = director.timeouts is not None or (state is not None
                                                        and state.timeouts is not None)
     if wants_timeouts and "ipvsadm" not in o.missing:
@@ -111,9 +122,25 @@ def observe_director(config: Config, runner: Runner, tolerant: bool,
     return obs
 
 
+def _director_sysctls(config: Config, state: State | None) -> list[str]:
+    """ndisc_notify where IPv6 VIPs go, and every key the state file lists."""
+    from .plan_director import ndisc_notify_keys
+
+    keys = ndisc_notify_keys(config, config.require_director())
+    if state is not None:
+        keys += [key for key in state.sysctls if key not in keys]
+    return keys
+
+
 def observe_realserver(config: Config, runner: Runner, tolerant: bool,
                        state: State | None = None) -> HostObservation:
-    from .plan_realserver import arp_settings
+    from .plan_realserver import (
+        RP_DEFAULT,
+        nat_gateway,
+        quiet_arp_settings,
+        rp_filter_settings,
+    )
+    from .tunnel import tunnel_needs
 
     obs = HostObservation()
     o = Observer(runner, tolerant)
@@ -122,11 +149,55 @@ def observe_realserver(config: Config, runner: Runner, tolerant: bool,
              for i, name in enumerate(config.realserver.arp_interfaces)}
     require_interfaces(config, obs, names, tolerant)
     obs.addresses = o.probe(obs, IP_ADDRS, parse_ip_addrs, [])
-    keys = [s.key for s in arp_settings(config)]
+    needs = tunnel_needs(config)
+    keys = [s.key for s in quiet_arp_settings(config) + rp_filter_settings(needs)]
+    if needs.rp_devices and any(d not in obs.links for d in needs.rp_devices):
+        keys.append(RP_DEFAULT)  # what a device created now would get
+    if needs.devices or (state is not None and (state.links or state.fous)):
+        keys += observe_tunnels(o, obs, config, needs.modules, bool(needs.fou or (
+            state is not None and state.fous)))
     if state is not None:
         keys += [key for key in state.sysctls if key not in keys]
     _sysctls(o, obs, keys)
+    if FB_TUNNELS in obs.sysctls:
+        obs.tunnels.fallback = fallback_expected(obs.sysctls.pop(FB_TUNNELS), in_init_netns())
+    families: set[int] = set()
+    gateway = nat_gateway(config)
+    if gateway is not None:
+        families.add(gateway.version)
+    if state is not None and state.route is not None:
+        families.add(state.route.family)
+    _routes(o, obs, families)
     return obs
+
+
+def observe_tunnels(o: Observer, obs: HostObservation, config: Config,
+                    modules: list[str], fou: bool) -> list[str]:
+    """Loaded tunnel modules (lsmod), whether the missing ones can be loaded (a kernel
+    without one is refused here, exit 5, before anything changes), GUE ports. Returns
+    the sysctl keys to read with the rest."""
+    seen = obs.tunnels
+    seen.loaded = o.probe(obs, LSMOD, parse_lsmod, set())
+    for module in modules:
+        if module in seen.loaded or "lsmod" in o.missing:
+            continue
+        if not _loadable(o.runner, module):
+            missing = KernelLacks(module, config.path)
+            if not o.tolerant:
+                raise missing
+            obs.notes.append(str(missing))
+        seen.loadable.add(module)
+    if fou:
+        seen.fou = o.probe(obs, IP_FOU_SHOW, parse_fou_show, set())
+    unloaded = [m for m in modules if m not in seen.loaded]
+    return [FB_TUNNELS] if unloaded else []
+
+
+def _loadable(runner: Runner, module: str) -> bool:
+    try:
+        return runner.run(modprobe_dry(module), check=False).returncode == 0
+    except MissingTool:
+        return False
 
 
 def observe_owned(state: State, runner: Runner, tolerant: bool) -> HostObservation:
@@ -134,8 +205,10 @@ def observe_owned(state: State, runner: Runner, tolerant: bool) -> HostObservati
     work with a broken config, or with interfaces gone since start."""
     obs = HostObservation()
     o = Observer(runner, tolerant)
-    if state.addresses or state.sysctls or state.route:  # to tell what vanished
+    if state.addresses or state.sysctls or state.route or state.links:  # what vanished
         obs.links = o.probe(obs, IP_LINKS, parse_ip_links, {})
+    if state.fous:
+        obs.tunnels.fou = o.probe(obs, IP_FOU_SHOW, parse_fou_show, set())
     if state.addresses:
         obs.addresses = o.probe(obs, IP_ADDRS, parse_ip_addrs, [])
     if state.route is not None:

@@ -3,9 +3,10 @@
 The state file lives in a root-owned directory (default /run/lvs-scripts: the kernel
 forgets addresses, routes, IPVS rules and sysctls at reboot, and so do we). It is
 written atomically (temp file + rename) and holds typed records (owned.py), keyed by
-structure, never by display text. Version 1 files (lvs_scripts 0.1) and version 2 ones
-(before [ha]: no files, keepalived or sync daemons) are read and upgraded in place by
-the next action that changes the host.
+structure, never by display text. Version 1 files (lvs_scripts 0.1), version 2 ones
+(before [ha]: no files, keepalived or sync daemons) and version 3 ones (before TUN real
+servers: no tunnel devices or GUE ports) are read and upgraded in place by the next
+action that changes the host.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from .owned import (
     Owned,
     OwnedAddress,
     OwnedFile,
+    OwnedFou,
     OwnedKeepalived,
+    OwnedLink,
     OwnedRoute,
     OwnedService,
     OwnedSyncDaemon,
@@ -37,7 +40,7 @@ from .owned import (
 from .probes import Route, SyncDaemon
 from .record import Record, field
 
-STATE_VERSION = 3
+STATE_VERSION = 4
 MAX_STATE_BYTES = 64 << 20  # 100,000 services is about 10 MB
 
 
@@ -50,6 +53,8 @@ class State(Record, frozen=False):
     files: dict[str, OwnedFile] = field(default_factory=dict)
     keepalived: OwnedKeepalived | None = None
     sync_daemons: dict[str, OwnedSyncDaemon] = field(default_factory=dict)
+    links: dict[str, OwnedLink] = field(default_factory=dict)
+    fous: dict[tuple[int, int], OwnedFou] = field(default_factory=dict)
     upgraded_from: int | None = field(default=None, compare=False)  # read from version N
 
     @classmethod
@@ -75,6 +80,10 @@ class State(Record, frozen=False):
             self.keepalived = owned
         elif isinstance(owned, OwnedSyncDaemon):
             self.sync_daemons[owned.daemon.state] = owned
+        elif isinstance(owned, OwnedLink):
+            self.links[owned.name] = owned
+        elif isinstance(owned, OwnedFou):
+            self.fous[(owned.port, owned.family)] = owned
         else:
             self.timeouts = owned
 
@@ -87,7 +96,8 @@ class State(Record, frozen=False):
             items.append(self.timeouts)
         if self.keepalived is not None:
             items.append(self.keepalived)
-        items += [*self.sync_daemons.values(), *self.files.values()]
+        items += [*self.sync_daemons.values(), *self.files.values(), *self.fous.values(),
+                  *self.links.values()]
         return items
 
     # --- one entry, for rolling back a write-ahead record whose command failed ----------
@@ -127,7 +137,8 @@ class State(Record, frozen=False):
 
     def empty(self) -> bool:
         return not (self.addresses or self.route or self.services or self.sysctls
-                    or self.timeouts or self.files or self.keepalived or self.sync_daemons)
+                    or self.timeouts or self.files or self.keepalived or self.sync_daemons
+                    or self.links or self.fous)
 
     def describe(self) -> list[str]:
         return [owned.describe() for owned in self.records()]
@@ -156,6 +167,8 @@ class State(Record, frozen=False):
                 "vrrp_pid_file": self.keepalived.vrrp_pid_file},
             "sync_daemons": [{"state": d.daemon.state, "interface": d.daemon.interface,
                               "syncid": d.daemon.syncid} for d in self.sync_daemons.values()],
+            "links": [{"name": k.name, "created": k.created} for k in self.links.values()],
+            "fous": [{"port": f.port, "family": f.family} for f in self.fous.values()],
         }, indent=1, sort_keys=True)
 
     @classmethod
@@ -185,7 +198,7 @@ def corrupt(path: str, why: str) -> StateError:
 
 
 _TABLES = {"address": "addresses", "service": "services", "sysctl": "sysctls",
-           "file": "files", "sync": "sync_daemons"}
+           "file": "files", "sync": "sync_daemons", "link": "links", "fou": "fous"}
 _SINGLE = ("route", "timeouts", "keepalived")
 
 
@@ -364,6 +377,28 @@ def _read_v3(data: dict[str, Any]) -> State:
     return state
 
 
+_V4_KEYS = ("links", "fous")
+
+
+def _read_v4(data: dict[str, Any]) -> State:
+    """Version 3 plus what a TUN real server owns: tunnel devices, GUE ports."""
+    for key in _V4_KEYS:
+        if key not in data:
+            raise _bad("state", f"no {key}")
+    state = _read_v3({k: v for k, v in data.items() if k not in _V4_KEYS})
+    for i, item in enumerate(_list(data["links"], "links")):
+        k = _table(item, f"links[{i}]", {"name", "created"})
+        if not isinstance(k["created"], bool):
+            raise _bad(f"links[{i}].created", k["created"])
+        state.put_record(OwnedLink(_str(k["name"], _NAME, f"links[{i}].name"), k["created"]))
+    for i, item in enumerate(_list(data["fous"], "fous")):
+        f = _table(item, f"fous[{i}]", {"port", "family"})
+        if f["family"] not in (4, 6) or type(f["family"]) is not int:
+            raise _bad(f"fous[{i}].family", f["family"])
+        state.put_record(OwnedFou(_int(f["port"], f"fous[{i}].port", 1, 65535), f["family"]))
+    return state
+
+
 # Version 1 (lvs_scripts 0.1): addresses as [device, cidr]; services as their display text
 # ("tcp 192.168.30.254:80", "fwmark 1 (IPv6)"); sysctls as {key: previous}, and only the ARP
 # ones, always set to the same values; a route as {via, previous_via, previous_dev}.
@@ -431,7 +466,7 @@ def _route_v1(r: dict[str, Any]) -> OwnedRoute:
 
 
 _READERS: dict[int, Callable[[dict[str, Any]], State]] = {1: _read_v1, 2: _read_v2,
-                                                          3: _read_v3}
+                                                          3: _read_v3, 4: _read_v4}
 
 
 # --- load and save ---------------------------------------------------------------------------

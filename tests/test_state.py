@@ -25,11 +25,18 @@ from lvs_scripts.owned import (
     Effect,
     FileRemoved,
     FileWritten,
+    FouAdded,
+    FouRemoved,
     KeepalivedStarted,
     KeepalivedStopped,
+    LinkCreated,
+    LinkReleased,
+    LinkUp,
     OwnedAddress,
     OwnedFile,
+    OwnedFou,
     OwnedKeepalived,
+    OwnedLink,
     OwnedRoute,
     OwnedService,
     OwnedSyncDaemon,
@@ -48,8 +55,9 @@ from lvs_scripts.owned import (
     plan_undo,
 )
 from lvs_scripts.plan import Plan
-from lvs_scripts.probes import KeepalivedSeen, Route, SyncDaemon, parse_default_routes
+from lvs_scripts.probes import KeepalivedSeen, Link, Route, SyncDaemon, parse_default_routes
 from lvs_scripts.state import State, load_state, save_state
+from lvs_scripts.tunnel import FouPort
 from tests.fakes.fakehost import FakeHost
 from tests.hosts import addr_lines, host, link_lines
 
@@ -82,7 +90,8 @@ FULL = State.of(
     OwnedKeepalived("/run/l/k.conf", "/run/l/k.pid", "/run/l/v.pid"),
     OwnedSyncDaemon(SyncDaemon("master", "eth1", 51)),
     OwnedSyncDaemon(SyncDaemon("backup", "eth1", 51)),
-    OwnedFile("/run/l/k.conf", "a" * 64))
+    OwnedFile("/run/l/k.conf", "a" * 64),
+    OwnedLink("tunl0", True), OwnedLink("gre0", False), OwnedFou(6080, 4))
 SYNC = SyncDaemon("master", "eth1", 51)
 KEEPALIVED = OwnedKeepalived("/run/l/k.conf", "/run/l/k.pid", "/run/l/v.pid")
 
@@ -116,6 +125,12 @@ EFFECT_CASES: list[tuple[Effect, State, list[Any]]] = [
     (KeepalivedStopped(), State.of(KEEPALIVED), []),
     (SyncDaemonStarted(SYNC), State(), [OwnedSyncDaemon(SYNC)]),
     (SyncDaemonStopped("master"), State.of(OwnedSyncDaemon(SYNC)), []),
+    (LinkCreated("ip6tnl0"), State(), [OwnedLink("ip6tnl0", True)]),
+    (LinkUp("gre0"), State(), [OwnedLink("gre0", False)]),
+    (LinkUp("tunl0"), State.of(OwnedLink("tunl0", True)), [OwnedLink("tunl0", True)]),
+    (LinkReleased("tunl0"), State.of(OwnedLink("tunl0", True)), []),
+    (FouAdded(6080, 6), State(), [OwnedFou(6080, 6)]),
+    (FouRemoved(6080), State.of(OwnedFou(6080, 4)), []),
 ]
 
 
@@ -150,6 +165,8 @@ def test_each_effect_simulates_what_its_command_does_to_the_host(effect: Effect)
     obs.sync_daemons = {"master": SyncDaemon("master", "eth1", 9)}  # an older one
     obs.keepalived = KeepalivedSeen(77, "/run/l/k.conf")
     obs.files = {"/run/l/k.conf": "a" * 64}
+    obs.links["tunl0"] = Link("tunl0", False)  # down (gre0 and ip6tnl0 do not exist)
+    obs.tunnels.fou = {FouPort(6080, 4)}
     before = json.dumps(repr(obs))
     effect.simulate(obs)
     changed = json.dumps(repr(obs)) != before
@@ -159,13 +176,14 @@ def test_each_effect_simulates_what_its_command_does_to_the_host(effect: Effect)
 def test_only_additions_are_written_ahead() -> None:
     assert {e.__name__ for e in EFFECTS if e.write_ahead} == {
         "AddressAdded", "RouteSet", "ServiceCreated", "SysctlChanged", "TimeoutsSet",
-        "FileWritten", "KeepalivedStarted", "SyncDaemonStarted"}
+        "FileWritten", "KeepalivedStarted", "SyncDaemonStarted", "LinkCreated", "LinkUp",
+        "FouAdded"}
 
 
 def test_every_owned_kind_is_undone_by_stop_and_shown() -> None:
     """Each record of a state holding every kind leads to a command (or a dropped record)
     and a line of its own in status."""
-    obs = host(link_lines("lo", "eth0", "eth1", "eth0.100"),
+    obs = host(link_lines("lo", "eth0", "eth1", "eth0.100", "tunl0", "gre0"),
                addr_lines(("eth1", "10.9.0.5/24"), ("eth0", "192.168.30.254/32"),
                           ("lo", "2001:db8::10/128")),
                routes="default via 192.168.30.1 dev eth0 metric 100",
@@ -177,6 +195,7 @@ def test_every_owned_kind_is_undone_by_stop_and_shown() -> None:
     obs.sync_daemons = {"master": SYNC, "backup": SyncDaemon("backup", "eth1", 51)}
     obs.keepalived = KeepalivedSeen(77, "/run/l/k.conf")
     obs.files = {"/run/l/k.conf": "a" * 64}
+    obs.tunnels.fou = {FouPort(6080, 4)}
     plan = Plan()
     plan_undo(plan, obs, FULL)
     assert [s.line() for s in plan.steps] == [
@@ -186,6 +205,7 @@ def test_every_owned_kind_is_undone_by_stop_and_shown() -> None:
         "ip addr del 192.168.30.254/32 dev eth0", "ip addr del 2001:db8::10/128 dev lo",
         "ip route replace default via 10.9.9.1 dev eth0 proto static metric 100 onlink",
         "ip addr del 10.9.0.5/24 dev eth1",
+        "ip fou del port 6080", "ip link del dev tunl0", "ip link set dev gre0 down",
         "sysctl -w net.ipv4.conf.all.arp_ignore=0",
         "sysctl -w net/ipv4/conf/eth0.100/arp_announce=0",
         "ipvsadm --set 900 120 300", "rm -f /run/l/k.conf"]
@@ -193,27 +213,39 @@ def test_every_owned_kind_is_undone_by_stop_and_shown() -> None:
     for effect in [s.effect for s in plan.steps if s.effect] + plan.forget:
         effect.record(after)
     assert after.empty()
-    assert len(FULL.describe()) == len(FULL.records()) == 14
+    assert len(FULL.describe()) == len(FULL.records()) == 17
 
 
 # ------------------------------------------------------------------ the file, version 3
 
-def test_version_3_round_trips_every_kind() -> None:
+def test_version_4_round_trips_every_kind() -> None:
     text = FULL.to_json()
-    assert json.loads(text)["version"] == 3
+    assert json.loads(text)["version"] == 4
     assert State.from_json(text, "f") == FULL
 
 
 def test_a_version_2_file_is_read_and_upgraded() -> None:
     """A file written before [ha] (no files, keepalived or sync daemons) is read as is."""
     data = json.loads(FULL.to_json())
-    for key in ("files", "keepalived", "sync_daemons"):
+    for key in ("files", "keepalived", "sync_daemons", "links", "fous"):
         del data[key]
     data["version"] = 2
     state = State.from_json(json.dumps(data), "v2")
     assert state.upgraded_from == 2
     assert state.records() == [r for r in FULL.records() if not isinstance(
-        r, (OwnedFile, OwnedKeepalived, OwnedSyncDaemon))]
+        r, (OwnedFile, OwnedKeepalived, OwnedSyncDaemon, OwnedLink, OwnedFou))]
+
+
+def test_a_version_3_file_is_read_and_upgraded() -> None:
+    """A file written before TUN real servers (no links, no GUE ports) is read as is."""
+    data = json.loads(FULL.to_json())
+    for key in ("links", "fous"):
+        del data[key]
+    data["version"] = 3
+    state = State.from_json(json.dumps(data), "v3")
+    assert state.upgraded_from == 3
+    assert state.records() == [r for r in FULL.records() if not isinstance(
+        r, (OwnedLink, OwnedFou))]
 
 
 def test_services_are_stored_by_structure_not_by_their_display_text() -> None:
@@ -223,7 +255,11 @@ def test_services_are_stored_by_structure_not_by_their_display_text() -> None:
 
 
 CORRUPT = [
-    ({"version": 4}, "unknown version 4"),
+    ({"version": 5}, "unknown version 5"),
+    ({"version": 4}, "no links"),
+    ({**json.loads(FULL.to_json()), "links": [{"name": "tunl0 x", "created": True}]},
+     "links[0].name"),
+    ({**json.loads(FULL.to_json()), "fous": [{"port": 0, "family": 4}]}, "fous[0].port"),
     ({"version": 2}, "state"),
     ({"version": 3}, "no files"),
     ({**json.loads(FULL.to_json()), "files": [{"path": "../etc/passwd", "digest": "a" * 64}]},
@@ -344,7 +380,7 @@ def test_the_next_change_rewrites_a_version_1_file_as_the_current_version(tmp_pa
     assert start.returncode == 0, start.stderr
     assert start.stdout == "lvs-director start: nothing to do\n"
     upgraded = json.loads(state_file.read_text())
-    assert upgraded["version"] == 3
+    assert upgraded["version"] == 4
     assert State.from_json(state_file.read_text(), "v2") == State.from_json(
         (data / "lvs-director.json").read_text(), "v1")
 
