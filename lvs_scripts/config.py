@@ -32,7 +32,7 @@ from .model import (
     Timeouts,
     VirtualService,
 )
-from .tunnel import TUN_KEYS, check_fou_ports, parse_tunnel
+from .tunnel import TUN_KEYS, check_fou_ports, check_gre_checksums, parse_tunnel
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -220,6 +220,7 @@ def parse_config(text: str, path: str = "<string>") -> Config:
     _sorry_not_vip(r, services, vips)
     _nat_gateway(r, realserver, director, services, vips)
     check_fou_ports(r, services)
+    check_gre_checksums(r, services)
     ha = _ha(r, top["ha"], director, services) if "ha" in top else None
     return Config(path=path, director=director, realserver=realserver, services=services,
                   ha=ha)

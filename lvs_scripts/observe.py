@@ -35,7 +35,6 @@ from .tunnel import (
     IP_FOU_SHOW,
     LSMOD,
     fallback_expected,
-    in_init_netns,
     modprobe_dry,
     parse_fou_show,
     parse_lsmod,
@@ -159,8 +158,6 @@ def observe_realserver(config: Config, runner: Runner, tolerant: bool,
     if state is not None:
         keys += [key for key in state.sysctls if key not in keys]
     _sysctls(o, obs, keys)
-    if FB_TUNNELS in obs.sysctls:
-        obs.tunnels.fallback = fallback_expected(obs.sysctls.pop(FB_TUNNELS), in_init_netns())
     families: set[int] = set()
     gateway = nat_gateway(config)
     if gateway is not None:
@@ -189,8 +186,20 @@ def observe_tunnels(o: Observer, obs: HostObservation, config: Config,
         seen.loadable.add(module)
     if fou:
         seen.fou = o.probe(obs, IP_FOU_SHOW, parse_fou_show, set())
-    unloaded = [m for m in modules if m not in seen.loaded]
-    return [FB_TUNNELS] if unloaded else []
+    if any(m not in seen.loaded for m in modules):
+        seen.fallback = fallback_expected(_sysctl_or_none(o.runner, FB_TUNNELS))
+    return []
+
+
+def _sysctl_or_none(runner: Runner, key: str) -> int | None:
+    """A key that may not exist here (net.core.fb_tunnels_only_for_init_net outside the
+    initial network namespace): its value, or None."""
+    try:
+        result = runner.run(sysctl_read((key,)), check=False)
+    except MissingTool:
+        return None
+    text = result.stdout.strip()
+    return int(text) if result.returncode == 0 and text.lstrip("-").isdigit() else None
 
 
 def _loadable(runner: Runner, module: str) -> bool:

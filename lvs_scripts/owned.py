@@ -546,13 +546,13 @@ def vip_cidr(vip: IPAddress) -> str:
 
 def add_vip_argv(vip: IPAddress, device: str) -> tuple[str, ...]:
     """`ip addr add VIP/32 brd VIP dev DEV`: the scripts' form, the prefix made explicit.
-    An IPv6 VIP is added `nodad`: it is shared on purpose, and duplicate address
-    detection would keep it "tentative" (dropping its packets) for a second or more; on
-    the director it then goes out at once in an unsolicited neighbour advertisement
-    (ndisc_notify, plan_director)."""
+    An IPv6 VIP is added with duplicate address detection: on the director the kernel
+    announces it (an unsolicited neighbour advertisement, with ndisc_notify) only once
+    DAD is over, never for a `nodad` address (seen on Debian's 6.1); on lo and on a
+    tunnel device there is no DAD."""
     if vip.version == 4:
         return ("ip", "addr", "add", vip_cidr(vip), "brd", str(vip), "dev", device)
-    return ("ip", "addr", "add", vip_cidr(vip), "dev", device, "nodad")
+    return ("ip", "addr", "add", vip_cidr(vip), "dev", device)
 
 
 def plan_unwanted_addresses(plan: Plan, obs: HostObservation, state: State,

@@ -98,9 +98,11 @@ def ndisc_notify_keys(config: Config, director: DirectorConfig) -> list[str]:
 def _plan_ndisc_notify(plan: Plan, config: Config, director: DirectorConfig,
                        obs: HostObservation, state: State) -> None:
     """IPv6 has no gratuitous ARP: the neighbours learn that an IPv6 VIP moved here from
-    an unsolicited neighbour advertisement, which the kernel itself sends when an
-    address is added (`nodad`: at once) on an interface with ndisc_notify = 1 (and
-    again whenever the link comes up). Set before the VIPs, restored by stop."""
+    an unsolicited neighbour advertisement. The kernel sends one itself once duplicate
+    address detection of a new address is over (about a second; not for a `nodad`
+    address) on an interface with ndisc_notify = 1, and again whenever the link comes
+    up; Debian's ndisc6 has no tool that sends one. Set before the VIPs, restored by
+    stop."""
     wanted = ndisc_notify_keys(config, director)
     for key in wanted:
         have = obs.sysctls.get(key)

@@ -166,11 +166,16 @@ def _plan_tunnels(plan: Plan, obs: HostObservation, state: State, needs: TunnelN
     for name, end in needs.devices.items():
         link = obs.links.get(name)
         # Loading the module creates the device (the kernel's "fallback" tunnel) unless
-        # net.core.fb_tunnels_only_for_init_net keeps it from this namespace.
-        created = link is None and (not seen.fallback or end.modules[-1] in seen.loaded)
-        if created:
+        # net.core.fb_tunnels_only_for_init_net keeps it from this namespace; outside
+        # the initial namespace that cannot be known beforehand: then the creation may
+        # say "File exists", and the kernel's device serves (optional step).
+        loaded = end.modules[-1] in seen.loaded
+        created = link is None and (loaded or seen.fallback is False)
+        if created or (link is None and seen.fallback is None):
             plan.add(end.create_argv(name in needs.checksummed),
-                     f"receives the {end.link_type} packets of any sender", LinkCreated(name))
+                     f"receives the {end.link_type} packets of any sender"
+                     + ("" if created else " (unless loading the module just made it)"),
+                     LinkCreated(name), optional=not created, done_despite=())
         if link is None or not link.up:
             why = "created by loading its module" if link is None and not created else \
                 "the tunnel's packets come out here"

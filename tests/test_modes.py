@@ -131,6 +131,33 @@ real = [ {{ address = "172.16.40.111" }} ]
 """, "modes.toml")
 
 
+def test_gre_services_of_one_family_must_agree_on_checksums() -> None:
+    with pytest.raises(ConfigError, match=r'service\[1\].tun_checksum = .none.: differs from '
+                       r'service\[0\] \("csum"\)'):
+        parse_config(f"""
+[[service]]
+vip = "{VIP}"
+port = 80
+forwarding = "tun"
+tun_type = "gre"
+tun_checksum = "csum"
+real = [ {{ address = "172.16.40.111" }} ]
+[[service]]
+vip = "{VIP}"
+port = 443
+forwarding = "tun"
+tun_type = "gre"
+real = [ {{ address = "172.16.40.111" }} ]
+""", "modes.toml")
+
+
+def test_creating_a_device_that_loading_its_module_may_make_is_optional() -> None:
+    plan = plan_realserver_start(config("tun"), rs(fallback=None), State())
+    assert [s.optional for s in plan.steps if s.argv[:3] == ("ip", "link", "add")] == [True]
+    plan = plan_realserver_start(config("tun"), rs(loaded=("ipip",), fallback=None), State())
+    assert [s.optional for s in plan.steps if s.argv[:3] == ("ip", "link", "add")] == [False]
+
+
 def test_a_nat_real_server_without_a_gateway_is_refused_before_anything_runs() -> None:
     from lvs_scripts.realserver import RealServer
 
@@ -141,19 +168,21 @@ def test_a_nat_real_server_without_a_gateway_is_refused_before_anything_runs() -
 
 # ------------------------------------------------------------------ what the tools print
 
-# ipvsadm 1.31 `-S -n` as the lab's kernel printed it: the tunnel type always, the port
-# and the checksum flag for gue and gre (tests/data/captured/ipvsadm-S-n.tun.txt).
+# ipvsadm 1.31 `-S -n` as the lab's kernel (Debian's 6.1) printed it: the tunnel type
+# always, the port and the checksum flag for gue and gre (lab/capture.sh, "tun").
 SAVE_TUN = (ROOT / "tests" / "data" / "captured" / "ipvsadm-S-n.tun.txt")
 
 
 def test_tunnel_options_are_read_back_from_ipvsadm_save() -> None:
     table = parse_ipvs_save(SAVE_TUN.read_text())
-    tunnels = {str(d.address): d.tunnel for s in table.values() for d in s.destinations}
+    tunnels = {f"{key.port} {d.address}": d.tunnel for key, s in table.items()
+               for d in s.destinations}
     assert tunnels == {
-        "172.16.40.111": Tunnel(), "172.16.40.112": Tunnel("gue", 6080),
-        "172.16.40.113": Tunnel("gue", 6081, "csum"),
-        "172.16.40.114": Tunnel("gue", 6082, "remcsum"), "172.16.40.115": Tunnel("gre"),
-        "172.16.40.116": Tunnel("gre", None, "csum"), "fd00:40::111": Tunnel("gue", 6080)}
+        "80 172.16.40.111": Tunnel(), "80 172.16.40.112": Tunnel("gue", 6080),
+        "81 172.16.40.111": Tunnel("gue", 6080, "csum"),
+        "81 172.16.40.112": Tunnel("gue", 6081, "remcsum"),
+        "82 172.16.40.111": Tunnel("gre"), "82 172.16.40.112": Tunnel("gre", None, "csum"),
+        "82 172.16.40.113": Tunnel("gre"), "80 fd00:40::111": Tunnel("gue", 6080)}
 
 
 @pytest.mark.parametrize("tunnel", [Tunnel(), Tunnel("gue", 6080), Tunnel("gue", 9, "csum"),
@@ -171,10 +200,10 @@ def test_parse_fou_show_and_lsmod() -> None:
                        ) == {"fou", "ipip", "ip_tunnel"}
 
 
-@pytest.mark.parametrize(("value", "init", "expected"), [
-    (0, False, True), (1, True, True), (1, False, False), (2, True, False), (None, False, True)])
-def test_fallback_device_expected(value: int | None, init: bool, expected: bool) -> None:
-    assert fallback_expected(value, init) is expected
+@pytest.mark.parametrize(("value", "expected"), [(0, True), (1, True), (2, False),
+                                                 (None, None)])
+def test_fallback_device_expected(value: int | None, expected: bool | None) -> None:
+    assert fallback_expected(value) is expected
 
 
 def test_a_director_kernel_without_the_tun_type_is_exit_5() -> None:
@@ -219,14 +248,14 @@ DIRECTOR_CASES = [
     pytest.param(config("dr", vip=VIP6, reals=("fd00:30::111",)),
                  host(DIRECTOR_LINKS, sysctls={"net.ipv6.conf.eth0.ndisc_notify": 0}), [
                      "sysctl -w net.ipv6.conf.eth0.ndisc_notify=1",
-                     f"ip addr add {VIP6}/128 dev eth0 nodad",
+                     f"ip addr add {VIP6}/128 dev eth0",
                      f"ipvsadm -A -t [{VIP6}]:80 -s rr",
                      f"ipvsadm -a -t [{VIP6}]:80 -r [fd00:30::111]:80 -g -w 1"],
                  id="ipv6-dr-announced-by-the-kernel"),
     pytest.param(config("tun", 'tun_type = "gue"\ntun_port = 6080', vip=VIP6,
                         reals=("fd00:40::111",)),
                  host(DIRECTOR_LINKS, sysctls={"net.ipv6.conf.eth0.ndisc_notify": 1}), [
-                     f"ip addr add {VIP6}/128 dev eth0 nodad",
+                     f"ip addr add {VIP6}/128 dev eth0",
                      f"ipvsadm -A -t [{VIP6}]:80 -s rr",
                      f"ipvsadm -a -t [{VIP6}]:80 -r [fd00:40::111]:80 -i -w 1 --tun-type gue "
                      "--tun-port 6080"], id="ipv6-tun-gue-notify-already-on"),
@@ -267,7 +296,8 @@ NAT = config("nat", head='[realserver]\nnat_gateway = "192.168.30.105"\n',
 
 
 def rs(links: str = RS_LINKS, addrs: str = RS_ADDRS, sysctls: dict[str, int] | None = None,
-       loaded: tuple[str, ...] = (), fallback: bool = True, fou: tuple[int, ...] = (),
+       loaded: tuple[str, ...] = (), fallback: bool | None = True,
+       fou: tuple[int, ...] = (),
        routes: str = "") -> HostObservation:
     rp = {f"net.ipv4.conf.{name}.rp_filter": 0 for name in ("all", "default", "tunl0", "gre0")}
     obs = host(links, addrs, routes=routes, sysctls={**ARP_DONE, **rp, **(sysctls or {})})
@@ -285,6 +315,10 @@ REALSERVER_CASES = [
         "ip link add name tunl0 type ipip", "ip link set dev tunl0 up",
         f"ip addr add {VIP}/32 brd {VIP} dev tunl0"],
         id="ipip-no-fallback-device-here-so-start-creates-tunl0"),
+    pytest.param(config("tun"), rs(fallback=None), State(), [
+        "modprobe ipip", "ip link add name tunl0 type ipip", "ip link set dev tunl0 up",
+        f"ip addr add {VIP}/32 brd {VIP} dev tunl0"],
+        id="ipip-in-a-namespace-where-the-fallback-device-cannot-be-foreseen"),
     pytest.param(config("tun"), rs(RS_LINKS + "\n" + TUNL0_DOWN, loaded=("ipip",)), State(), [
         "ip link set dev tunl0 up", f"ip addr add {VIP}/32 brd {VIP} dev tunl0"],
         id="ipip-fallback-tunl0-down"),
@@ -312,10 +346,10 @@ REALSERVER_CASES = [
                         reals=("fd00:40::111",)), rs(loaded=("fou6", "ip6_tunnel"),
                                                      fallback=False), State(), [
         "ip link add name ip6tnl0 type ip6tnl", "ip link set dev ip6tnl0 up",
-        "ip fou add port 6080 gue -6", f"ip addr add {VIP6}/128 dev ip6tnl0 nodad"],
+        "ip fou add port 6080 gue -6", f"ip addr add {VIP6}/128 dev ip6tnl0"],
         id="ipv6-gue-ip6ip6-device"),
     pytest.param(config("dr", vip=VIP6, reals=("fd00:30::111",)), rs(), State(), [
-        f"ip addr add {VIP6}/128 dev lo nodad"],
+        f"ip addr add {VIP6}/128 dev lo"],
         id="ipv6-dr-vip-on-lo-which-never-answers-neighbour-solicitations"),
     pytest.param(NAT, rs(sysctls={"net.ipv4.conf.all.arp_ignore": 0},
                          routes="default via 192.168.30.200 dev eth0"), State(), [
@@ -495,8 +529,7 @@ real = [ {{ address = "fd00:30::111" }} ]
     assert started.returncode == 0, started.stderr
     assert fake.sysctl("net.ipv6.conf.eth0.ndisc_notify") == "1"
     eth0 = fake.interface("eth0") or {}
-    assert {"local": VIP6, "prefixlen": 128, "scope": "global", "flags": ["nodad"]} in eth0[
-        "addrs6"]
+    assert {"local": VIP6, "prefixlen": 128, "scope": "global", "flags": []} in eth0["addrs6"]
     stopped = run(fake, tmp_path, DIRECTOR_BIN, director, "stop")
     assert stopped.returncode == 0, stopped.stderr
     assert kernel(fake) == before
