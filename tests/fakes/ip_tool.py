@@ -250,9 +250,11 @@ def _link_name(ifc: dict[str, Any]) -> str:
 
 def link_header(ifc: dict[str, Any], do_link: bool) -> str:
     mode = "mode DEFAULT " if do_link else ""
+    # A tunnel device never up has no queueing discipline yet ("noop").
+    qdisc = "noop" if ifc["kind"] in model.TUNNEL_KINDS and not ifc["up"] else ifc["qdisc"]
     return (
         f"{ifc['index']}: {_link_name(ifc)}: <{model.link_flags(ifc)}> mtu {ifc['mtu']} "
-        f"qdisc {ifc['qdisc']} "
+        f"qdisc {qdisc} "
         f"state {model.oper_state(ifc)} {mode}group default qlen {ifc['qlen']}"
     )
 
