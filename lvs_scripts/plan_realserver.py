@@ -176,6 +176,15 @@ def _plan_tunnels(plan: Plan, obs: HostObservation, state: State, needs: TunnelN
                      f"receives the {end.link_type} packets of any sender"
                      + ("" if created else " (unless loading the module just made it)"),
                      LinkCreated(name), optional=not created, done_despite=())
+        owned = state.links.get(name)
+        if link is not None and name in needs.checksummed and not (owned and owned.created):
+            # Seen on 6.1: GRE with a checksum is dropped by a device without icsum, and
+            # the kernel's fallback gre0 cannot be given one (nor replaced while it exists).
+            plan.conflicts.append(
+                f"{name} is not a device lvs-realserver created (the kernel's fallback "
+                "device?): it drops checksummed GRE, which tun_checksum = \"csum\" asks "
+                "for; use tun_checksum = \"none\", or a host where "
+                "net.core.fb_tunnels_only_for_init_net = 2 keeps the fallback away")
         if link is None or not link.up:
             why = "created by loading its module" if link is None and not created else \
                 "the tunnel's packets come out here"

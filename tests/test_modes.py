@@ -158,6 +158,16 @@ def test_creating_a_device_that_loading_its_module_may_make_is_optional() -> Non
     assert [s.optional for s in plan.steps if s.argv[:3] == ("ip", "link", "add")] == [False]
 
 
+def test_checksummed_gre_on_a_device_we_did_not_create_is_a_conflict() -> None:
+    gre0 = TUNL0_UP.replace("tunl0", "gre0").replace("ipip", "gre")
+    cfg = config("tun", 'tun_type = "gre"\ntun_checksum = "csum"')
+    plan = plan_realserver_start(cfg, rs(RS_LINKS + "\n" + gre0, loaded=("ip_gre",)), State())
+    assert plan.conflicts and "drops checksummed GRE" in plan.conflicts[0]
+    ours = plan_realserver_start(cfg, rs(RS_LINKS + "\n" + gre0, loaded=("ip_gre",)),
+                                 State.of(OwnedLink("gre0", True)))
+    assert ours.conflicts == []
+
+
 def test_a_nat_real_server_without_a_gateway_is_refused_before_anything_runs() -> None:
     from lvs_scripts.realserver import RealServer
 
