@@ -51,7 +51,9 @@ def arp_settings(config: Config) -> list[ArpSetting]:
 
 
 def arp_keys(config: Config) -> dict[str, int]:
-    return {setting.key: setting.value for setting in quiet_arp_settings(config)}
+    """Every sysctl start sets, with its value: the ARP settings and TUN's rp_filter."""
+    settings = quiet_arp_settings(config) + rp_filter_settings(tunnel_needs(config))
+    return {setting.key: setting.value for setting in settings}
 
 
 def quiet_arp_settings(config: Config) -> list[ArpSetting]:

@@ -477,6 +477,8 @@ def test_tun_real_server_start_then_stop_leaves_the_host_as_before(
     assert ("6080" in json.dumps(fake.state()["fou"])) == ("gue" in extra)
     status = run(fake, tmp_path, RS_BIN, toml("tun", extra), "status")
     assert status.returncode == 0, status.stdout + status.stderr
+    assert "net.ipv4.conf.all.rp_filter = 2 (configured 2)" in status.stdout
+    assert f"VIP {VIP} on {device} (TUN): yes" in status.stdout
     again = run(fake, tmp_path, RS_BIN, toml("tun", extra), "start", "--json")
     assert json.loads(again.stdout)["applied"] == []
     stopped = run(fake, tmp_path, RS_BIN, toml("tun", extra), "stop")
