@@ -123,6 +123,28 @@ cap ipvsadm-set-30-5-60 director ipvsadm --set 30 5 60
 cap ipvsadm-L-timeout.set-30-5-60 director ipvsadm -L --timeout
 cap ipvsadm-version director ipvsadm --version
 
+# LVS-TUN's tunnel types (the real servers need not exist for the rules): what -S -n
+# prints back, the parser's input (tests/test_modes.py). On a table of its own.
+must director ipvsadm -C
+T=192.168.30.254
+for rule in "-A -t $T:80 -s rr" "-a -t $T:80 -r 172.16.40.111:80 -i -w 1" \
+    "-a -t $T:80 -r 172.16.40.112:80 -i -w 1 --tun-type gue --tun-port 6080" \
+    "-A -t $T:81 -s rr" \
+    "-a -t $T:81 -r 172.16.40.111:81 -i --tun-type gue --tun-port 6080 --tun-csum" \
+    "-a -t $T:81 -r 172.16.40.112:81 -i --tun-type gue --tun-port 6081 --tun-remcsum" \
+    "-A -t $T:82 -s rr" "-a -t $T:82 -r 172.16.40.111:82 -i --tun-type gre" \
+    "-a -t $T:82 -r 172.16.40.112:82 -i --tun-type gre --tun-csum" \
+    "-a -t $T:82 -r 172.16.40.113:82 -i --tun-type gre --tun-nocsum" \
+    "-A -t [fd00:30::254]:80 -s rr" \
+    "-a -t [fd00:30::254]:80 -r [fd00:40::111]:80 -i --tun-type gue --tun-port 6080"; do
+    # shellcheck disable=SC2086 # one rule, split into ipvsadm's words
+    must director ipvsadm $rule
+done
+cap ipvsadm-S-n.tun director ipvsadm -S -n
+cap ipvsadm-a.tun-csum-with-ipip director ipvsadm -a -t "$T:82" -r 172.16.40.114:82 -i \
+    --tun-type ipip --tun-csum
+must director ipvsadm -C
+
 # --- ipvsadm's errors --------------------------------------------------------------
 cap ipvsadm-A.existing-service director ipvsadm -A -t "$VIP:80" -s wrr
 cap ipvsadm-a.existing-realserver director ipvsadm -a -t "$VIP:80" -r 192.168.30.111:80 -g -w 1

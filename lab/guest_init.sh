@@ -21,6 +21,12 @@ fail() {
     poweroff -f
 }
 
+# Tunnel modules (ipip, ip_gre, ip6_tunnel) create a fallback device (tunl0, gre0,
+# ip6tnl0...) in every namespace when loaded, unless told not to: the lab's hosts then
+# start without them, as a real server in a container does, and lvs-realserver creates
+# the device it needs.
+echo 2 > /proc/sys/net/core/fb_tunnels_only_for_init_net
+
 # No modprobe in here: prepare.py resolved the load order on the host.
 # A module may refuse under emulation (crc32c-intel: "No such device");
 # the next one in the list (crc32c_generic) stands in for it.

@@ -16,8 +16,20 @@
 # MAC addresses are 02:00 followed by the interface's IPv4 address in hex
 # (director eth0: 02:00:c0:a8:1e:69), so ARP tables can be read at a glance.
 #
+# Two additions for the other forwarding modes, each run after `up`:
+#
+#   far [N]   a second subnet behind the router, for LVS-TUN's real servers:
+#             router eth2 172.16.40.200/24 -- bridge br1 (in "lan") -- far1..farN
+#             eth0 172.16.40.11x/24, default via the router; web servers as on rsN.
+#   ipv6      IPv6 beside IPv4 on every host there is (again after a `renew`):
+#             client fd00:0::1/64, router fd00:0::123 and fd00:30::200, director
+#             fd00:30::105, rsN fd00:30::11N, farN fd00:40::11N, each default via the
+#             router, which forwards IPv6 too. Added `nodad`: no second of "tentative".
+#
 # Usage: topology.sh up [NUMBER_OF_REAL_SERVERS]   (default 4, at most 9)
-#        topology.sh renew HOST    (director or rsN: a new namespace, as after `up`)
+#        topology.sh far [NUMBER]    (default 2, at most 9)
+#        topology.sh ipv6
+#        topology.sh renew HOST    (director, rsN or farN: a new namespace, as after `up`)
 #        topology.sh down
 #
 # `renew` is how tests get a clean host: IPVS keeps connection entries (and the
@@ -31,6 +43,7 @@
 set -euo pipefail
 
 LAN=192.168.30
+FAR=172.16.40      # `far`: real servers behind the router, for LVS-TUN
 WWW=/run/lab-www   # the web servers' pages
 
 mac_for() {  # 02:00 + the IPv4 address in hex
@@ -44,16 +57,16 @@ add_host() {  # NAME: a namespace with its loopback up
     ip -n "$1" link set lo up
 }
 
-plug_into_lan() {  # HOST IFNAME ADDRESS [GATEWAY]: a veth from HOST to the bridge
-    local host=$1 ifname=$2 address=$3 gateway=${4:-}
+plug_into_lan() {  # HOST IFNAME ADDRESS [GATEWAY [BRIDGE [PEER]]]: a veth from HOST to a bridge
+    local host=$1 ifname=$2 address=$3 gateway=${4:-} bridge=${5:-br0} peer=${6:-$1}
     ip -n "$host" -batch - <<EOF
-link add $ifname type veth peer name $host netns lan
+link add $ifname type veth peer name $peer netns lan
 link set $ifname address $(mac_for "$address")
 addr add $address/24 dev $ifname
 link set $ifname up
 ${gateway:+route add default via $gateway}
 EOF
-    ip -n lan link set "$host" master br0 up
+    ip -n lan link set "$peer" master "$bridge" up
 }
 
 start_web_server() {  # NAME: a web server whose page says NAME
@@ -100,12 +113,58 @@ EOF
     echo "topology: up (client, router, director, rs1..rs$count)"
 }
 
+far() {  # [COUNT]: real servers far1..farN in 172.16.40.0/24, behind the router
+    local count=${1:-2} i
+    ip -n lan link add br1 type bridge
+    ip -n lan link set br1 up
+    plug_into_lan router eth2 "$FAR.200" "" br1 router-far
+    for i in $(seq "$count"); do
+        add_host "far$i"
+        plug_into_lan "far$i" eth0 "$FAR.11$i" "$FAR.200" br1
+        start_web_server "far$i"
+    done
+    echo "topology: far subnet up (far1..far$count)"
+}
+
+v6_of() {  # HOST: its IPv6 address/prefix and gateway; nothing for hosts without one
+    case $1 in
+        client) echo "fd00:0::1/64 fd00:0::123" ;;
+        director) echo "fd00:30::105/64 fd00:30::200" ;;
+        rs[1-9]) echo "fd00:30::11${1#rs}/64 fd00:30::200" ;;
+        far[1-9]) echo "fd00:40::11${1#far}/64 fd00:40::200" ;;
+    esac
+}
+
+ipv6() {  # IPv6 on every host there is; `replace`: running it again changes nothing
+    local name spec
+    ip -n router -batch - <<EOF
+addr replace fd00:0::123/64 dev eth0 nodad
+addr replace fd00:30::200/64 dev eth1 nodad
+EOF
+    if ip -n router link show eth2 >/dev/null 2>&1; then
+        ip -n router addr replace fd00:40::200/64 dev eth2 nodad
+    fi
+    ip netns exec router sysctl -q -w net.ipv6.conf.all.forwarding=1
+    for name in $(ip netns list | cut -d' ' -f1); do
+        spec=$(v6_of "$name")
+        [ -n "$spec" ] || continue
+        # shellcheck disable=SC2086 # two words: address and gateway
+        set -- $spec
+        ip -n "$name" -batch - <<EOF
+addr replace $1 dev eth0 nodad
+route replace default via $2 dev eth0
+EOF
+    done
+    echo "topology: IPv6 up"
+}
+
 renew() {  # HOST: delete the namespace and build it again, as `up` did
     local host=$1
     case $host in
         director) ;;
         rs[1-9]) ;;
-        *) echo "renew: $host: only director or rsN" >&2; exit 2 ;;
+        far[1-9]) ;;
+        *) echo "renew: $host: only director, rsN or farN" >&2; exit 2 ;;
     esac
     ip netns pids "$host" | xargs -r kill
     # The LAN end first: a namespace is dismantled in the background, and its veth's
@@ -115,6 +174,9 @@ renew() {  # HOST: delete the namespace and build it again, as `up` did
     add_host "$host"
     if [ "$host" = director ]; then
         plug_into_lan director eth0 "$LAN.105" "$LAN.200"
+    elif [ "${host#far}" != "$host" ]; then
+        plug_into_lan "$host" eth0 "$FAR.11${host#far}" "$FAR.200" br1
+        start_web_server "$host"
     else
         plug_into_lan "$host" eth0 "$LAN.11${host#rs}" "$LAN.200"
         start_web_server "$host"
@@ -138,7 +200,7 @@ down() {
     local name
     for name in $(ip netns list | cut -d' ' -f1); do
         case $name in
-            client | router | director | lan | rs[0-9]) ;;
+            client | router | director | lan | rs[0-9] | far[0-9]) ;;
             *) continue ;;
         esac
         # A namespace lives on while a process is in it: stop them first.
@@ -151,7 +213,9 @@ down() {
 
 case "${1:-}" in
     up) up "${2:-4}" ;;
+    far) far "${2:-2}" ;;
+    ipv6) ipv6 ;;
     renew) renew "${2:?renew HOST}" ;;
     down) down ;;
-    *) echo "usage: $0 up [REAL_SERVERS] | renew HOST | down" >&2; exit 2 ;;
+    *) echo "usage: $0 up [REAL_SERVERS] | far [N] | ipv6 | renew HOST | down" >&2; exit 2 ;;
 esac

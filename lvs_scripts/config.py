@@ -11,6 +11,7 @@ import os
 import re
 import sys
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, Callable, TypeVar
 
 from .errors import ConfigError
@@ -31,6 +32,7 @@ from .model import (
     Timeouts,
     VirtualService,
 )
+from .tunnel import TUN_KEYS, Tunnel, check_fou_ports, check_gre_checksums, parse_tunnel
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -220,6 +222,9 @@ def parse_config(text: str, path: str = "<string>") -> Config:
                              f"is also {director_own[dest.address]}; a real server is a host "
                              "of its own")
     _sorry_not_vip(r, services, vips)
+    _nat_gateway(r, realserver, director, services, vips)
+    check_fou_ports(r, services)
+    check_gre_checksums(r, services)
     ha = _ha(r, top["ha"], director, services) if "ha" in top else None
     return Config(path=path, director=director, realserver=realserver, services=services,
                   ha=ha)
@@ -363,7 +368,7 @@ def _listen_address(text: str) -> tuple[IPAddress, int]:
 
 
 def _realserver(r: _Reader, data: object) -> RealServerConfig:
-    d = r.table(data, "realserver", ("arp_interfaces", "allow_no_services"))
+    d = r.table(data, "realserver", ("arp_interfaces", "allow_no_services", "nat_gateway"))
     names = d.get("arp_interfaces", [])
     if not isinstance(names, list):
         raise r.fail("realserver.arp_interfaces", names, "must be a list of interface names")
@@ -379,8 +384,35 @@ def _realserver(r: _Reader, data: object) -> RealServerConfig:
         if name in seen:
             raise r.fail(key, name, "is listed twice")
         seen.append(name)
+    nat_gateway = r.parsed(d, "nat_gateway", "realserver", _host_address,
+                           "must be an IP address of a host (the director's, for NAT)")
     return RealServerConfig(arp_interfaces=tuple(seen),
-                            allow_no_services=r.boolean(d, "allow_no_services", "realserver"))
+                            allow_no_services=r.boolean(d, "allow_no_services", "realserver"),
+                            nat_gateway=nat_gateway)
+
+
+def _nat_gateway(r: _Reader, realserver: RealServerConfig, director: DirectorConfig | None,
+                 services: tuple[VirtualService, ...], vips: set[IPAddress | None]) -> None:
+    """The NAT real servers' default route goes via `realserver.nat_gateway` (else the
+    director's DIP): it must be an address of the NAT services' family, and not a VIP
+    (the director answers for those on the clients' side, not as the real servers'
+    router)."""
+    gateway = realserver.nat_gateway
+    key = "realserver.nat_gateway"
+    if gateway is None:
+        if director is None or director.dip is None:
+            return
+        gateway, key = director.dip.ip, "director.dip"
+    if realserver.nat_gateway is not None and gateway in vips:
+        raise r.fail(key, str(gateway), "is a VIP of this config; the real servers' NAT "
+                     "gateway is the director's own address (its DIP)")
+    for index, service in enumerate(services):
+        nat = any(d.forwarding is Forwarding.NAT for d in service.destinations)
+        address = service.key.address
+        if nat and address is not None and address.version != gateway.version:
+            raise r.fail(key, str(gateway), f"is IPv{gateway.version} but service[{index}] "
+                         f"(forwarding = \"nat\") is IPv{address.version}: its real servers "
+                         "need a default route of that family via the director")
 
 
 def _services(r: _Reader, data: object) -> tuple[VirtualService, ...]:
@@ -401,7 +433,7 @@ def _services(r: _Reader, data: object) -> tuple[VirtualService, ...]:
 _SERVICE_KEYS = ("vip", "port", "protocol", "scheduler", "forwarding", "persistence",
                  "drain_seconds", "real", "sorry_server", "check", "fwmark", "match",
                  "scheduler_flags", "one_packet", "persistence_netmask",
-                 "persistence_engine")
+                 "persistence_engine", *TUN_KEYS)
 
 
 def _service(r: _Reader, data: object, where: str) -> VirtualService:
@@ -420,9 +452,12 @@ def _service(r: _Reader, data: object, where: str) -> VirtualService:
     forwarding = Forwarding(r.choice(s, "forwarding", where, ("dr", "tun", "nat"), "dr"))
     persistence = r.integer(s, "persistence", where, 0, MAX_PERSISTENCE, 0)
     drain = r.integer(s, "drain_seconds", where, 0, 86400, DEFAULT_DRAIN_SECONDS)
-    destinations, seen = _reals(r, s, where, vip, vip.version, port, forwarding)
+    tunnel = parse_tunnel(r, s, where, forwarding)
+    destinations, seen = _reals(r, s, where, vip, vip.version, port, forwarding, tunnel)
     key = ServiceKey(protocol=protocol, address=vip, port=port)
     sorry = _sorry_server(r, s, where, vip, port, forwarding, seen)
+    if sorry is not None and tunnel is not None:
+        sorry = replace(sorry, tunnel=tunnel)
     check = None
     if "check" in s:
         from .checks import parse_check
@@ -439,7 +474,7 @@ _Reals = tuple[list[Destination], dict[tuple[IPAddress, int], int]]
 
 
 def _reals(r: _Reader, s: Mapping[str, Any], where: str, vip: IPAddress | None, version: int,
-           port: int, forwarding: Forwarding) -> _Reals:
+           port: int, forwarding: Forwarding, tunnel: Tunnel | None = None) -> _Reals:
     """The real servers of a service (port: the service's, 0 for a fwmark service), and
     their index by (address, port), to name a duplicate."""
     if "real" not in s:
@@ -473,7 +508,7 @@ def _reals(r: _Reader, s: Mapping[str, Any], where: str, vip: IPAddress | None, 
 
         upper, lower = thresholds(r, rs, rwhere)
         dest = Destination(address=address, port=rport, forwarding=forwarding, weight=weight,
-                           upper=upper, lower=lower)
+                           upper=upper, lower=lower, tunnel=tunnel)
         if dest.ident in seen:
             raise r.fail(f"{rwhere}.address", str(address),
                          f"duplicates {where}.real[{seen[dest.ident]}]")
@@ -499,7 +534,8 @@ def _fwmark_service(r: _Reader, s: Mapping[str, Any], where: str) -> VirtualServ
     forwarding = Forwarding(r.choice(s, "forwarding", where, ("dr", "tun", "nat"), "dr"))
     persistence = r.integer(s, "persistence", where, 0, MAX_PERSISTENCE, 0)
     drain = r.integer(s, "drain_seconds", where, 0, 86400, DEFAULT_DRAIN_SECONDS)
-    destinations, _ = _reals(r, s, where, None, version, 0, forwarding)
+    tunnel = parse_tunnel(r, s, where, forwarding)
+    destinations, _ = _reals(r, s, where, None, version, 0, forwarding, tunnel)
     for rindex, dest in enumerate(destinations):
         if any(dest.address == m.address for m in match):
             raise r.fail(f"{where}.real[{rindex}].address", str(dest.address),

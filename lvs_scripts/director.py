@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Callable
 
 from .checks import require_check_programs
-from .errors import LvsError
+from .errors import KernelLacks, LvsError
 from .ha import describe_ha, ha_files, member_of, observe_ha, plan_ha_start, this_host
 from .healthstate import HealthView, load_health, save_health, target_id
 from .locks import exclusive
@@ -24,6 +25,7 @@ from .probes import (
 )
 from .role import Report, Role
 from .state import State
+from .tunnel import require_kernel_tunnels
 
 
 class Director(Role):
@@ -44,6 +46,12 @@ class Director(Role):
 
     def observe(self, state: State, tolerant: bool = False) -> HostObservation:
         obs = observe_director(self.config, self.runner, tolerant, state)
+        try:
+            require_kernel_tunnels(self.config, os.uname().release)
+        except KernelLacks as err:
+            if not tolerant:
+                raise
+            obs.notes.append(str(err))
         if self.ha_files is not None:
             observe_ha(self.ha_files, self.runner, tolerant, obs)
         return obs

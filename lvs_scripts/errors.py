@@ -85,6 +85,11 @@ class IpvsUnavailable(MissingTool):
         self.program = "ipvsadm"
 
 
+_KERNEL_OPTIONS = {"ipip": "CONFIG_NET_IPIP", "fou": "CONFIG_NET_FOU",
+                   "fou6": "CONFIG_IPV6_FOU", "ip_gre": "CONFIG_NET_IPGRE",
+                   "ip6_tunnel": "CONFIG_IPV6_TUNNEL", "ip6_gre": "CONFIG_IPV6_GRE"}
+
+
 class NotRoot(LvsError):
     """A real run needs root (LSB 4: insufficient privilege)."""
 
@@ -171,6 +176,18 @@ class KernelLacks(LvsError):
     module, nf_tables): LSB 5, like a missing program."""
 
     exit_code = 5
+
+
+class TunnelModuleMissing(KernelLacks):
+    """The running kernel has no module a TUN real server or director needs (LSB 5)."""
+
+    def __init__(self, module: str, path: str, detail: str = "") -> None:
+        self.module = module
+        option = _KERNEL_OPTIONS.get(module, "it")
+        what = detail or f"the kernel has no {module} module (modprobe -n {module} fails)"
+        super().__init__(f"{what}, which forwarding = \"tun\" in {path} needs: boot a kernel "
+                         f"built with {option} (Debian's standard kernels are), or install "
+                         "its modules package")
 
 
 class DaemonTimeout(LvsError):

@@ -18,6 +18,7 @@ from .record import Record, field
 
 if TYPE_CHECKING:
     from .checks import CheckSpec
+    from .tunnel import Tunnel
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 IPInterface = Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
@@ -97,6 +98,7 @@ class Destination:
     weight: int = 1
     upper: int = 0  # -x: no new connections at this many (0: no limit)
     lower: int = 0  # -y: new connections again below this many
+    tunnel: Tunnel | None = None  # TUN only: --tun-type/--tun-port/--tun-*csum
 
     @property
     def ident(self) -> tuple[IPAddress, int]:
@@ -157,14 +159,16 @@ class VirtualService(Record):
         return tuple(args)
 
     def destination_args(self, dest: Destination) -> tuple[str, ...]:
-        """`-t VIP:PORT -r RIP:PORT -g -w N [-x U] [-y L]`: the part after -a / -e, all
-        attributes given because -e resets whatever it is not told."""
+        """`-t VIP:PORT -r RIP:PORT -g -w N [-x U] [-y L] [--tun-...]`: the part after -a /
+        -e, all attributes given because -e resets whatever it is not told."""
         args = (*self.key.args(), "-r", dest.endpoint(), dest.forwarding.flag, "-w",
                 str(dest.weight))
         if dest.upper:
             args += ("-x", str(dest.upper))
         if dest.lower:
             args += ("-y", str(dest.lower))
+        if dest.tunnel is not None:
+            args += dest.tunnel.args()
         return args
 
     def vips(self) -> tuple[IPAddress, ...]:
@@ -215,6 +219,7 @@ class DirectorConfig(Record):
 class RealServerConfig(Record):
     arp_interfaces: tuple[str, ...] = ()
     allow_no_services: bool = False
+    nat_gateway: IPAddress | None = None  # NAT: default route via (else director.dip)
 
 
 class HaDirector(Record):

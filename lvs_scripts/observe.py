@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Callable, TypeVar
 
-from .errors import CommandFailed, ConfigError, IpvsDenied, KernelLacks, MissingTool
+from .errors import (
+    CommandFailed,
+    ConfigError,
+    IpvsDenied,
+    KernelLacks,
+    MissingTool,
+    TunnelModuleMissing,
+)
 from .model import Config
 from .nft import NftTable
 from .pids import running_with
@@ -31,6 +38,15 @@ from .probes import (
 )
 from .runner import Runner
 from .state import State
+from .tunnel import (
+    FB_TUNNELS,
+    IP_FOU_SHOW,
+    LSMOD,
+    fallback_expected,
+    modprobe_dry,
+    parse_fou_show,
+    parse_lsmod,
+)
 
 T = TypeVar("T")
 
@@ -125,6 +141,7 @@ def observe_director_extras(config: Config, o: Observer, obs: HostObservation,
     """The kernel modules the services need, the director's sysctls, our nftables tables."""
     from .kernel import require_modules
     from .nft import wanted_rules
+    from .plan_director import ndisc_notify_keys
     from .plan_ipvs import director_sysctls
 
     try:
@@ -133,11 +150,16 @@ def observe_director_extras(config: Config, o: Observer, obs: HostObservation,
         if not o.tolerant:
             raise
         obs.notes.append(str(err))
-    keys = list(director_sysctls(config))
+    # net.ipv4.vs.* exist only once ip_vs is loaded (ipvsadm did that, unless missing);
+    # ndisc_notify where IPv6 VIPs go; and every key the state file lists.
+    ipvs = "ipvsadm" not in o.missing
+    keys = list(director_sysctls(config)) if ipvs else []
+    keys += [key for key in ndisc_notify_keys(config, config.require_director())
+             if key not in keys]
     if state is not None:
-        keys += [key for key in state.sysctls if key not in keys]
-    if "ipvsadm" not in o.missing:
-        _sysctls(o, obs, keys)
+        keys += [key for key in state.sysctls
+                 if key not in keys and (ipvs or not key.startswith("net.ipv4.vs."))]
+    _sysctls(o, obs, keys)
     families = set(wanted_rules(config.services))
     if state is not None:
         families |= set(state.nft_tables)
@@ -188,7 +210,13 @@ def _nft_failed(o: Observer, obs: HostObservation, err: CommandFailed) -> None:
 
 def observe_realserver(config: Config, runner: Runner, tolerant: bool,
                        state: State | None = None) -> HostObservation:
-    from .plan_realserver import arp_settings
+    from .plan_realserver import (
+        RP_DEFAULT,
+        nat_gateway,
+        quiet_arp_settings,
+        rp_filter_settings,
+    )
+    from .tunnel import tunnel_needs
 
     obs = HostObservation()
     o = Observer(runner, tolerant)
@@ -197,11 +225,65 @@ def observe_realserver(config: Config, runner: Runner, tolerant: bool,
              for i, name in enumerate(config.realserver.arp_interfaces)}
     require_interfaces(config, obs, names, tolerant)
     obs.addresses = o.probe(obs, IP_ADDRS, parse_ip_addrs, [])
-    keys = [s.key for s in arp_settings(config)]
+    needs = tunnel_needs(config)
+    keys = [s.key for s in quiet_arp_settings(config) + rp_filter_settings(needs)]
+    if needs.rp_devices and any(d not in obs.links for d in needs.rp_devices):
+        keys.append(RP_DEFAULT)  # what a device created now would get
+    if needs.devices or (state is not None and (state.links or state.fous)):
+        keys += observe_tunnels(o, obs, config, needs.modules, bool(needs.fou or (
+            state is not None and state.fous)))
     if state is not None:
         keys += [key for key in state.sysctls if key not in keys]
     _sysctls(o, obs, keys)
+    families: set[int] = set()
+    gateway = nat_gateway(config)
+    if gateway is not None:
+        families.add(gateway.version)
+    if state is not None and state.route is not None:
+        families.add(state.route.family)
+    _routes(o, obs, families)
     return obs
+
+
+def observe_tunnels(o: Observer, obs: HostObservation, config: Config,
+                    modules: list[str], fou: bool) -> list[str]:
+    """Loaded tunnel modules (lsmod), whether the missing ones can be loaded (a kernel
+    without one is refused here, exit 5, before anything changes), GUE ports. Returns
+    the sysctl keys to read with the rest."""
+    seen = obs.tunnels
+    seen.loaded = o.probe(obs, LSMOD, parse_lsmod, set())
+    for module in modules:
+        if module in seen.loaded or "lsmod" in o.missing:
+            continue
+        if not _loadable(o.runner, module):
+            missing = TunnelModuleMissing(module, config.path)
+            if not o.tolerant:
+                raise missing
+            obs.notes.append(str(missing))
+        seen.loadable.add(module)
+    if fou:
+        seen.fou = o.probe(obs, IP_FOU_SHOW, parse_fou_show, set())
+    if any(m not in seen.loaded for m in modules):
+        seen.fallback = fallback_expected(_sysctl_or_none(o.runner, FB_TUNNELS))
+    return []
+
+
+def _sysctl_or_none(runner: Runner, key: str) -> int | None:
+    """A key that may not exist here (net.core.fb_tunnels_only_for_init_net outside the
+    initial network namespace): its value, or None."""
+    try:
+        result = runner.run(sysctl_read((key,)), check=False)
+    except MissingTool:
+        return None
+    text = result.stdout.strip()
+    return int(text) if result.returncode == 0 and text.lstrip("-").isdigit() else None
+
+
+def _loadable(runner: Runner, module: str) -> bool:
+    try:
+        return runner.run(modprobe_dry(module), check=False).returncode == 0
+    except MissingTool:
+        return False
 
 
 def observe_owned(state: State, runner: Runner, tolerant: bool) -> HostObservation:
@@ -209,8 +291,10 @@ def observe_owned(state: State, runner: Runner, tolerant: bool) -> HostObservati
     work with a broken config, or with interfaces gone since start."""
     obs = HostObservation()
     o = Observer(runner, tolerant)
-    if state.addresses or state.sysctls or state.route:  # to tell what vanished
+    if state.addresses or state.sysctls or state.route or state.links:  # what vanished
         obs.links = o.probe(obs, IP_LINKS, parse_ip_links, {})
+    if state.fous:
+        obs.tunnels.fou = o.probe(obs, IP_FOU_SHOW, parse_fou_show, set())
     if state.addresses:
         obs.addresses = o.probe(obs, IP_ADDRS, parse_ip_addrs, [])
     if state.route is not None:

@@ -12,6 +12,8 @@ shows it.
 | keepalived | OwnedKeepalived | KeepalivedStarted*, KeepalivedStopped  | `kill -TERM PID`, wait |
 | sync     | OwnedSyncDaemon | SyncDaemonStarted*, SyncDaemonStopped    | `ipvsadm --stop-daemon` |
 | nft      | OwnedNftTable   | NftTableCreated*, NftTableDeleted        | `nft delete table`     |
+| link     | OwnedLink       | LinkCreated*, LinkUp*, LinkReleased      | `ip link del`/`down`   |
+| fou      | OwnedFou        | FouAdded*, FouRemoved                    | `ip fou del port P`    |
 
 A write-ahead effect is recorded (and the state file saved) *before* its command runs,
 with the value to restore: a `kill -9` at any point then leaves a state file from which
@@ -32,11 +34,13 @@ from .probes import (
     Address,
     HostObservation,
     KeepalivedSeen,
+    Link,
     Route,
     SyncDaemon,
     interface_of_sysctl,
 )
 from .record import Record
+from .tunnel import FouPort
 
 if TYPE_CHECKING:
     from .plan import Plan
@@ -138,8 +142,33 @@ class OwnedNftTable(Record):
         return f"nftables table {self.family} {TABLE}"
 
 
+class OwnedLink(Record):
+    """A tunnel device of a TUN real server: one start created (stop deletes it), or one
+    that was there but down (a fallback device: stop puts it back down)."""
+
+    name: str
+    created: bool
+
+    def describe(self) -> str:
+        return f"link {self.name} ({'created by start' if self.created else 'set up by start'})"
+
+
+class OwnedFou(Record):
+    """A GUE receive port (`ip fou add port P gue`) of a TUN real server."""
+
+    port: int
+    family: int = 4
+
+    @property
+    def fou(self) -> FouPort:
+        return FouPort(self.port, self.family)
+
+    def describe(self) -> str:
+        return f"GUE port {self.port} (IPv{self.family})"
+
+
 Owned = Union[OwnedAddress, OwnedRoute, OwnedService, OwnedSysctl, OwnedTimeouts, OwnedFile,
-              OwnedKeepalived, OwnedSyncDaemon, OwnedNftTable]
+              OwnedKeepalived, OwnedSyncDaemon, OwnedNftTable, OwnedLink, OwnedFou]
 
 
 # --- the effects -------------------------------------------------------------------------
@@ -453,11 +482,93 @@ class NftTableDeleted(Effect):
         obs.nft.pop(self.family, None)
 
 
+class LinkCreated(Effect):
+    write_ahead = True
+    name: str
+
+    def slot(self) -> Slot:
+        return ("link", self.name)
+
+    def record(self, state: State) -> None:
+        state.links[self.name] = OwnedLink(self.name, True)
+
+    def simulate(self, obs: HostObservation) -> None:
+        obs.links[self.name] = Link(self.name, False)
+
+
+class LinkUp(Effect):
+    """A device that was down, brought up; one we created stays on record as created."""
+
+    write_ahead = True
+    name: str
+
+    def slot(self) -> Slot:
+        return ("link", self.name)
+
+    def record(self, state: State) -> None:
+        if self.name not in state.links:
+            state.links[self.name] = OwnedLink(self.name, False)
+
+    def simulate(self, obs: HostObservation) -> None:
+        link = obs.links.get(self.name)
+        obs.links[self.name] = Link(self.name, True, link.mac if link else None)
+
+
+class LinkReleased(Effect):
+    """Deleted (one we created) or put back down (one that was there)."""
+
+    name: str
+    deleted: bool = True
+
+    def slot(self) -> Slot:
+        return ("link", self.name)
+
+    def record(self, state: State) -> None:
+        state.links.pop(self.name, None)
+
+    def simulate(self, obs: HostObservation) -> None:
+        if self.deleted:
+            obs.links.pop(self.name, None)
+            obs.addresses = [a for a in obs.addresses if a.device != self.name]
+        elif self.name in obs.links:
+            obs.links[self.name] = Link(self.name, False, obs.links[self.name].mac)
+
+
+class FouAdded(Effect):
+    write_ahead = True
+    port: int
+    family: int = 4
+
+    def slot(self) -> Slot:
+        return ("fou", (self.port, self.family))
+
+    def record(self, state: State) -> None:
+        state.fous[(self.port, self.family)] = OwnedFou(self.port, self.family)
+
+    def simulate(self, obs: HostObservation) -> None:
+        obs.tunnels.fou.add(FouPort(self.port, self.family))
+
+
+class FouRemoved(Effect):
+    port: int
+    family: int = 4
+
+    def slot(self) -> Slot:
+        return ("fou", (self.port, self.family))
+
+    def record(self, state: State) -> None:
+        state.fous.pop((self.port, self.family), None)
+
+    def simulate(self, obs: HostObservation) -> None:
+        obs.tunnels.fou.discard(FouPort(self.port, self.family))
+
+
 EFFECTS: tuple[type[Effect], ...] = (
     AddressAdded, AddressRemoved, Announced, RouteSet, RouteReleased, ServiceCreated,
     ServiceDeleted, SysctlChanged, SysctlRestored, TimeoutsSet, TimeoutsRestored,
     FileWritten, FileRemoved, KeepalivedStarted, KeepalivedStopped, SyncDaemonStarted,
-    SyncDaemonStopped, NftTableCreated, NftTableDeleted)
+    SyncDaemonStopped, NftTableCreated, NftTableDeleted, LinkCreated, LinkUp, LinkReleased,
+    FouAdded, FouRemoved)
 
 
 # --- undo: what stop (and a start that no longer wants something) does with a record ------
@@ -473,7 +584,11 @@ def vip_cidr(vip: IPAddress) -> str:
 
 
 def add_vip_argv(vip: IPAddress, device: str) -> tuple[str, ...]:
-    """`ip addr add VIP/32 brd VIP dev DEV`: the scripts' form, the prefix made explicit."""
+    """`ip addr add VIP/32 brd VIP dev DEV`: the scripts' form, the prefix made explicit.
+    An IPv6 VIP is added with duplicate address detection: on the director the kernel
+    announces it (an unsolicited neighbour advertisement, with ndisc_notify) only once
+    DAD is over, never for a `nodad` address (seen on Debian's 6.1); on lo and on a
+    tunnel device there is no DAD."""
     if vip.version == 4:
         return ("ip", "addr", "add", vip_cidr(vip), "brd", str(vip), "dev", device)
     return ("ip", "addr", "add", vip_cidr(vip), "dev", device)
@@ -628,11 +743,77 @@ def undo_nft_table(plan: Plan, obs: HostObservation, owned: OwnedNftTable) -> No
         plan.forget.append(NftTableDeleted(owned.family))
 
 
+def undo_link(plan: Plan, obs: HostObservation, owned: OwnedLink) -> None:
+    """Delete a device we created; put one that was down back down. A device gone
+    already leaves only its record."""
+    link = obs.links.get(owned.name)
+    if link is None:
+        plan.forget.append(LinkReleased(owned.name, owned.created))
+    elif owned.created:
+        plan.add(("ip", "link", "del", "dev", owned.name), "the tunnel device start created",
+                 LinkReleased(owned.name, True))
+    elif link.up:
+        plan.add(("ip", "link", "set", "dev", owned.name, "down"), "the tunnel device was "
+                 "down before start", LinkReleased(owned.name, False))
+    else:
+        plan.forget.append(LinkReleased(owned.name, False))
+
+
+def undo_fou(plan: Plan, obs: HostObservation, owned: OwnedFou) -> None:
+    if owned.fou in obs.tunnels.fou:
+        plan.add(("ip", "fou", "del", *owned.fou.args()[:2],
+                  *(("-6",) if owned.family == 6 else ())), "the GUE port start added",
+                 FouRemoved(owned.port, owned.family))
+    else:
+        plan.forget.append(FouRemoved(owned.port, owned.family))
+
+
+def undo_tunnels(plan: Plan, obs: HostObservation, state: State,
+                 keep_ports: frozenset[FouPort] = frozenset(),
+                 keep_links: frozenset[str] = frozenset()) -> None:
+    """GUE ports, then tunnel devices, but those a start still wants."""
+    for fou in state.fous.values():
+        if fou.fou not in keep_ports:
+            undo_fou(plan, obs, fou)
+    for link in state.links.values():
+        if link.name not in keep_links:
+            undo_link(plan, obs, link)
+
+
+def plan_default_route(plan: Plan, gateway: IPAddress | None, obs: HostObservation,
+                       state: State) -> None:
+    """The default route via the gateway (the director's, or a NAT real server's via the
+    director). An existing default route is replaced in place,
+    at its own metric (a route beside it would leave two), and kept on record with all
+    its attributes, so that stop puts back exactly that route."""
+    owned = state.route
+    if owned is not None and (gateway is None or gateway.version != owned.family):
+        undo_route(plan, obs, owned)  # the gateway left the config: as stop would
+        owned = None
+    if gateway is None:
+        return
+    family = gateway.version
+    routes = sorted((r for r in obs.routes if r.family == family), key=lambda r: r.metric)
+    if any(r.via == gateway for r in routes):
+        return
+    ip = route_argv(family)
+    if not routes:
+        plan.add((*ip, "add", "default", "via", str(gateway)), "default route",
+                 RouteSet(family, Route(gateway, None, family=family)))
+        return
+    old = routes[0]  # the lowest metric: the route in use
+    ours = Route(gateway, None, old.metric, family=family)
+    is_ours = owned is not None and owned.ours is not None and old.same(owned.ours)
+    plan.add((*ip, "replace", *ours.args()),
+             f"default route (was {' '.join(old.args())})",
+             RouteSet(family, ours, None if is_ours else old))
+
+
 def plan_undo(plan: Plan, obs: HostObservation, state: State) -> None:
     """Undo everything the state file lists, in the order that keeps the host reachable:
     keepalived first (the peer takes the VIPs at once), the sync daemons, services, the
-    nftables marks of fwmark services, VIPs,
-    the default route, the DIP (the route may need it), sysctls, timeouts, files."""
+    nftables marks of fwmark services, VIPs, the default route, the DIP (the route may
+    need it), GUE ports, tunnel devices, sysctls, timeouts, files."""
     if state.keepalived is not None:
         undo_keepalived(plan, obs, state.keepalived)
     for daemon in state.sync_daemons.values():
@@ -650,6 +831,7 @@ def plan_undo(plan: Plan, obs: HostObservation, state: State) -> None:
     for owned in addresses:
         if owned.purpose == "dip":
             undo_address(plan, obs, owned, "the DIP start added")
+    undo_tunnels(plan, obs, state)
     for sysctl in state.sysctls.values():
         undo_sysctl(plan, obs, sysctl)
     if state.timeouts is not None:

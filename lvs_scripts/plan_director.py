@@ -15,18 +15,18 @@ from .model import Config, Destination, DirectorConfig, IPAddress, VirtualServic
 from .owned import (
     AddressAdded,
     Announced,
-    RouteSet,
     ServiceCreated,
     ServiceDeleted,
+    SysctlChanged,
     TimeoutsSet,
     add_vip_argv,
+    plan_default_route,
     plan_unwanted_addresses,
-    route_argv,
-    undo_route,
+    undo_sysctl,
     vip_cidr,
 )
 from .plan import Drain, Plan
-from .probes import Arping, HostObservation, Route
+from .probes import Arping, HostObservation
 from .record import as_dict
 from .state import State
 
@@ -59,6 +59,8 @@ def plan_director_start(config: Config, obs: HostObservation, state: State,
                      AddressAdded(director.dip_interface, str(dip), "dip"))
         _link_up(plan, obs, director.dip_interface)
     # With [ha] keepalived adds the VIPs (and announces them) where it is elected.
+    if config.ha is None:
+        _plan_ndisc_notify(plan, config, director, obs, state)
     unannounced = [] if config.ha is not None else _plan_vips(plan, config, director, obs,
                                                               state)
     _link_up(plan, obs, director.interface)
@@ -82,6 +84,40 @@ def _plan_timeouts(plan: Plan, director: DirectorConfig, obs: HostObservation) -
     if not wanted.in_effect(seen):
         plan.add(("ipvsadm", "--set", *wanted.args()), "connection timeouts (tcp tcpfin udp)",
                  TimeoutsSet(seen, wanted) if seen else None)
+
+
+def ndisc_notify_key(interface: str) -> str:
+    """net.ipv6.conf.IFACE.ndisc_notify (slashes for a dotted VLAN name, as sysctl_key)."""
+    if "." in interface:
+        return f"net/ipv6/conf/{interface}/ndisc_notify"
+    return f"net.ipv6.conf.{interface}.ndisc_notify"
+
+
+def ndisc_notify_keys(config: Config, director: DirectorConfig) -> list[str]:
+    """The key start sets when an IPv6 VIP goes on the interface (none without one)."""
+    if config.ha is None and any(v.version == 6 for v in config.director_vips()):
+        return [ndisc_notify_key(director.interface)]
+    return []
+
+
+def _plan_ndisc_notify(plan: Plan, config: Config, director: DirectorConfig,
+                       obs: HostObservation, state: State) -> None:
+    """IPv6 has no gratuitous ARP: the neighbours learn that an IPv6 VIP moved here from
+    an unsolicited neighbour advertisement. The kernel sends one itself once duplicate
+    address detection of a new address is over (about a second; not for a `nodad`
+    address) on an interface with ndisc_notify = 1, and again whenever the link comes
+    up; Debian's ndisc6 has no tool that sends one. Set before the VIPs, restored by
+    stop."""
+    wanted = ndisc_notify_keys(config, director)
+    for key in wanted:
+        have = obs.sysctls.get(key)
+        if have != 1:
+            plan.add(("sysctl", "-w", f"{key}=1"), "announce IPv6 VIPs (unsolicited "
+                     f"neighbour advertisements) when added; was {have}",
+                     SysctlChanged(key, have, 1) if have is not None else None)
+    for key, owned in state.sysctls.items():
+        if key.endswith("ndisc_notify") and key not in wanted:
+            undo_sysctl(plan, obs, owned)
 
 
 def _plan_vips(plan: Plan, config: Config, director: DirectorConfig, obs: HostObservation,
@@ -118,31 +154,7 @@ def _plan_unwanted_addresses(plan: Plan, config: Config, director: DirectorConfi
 
 def _plan_route(plan: Plan, director: DirectorConfig, obs: HostObservation,
                 state: State) -> None:
-    """The default route via the gateway. An existing default route is replaced in place,
-    at its own metric (a route beside it would leave two), and kept on record with all
-    its attributes, so that stop puts back exactly that route."""
-    gateway = director.gateway
-    owned = state.route
-    if owned is not None and (gateway is None or gateway.version != owned.family):
-        undo_route(plan, obs, owned)  # the gateway left the config: as stop would
-        owned = None
-    if gateway is None:
-        return
-    family = gateway.version
-    routes = sorted((r for r in obs.routes if r.family == family), key=lambda r: r.metric)
-    if any(r.via == gateway for r in routes):
-        return
-    ip = route_argv(family)
-    if not routes:
-        plan.add((*ip, "add", "default", "via", str(gateway)), "default route",
-                 RouteSet(family, Route(gateway, None, family=family)))
-        return
-    old = routes[0]  # the lowest metric: the route in use
-    ours = Route(gateway, None, old.metric, family=family)
-    is_ours = owned is not None and owned.ours is not None and old.same(owned.ours)
-    plan.add((*ip, "replace", *ours.args()),
-             f"default route (was {' '.join(old.args())})",
-             RouteSet(family, ours, None if is_ours else old))
+    plan_default_route(plan, director.gateway, obs, state)
 
 
 def effective_service(service: VirtualService, view: HealthView | None
@@ -307,8 +319,8 @@ def _same_real_servers_in_order(service: VirtualService, seen: VirtualService) -
 
 def _plan_real_server_edit(plan: Plan, service: VirtualService, dest: Destination,
                            old: Destination) -> None:
-    if (old.forwarding, old.weight, old.upper, old.lower) != (
-            dest.forwarding, dest.weight, dest.upper, dest.lower):
+    if (old.forwarding, old.weight, old.upper, old.lower, old.tunnel) != (
+            dest.forwarding, dest.weight, dest.upper, dest.lower, dest.tunnel):
         was = service.destination_args(old)[len(service.key.args()) + 2:]
         plan.add(("ipvsadm", "-e", *service.destination_args(dest)),
                  f"real server was {' '.join(was)}")

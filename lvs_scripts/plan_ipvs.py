@@ -42,7 +42,8 @@ def plan_sysctls(plan: Plan, config: Config, obs: HostObservation, state: State)
                      f"was {have if have is not None else 'unknown'}",
                      SysctlChanged(key, have, value) if have is not None else None)
     for key, owned in state.sysctls.items():
-        if key not in wanted:
+        # ndisc_notify is the VIPs' business (plan_director._plan_ndisc_notify)
+        if key not in wanted and not key.endswith("ndisc_notify"):
             undo_sysctl(plan, obs, owned)
 
 

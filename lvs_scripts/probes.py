@@ -25,6 +25,7 @@ from .model import (
 )
 from .nft import NftTable
 from .record import Record, field
+from .tunnel import TunnelSeen, tunnel_from_tokens
 
 IPVS_SAVE = ("ipvsadm", "-S", "-n")
 IPVS_TIMEOUTS = ("ipvsadm", "-L", "--timeout")
@@ -150,8 +151,8 @@ class RuleCheck:
         have = dests.get(rule.dest.ident)
         if rule.op == "-d":
             return have is None
-        return have is not None and (have.forwarding, have.weight) == (rule.dest.forwarding,
-                                                                      rule.dest.weight)
+        return have is not None and (have.forwarding, have.weight, have.tunnel) == (
+            rule.dest.forwarding, rule.dest.weight, rule.dest.tunnel)
 
 
 def _with_dests(svc: VirtualService, dests: list[Destination]) -> VirtualService:
@@ -219,8 +220,11 @@ def _destination(key: ServiceKey, rest: list[str]) -> Destination | None:
             lower = int(rest[i + 1])
             i += 1
         i += 1
+    # A TUN real server always has a tunnel (plain IPIP when no --tun-* option is shown),
+    # as the config's have: the two compare equal.
+    tunnel = tunnel_from_tokens(rest[2:]) if forwarding is Forwarding.TUN else None
     return Destination(address=address, port=port, forwarding=forwarding, weight=weight,
-                       upper=upper, lower=lower)
+                       upper=upper, lower=lower, tunnel=tunnel)
 
 
 def parse_timeouts(text: str) -> Timeouts:
@@ -602,6 +606,7 @@ class HostObservation(Record, frozen=False):
     files: dict[str, str] = field(default_factory=dict)
     ha_role: str | None = None  # what keepalived's notify hook last recorded
     nft: dict[str, NftTable] = field(default_factory=dict)  # our tables, by family (nft.py)
+    tunnels: TunnelSeen = field(default_factory=TunnelSeen)  # TUN real servers
 
     def has_address(self, device: str, address: IPAddress) -> bool:
         return any(a.device == device and a.interface.ip == address for a in self.addresses)

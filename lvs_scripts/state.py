@@ -3,10 +3,10 @@
 The state file lives in a root-owned directory (default /run/lvs-scripts: the kernel
 forgets addresses, routes, IPVS rules and sysctls at reboot, and so do we). It is
 written atomically (temp file + rename) and holds typed records (owned.py), keyed by
-structure, never by display text. Version 1 files (lvs_scripts 0.1) and version 2 ones
+structure, never by display text. Version 1 files (lvs_scripts 0.1), version 2 ones
 (before [ha]: no files, keepalived or sync daemons) and version 3 ones (before fwmark
-services: no nftables tables) are read and upgraded in place by the next action that
-changes the host.
+services and TUN real servers: no nftables tables, tunnel devices or GUE ports) are read
+and upgraded in place by the next action that changes the host.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ from .owned import (
     Owned,
     OwnedAddress,
     OwnedFile,
+    OwnedFou,
     OwnedKeepalived,
+    OwnedLink,
     OwnedNftTable,
     OwnedRoute,
     OwnedService,
@@ -53,6 +55,8 @@ class State(Record, frozen=False):
     keepalived: OwnedKeepalived | None = None
     sync_daemons: dict[str, OwnedSyncDaemon] = field(default_factory=dict)
     nft_tables: dict[str, OwnedNftTable] = field(default_factory=dict)  # by family
+    links: dict[str, OwnedLink] = field(default_factory=dict)
+    fous: dict[tuple[int, int], OwnedFou] = field(default_factory=dict)
     upgraded_from: int | None = field(default=None, compare=False)  # read from version N
 
     @classmethod
@@ -80,6 +84,10 @@ class State(Record, frozen=False):
             self.sync_daemons[owned.daemon.state] = owned
         elif isinstance(owned, OwnedNftTable):
             self.nft_tables[owned.family] = owned
+        elif isinstance(owned, OwnedLink):
+            self.links[owned.name] = owned
+        elif isinstance(owned, OwnedFou):
+            self.fous[(owned.port, owned.family)] = owned
         else:
             self.timeouts = owned
 
@@ -92,7 +100,8 @@ class State(Record, frozen=False):
             items.append(self.timeouts)
         if self.keepalived is not None:
             items.append(self.keepalived)
-        items += [*self.sync_daemons.values(), *self.files.values(), *self.nft_tables.values()]
+        items += [*self.sync_daemons.values(), *self.files.values(), *self.nft_tables.values(),
+                  *self.fous.values(), *self.links.values()]
         return items
 
     # --- one entry, for rolling back a write-ahead record whose command failed ----------
@@ -133,7 +142,7 @@ class State(Record, frozen=False):
     def empty(self) -> bool:
         return not (self.addresses or self.route or self.services or self.sysctls
                     or self.timeouts or self.files or self.keepalived or self.sync_daemons
-                    or self.nft_tables)
+                    or self.nft_tables or self.links or self.fous)
 
     def describe(self) -> list[str]:
         return [owned.describe() for owned in self.records()]
@@ -163,6 +172,8 @@ class State(Record, frozen=False):
             "sync_daemons": [{"state": d.daemon.state, "interface": d.daemon.interface,
                               "syncid": d.daemon.syncid} for d in self.sync_daemons.values()],
             "nft_tables": [{"family": t.family} for t in self.nft_tables.values()],
+            "links": [{"name": k.name, "created": k.created} for k in self.links.values()],
+            "fous": [{"port": f.port, "family": f.family} for f in self.fous.values()],
         }, indent=1, sort_keys=True)
 
     @classmethod
@@ -192,7 +203,8 @@ def corrupt(path: str, why: str) -> StateError:
 
 
 _TABLES = {"address": "addresses", "service": "services", "sysctl": "sysctls",
-           "file": "files", "sync": "sync_daemons", "nft": "nft_tables"}
+           "file": "files", "sync": "sync_daemons", "nft": "nft_tables", "link": "links",
+           "fou": "fous"}
 _SINGLE = ("route", "timeouts", "keepalived")
 
 
@@ -371,16 +383,31 @@ def _read_v3(data: dict[str, Any]) -> State:
     return state
 
 
+_V4_KEYS = ("nft_tables", "links", "fous")
+
+
 def _read_v4(data: dict[str, Any]) -> State:
-    """Version 3 plus the nftables tables of fwmark services."""
-    if "nft_tables" not in data:
-        raise _bad("state", "no nft_tables")
-    state = _read_v3({k: v for k, v in data.items() if k != "nft_tables"})
+    """Version 3 plus the nftables tables of fwmark services and what a TUN real server
+    owns: tunnel devices, GUE ports."""
+    for key in _V4_KEYS:
+        if key not in data:
+            raise _bad("state", f"no {key}")
+    state = _read_v3({k: v for k, v in data.items() if k not in _V4_KEYS})
     for i, item in enumerate(_list(data["nft_tables"], "nft_tables")):
         t = _table(item, f"nft_tables[{i}]", {"family"})
         if t["family"] not in ("ip", "ip6"):
             raise _bad(f"nft_tables[{i}].family", t["family"])
         state.put_record(OwnedNftTable(t["family"]))
+    for i, item in enumerate(_list(data["links"], "links")):
+        k = _table(item, f"links[{i}]", {"name", "created"})
+        if not isinstance(k["created"], bool):
+            raise _bad(f"links[{i}].created", k["created"])
+        state.put_record(OwnedLink(_str(k["name"], _NAME, f"links[{i}].name"), k["created"]))
+    for i, item in enumerate(_list(data["fous"], "fous")):
+        f = _table(item, f"fous[{i}]", {"port", "family"})
+        if f["family"] not in (4, 6) or type(f["family"]) is not int:
+            raise _bad(f"fous[{i}].family", f["family"])
+        state.put_record(OwnedFou(_int(f["port"], f"fous[{i}].port", 1, 65535), f["family"]))
     return state
 
 

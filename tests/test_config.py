@@ -25,6 +25,7 @@ from lvs_scripts.model import (
     Timeouts,
     VirtualService,
 )
+from lvs_scripts.tunnel import Tunnel
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "examples" / "seed-dr.toml"
@@ -339,7 +340,7 @@ def test_nat_can_change_the_port_dr_and_tun_inherit_it() -> None:
     assert same.services[0].destinations[0].port == 80
     tun = parse_config(MINIMAL.replace("port = 80\n", 'port = 80\nforwarding = "tun"\n'))
     assert tun.services[0].destinations[0] == Destination(
-        IPv4Address("10.0.0.21"), 80, Forwarding.TUN, 1)
+        IPv4Address("10.0.0.21"), 80, Forwarding.TUN, 1, Tunnel())  # plain IPIP
 
 
 def test_one_real_server_on_two_ports_under_nat() -> None:

@@ -278,6 +278,53 @@ def test_ip_unsupported_is_loud(fakehost: FakeHost) -> None:
     assert "not emulated" in result.stderr
 
 
+# ---------------------------------------------------------------- tunnels (LVS-TUN)
+
+# What ip 6.1 printed in the lab (Debian's 6.1 kernel, a namespace without fallback
+# tunnels) after `ip link add name tunl0 type ipip`, then `ip link set dev tunl0 up`.
+TUNL0_REAL = ("3: tunl0@NONE: <NOARP> mtu 1480 qdisc noop state DOWN mode DEFAULT group "
+              "default qlen 1000\\    link/ipip 0.0.0.0 brd 0.0.0.0")
+
+
+def test_ip_link_add_tunnel_up_and_del(fakehost: FakeHost) -> None:
+    fakehost.set_sysctl("net.core.fb_tunnels_only_for_init_net", 2)
+    assert run(fakehost, "ip", "link", "add", "name", "tunl0", "type", "ipip").rc == 0
+    shown = run(fakehost, "ip", "-o", "link", "show", "tunl0").stdout
+    assert shown.split(": ", 1)[1] == TUNL0_REAL.split(": ", 1)[1] + "\n"
+    assert "ipip" in run(fakehost, "lsmod").stdout  # loaded for the add, as the kernel does
+    run(fakehost, "ip", "link", "set", "dev", "tunl0", "up")
+    assert "<NOARP,UP,LOWER_UP> mtu 1480 qdisc noqueue state UNKNOWN" in run(
+        fakehost, "ip", "-o", "link", "show", "tunl0").stdout
+    again = run(fakehost, "ip", "link", "add", "name", "tunl1", "type", "ipip")
+    assert (again.rc, again.stderr) == (2, "RTNETLINK answers: File exists\n")  # any to any
+    assert run(fakehost, "ip", "link", "del", "dev", "tunl0").rc == 0
+    assert fakehost.interface("tunl0") is None
+
+
+def test_loading_a_tunnel_module_makes_its_fallback_device_unless_told_not_to(
+        fakehost: FakeHost) -> None:
+    assert run(fakehost, "modprobe", "-n", "-q", "ip_gre").rc == 0
+    assert fakehost.interface("gre0") is None  # -n loads nothing
+    run(fakehost, "modprobe", "ip_gre")
+    gre0 = fakehost.interface("gre0") or {}
+    assert (gre0.get("kind"), gre0.get("up")) == ("gre", False)
+    assert run(fakehost, "ip", "link", "del", "gre0").rc == 2  # a fallback device stays
+    fakehost.set_sysctl("net.core.fb_tunnels_only_for_init_net", 2)
+    run(fakehost, "modprobe", "ipip")
+    assert fakehost.interface("tunl0") is None
+    assert run(fakehost, "modprobe", "-n", "-q", "vxlan_nosuch").rc == 1
+
+
+def test_ip_fou_add_show_del(fakehost: FakeHost) -> None:
+    assert run(fakehost, "ip", "fou", "add", "port", "6080", "gue").rc == 0
+    assert run(fakehost, "ip", "fou", "add", "port", "6080", "gue", "-6").rc == 0
+    # as ip 6.1 printed them in the lab
+    assert run(fakehost, "ip", "fou", "show").stdout == "port 6080 gue\nport 6080 gue -6\n"
+    assert run(fakehost, "ip", "fou", "add", "port", "6080", "gue").rc == 2
+    assert run(fakehost, "ip", "fou", "del", "port", "6080").rc == 0
+    assert run(fakehost, "ip", "fou", "show").stdout == "port 6080 gue -6\n"
+
+
 # ---------------------------------------------------------------- sysctl
 
 

@@ -225,7 +225,7 @@ class Bench:
         if not self.state_file.exists():
             return {"version": 4, "addresses": [], "route": None, "services": [],
                     "sysctls": [], "timeouts": None, "files": [], "keepalived": None,
-                    "sync_daemons": [], "nft_tables": []}
+                    "sync_daemons": [], "nft_tables": [], "links": [], "fous": []}
         return json.loads(self.state_file.read_text())  # type: ignore[no-any-return]
 
     def save(self) -> dict[str, Any]:

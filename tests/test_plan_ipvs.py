@@ -34,6 +34,10 @@ arping_count = 0
 {service}"""
 
 
+# An IPv6 VIP is announced by the kernel once ndisc_notify is on (plan_director).
+NDISC = "sysctl -w net.ipv6.conf.eth0.ndisc_notify=1"
+
+
 def observed(ipvs: str = "", nft: dict[str, str] | None = None,
              sysctls: dict[str, int] | None = None):  # type: ignore[no-untyped-def]
     return host(links=LINKS, addrs=ADDRS, ipvs=ipvs, nft=nft, sysctls=sysctls)
@@ -142,7 +146,7 @@ OPTION_CASES = [
                   "ipvsadm -a -t 192.168.30.254:80 -r 192.168.30.111:80 -g -w 1"],
                  id="netmask-of-one-address-is-the-default-and-not-printed"),
     pytest.param(NETMASK6, "", State(),
-                 ["ip addr add 2001:db8::1/128 dev eth0",
+                 [NDISC, "ip addr add 2001:db8::1/128 dev eth0",
                   "ipvsadm -A -t '[2001:db8::1]:80' -s wlc -p 600 -M 64",
                   "ipvsadm -a -t '[2001:db8::1]:80' -r '[2001:db8::10]:80' -g -w 1"],
                  id="ipv6-netmask-is-a-prefix-length"),
@@ -251,11 +255,12 @@ real = [ { address = "2001:db8::10" } ]
 """)
     plan = plan_director_start(parse_config(text), observed(), State())
     lines = [step.line() for step in plan.steps]
-    assert lines == ["ip addr add 2001:db8::1/128 dev eth0", NFT_F, "ipvsadm -A -f 2 -6 -s wlc",
+    assert lines == [NDISC, "ip addr add 2001:db8::1/128 dev eth0", NFT_F,
+                     "ipvsadm -A -f 2 -6 -s wlc",
                      "ipvsadm -a -f 2 -6 -r '[2001:db8::10]:0' -g -w 1"]
-    assert plan.steps[1].stdin is not None
-    assert "ip6 daddr 2001:db8::1 tcp dport 443 meta mark set 0x00000002" in plan.steps[1].stdin
-    assert plan.steps[1].stdin.startswith("create table ip6 lvs_scripts\n")
+    assert plan.steps[2].stdin is not None
+    assert "ip6 daddr 2001:db8::1 tcp dport 443 meta mark set 0x00000002" in plan.steps[2].stdin
+    assert plan.steps[2].stdin.startswith("create table ip6 lvs_scripts\n")
 
 
 def test_stop_deletes_exactly_our_table_after_the_services() -> None:
@@ -313,7 +318,7 @@ port = 80
 forwarding = "nat"
 real = [ { address = "2001:db8::10", port = 8080 } ]
 """, "", VS_DEFAULTS, State(),
-                 ["ip addr add 2001:db8::1/128 dev eth0",
+                 [NDISC, "ip addr add 2001:db8::1/128 dev eth0",
                   "sysctl -w net.ipv6.conf.all.forwarding=1",
                   "ipvsadm -A -t '[2001:db8::1]:80' -s wlc",
                   "ipvsadm -a -t '[2001:db8::1]:80' -r '[2001:db8::10]:8080' -m -w 1"],

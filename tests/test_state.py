@@ -26,13 +26,20 @@ from lvs_scripts.owned import (
     Effect,
     FileRemoved,
     FileWritten,
+    FouAdded,
+    FouRemoved,
     KeepalivedStarted,
     KeepalivedStopped,
+    LinkCreated,
+    LinkReleased,
+    LinkUp,
     NftTableCreated,
     NftTableDeleted,
     OwnedAddress,
     OwnedFile,
+    OwnedFou,
     OwnedKeepalived,
+    OwnedLink,
     OwnedNftTable,
     OwnedRoute,
     OwnedService,
@@ -52,8 +59,9 @@ from lvs_scripts.owned import (
     plan_undo,
 )
 from lvs_scripts.plan import Plan
-from lvs_scripts.probes import KeepalivedSeen, Route, SyncDaemon, parse_default_routes
+from lvs_scripts.probes import KeepalivedSeen, Link, Route, SyncDaemon, parse_default_routes
 from lvs_scripts.state import State, load_state, save_state
+from lvs_scripts.tunnel import FouPort
 from tests.fakes.fakehost import FakeHost
 from tests.hosts import addr_lines, host, link_lines
 
@@ -87,7 +95,8 @@ FULL = State.of(
     OwnedSyncDaemon(SyncDaemon("master", "eth1", 51)),
     OwnedSyncDaemon(SyncDaemon("backup", "eth1", 51)),
     OwnedFile("/run/l/k.conf", "a" * 64),
-    OwnedNftTable("ip"))
+    OwnedNftTable("ip"),
+    OwnedLink("tunl0", True), OwnedLink("gre0", False), OwnedFou(6080, 4))
 SYNC = SyncDaemon("master", "eth1", 51)
 KEEPALIVED = OwnedKeepalived("/run/l/k.conf", "/run/l/k.pid", "/run/l/v.pid")
 
@@ -123,6 +132,12 @@ EFFECT_CASES: list[tuple[Effect, State, list[Any]]] = [
     (SyncDaemonStopped("master"), State.of(OwnedSyncDaemon(SYNC)), []),
     (NftTableCreated("ip6"), State(), [OwnedNftTable("ip6")]),
     (NftTableDeleted("ip"), State.of(OwnedNftTable("ip")), []),
+    (LinkCreated("ip6tnl0"), State(), [OwnedLink("ip6tnl0", True)]),
+    (LinkUp("gre0"), State(), [OwnedLink("gre0", False)]),
+    (LinkUp("tunl0"), State.of(OwnedLink("tunl0", True)), [OwnedLink("tunl0", True)]),
+    (LinkReleased("tunl0"), State.of(OwnedLink("tunl0", True)), []),
+    (FouAdded(6080, 6), State(), [OwnedFou(6080, 6)]),
+    (FouRemoved(6080), State.of(OwnedFou(6080, 4)), []),
 ]
 
 
@@ -158,6 +173,8 @@ def test_each_effect_simulates_what_its_command_does_to_the_host(effect: Effect)
     obs.keepalived = KeepalivedSeen(77, "/run/l/k.conf")
     obs.files = {"/run/l/k.conf": "a" * 64}
     obs.nft = {"ip": NftTable("ip", ())}
+    obs.links["tunl0"] = Link("tunl0", False)  # down (gre0 and ip6tnl0 do not exist)
+    obs.tunnels.fou = {FouPort(6080, 4)}
     before = json.dumps(repr(obs))
     effect.simulate(obs)
     changed = json.dumps(repr(obs)) != before
@@ -167,13 +184,14 @@ def test_each_effect_simulates_what_its_command_does_to_the_host(effect: Effect)
 def test_only_additions_are_written_ahead() -> None:
     assert {e.__name__ for e in EFFECTS if e.write_ahead} == {
         "AddressAdded", "RouteSet", "ServiceCreated", "SysctlChanged", "TimeoutsSet",
-        "FileWritten", "KeepalivedStarted", "SyncDaemonStarted", "NftTableCreated"}
+        "FileWritten", "KeepalivedStarted", "SyncDaemonStarted", "NftTableCreated",
+        "LinkCreated", "LinkUp", "FouAdded"}
 
 
 def test_every_owned_kind_is_undone_by_stop_and_shown() -> None:
     """Each record of a state holding every kind leads to a command (or a dropped record)
     and a line of its own in status."""
-    obs = host(link_lines("lo", "eth0", "eth1", "eth0.100"),
+    obs = host(link_lines("lo", "eth0", "eth1", "eth0.100", "tunl0", "gre0"),
                addr_lines(("eth1", "10.9.0.5/24"), ("eth0", "192.168.30.254/32"),
                           ("lo", "2001:db8::10/128")),
                routes="default via 192.168.30.1 dev eth0 metric 100",
@@ -186,6 +204,7 @@ def test_every_owned_kind_is_undone_by_stop_and_shown() -> None:
     obs.keepalived = KeepalivedSeen(77, "/run/l/k.conf")
     obs.files = {"/run/l/k.conf": "a" * 64}
     obs.nft = {"ip": NftTable("ip", ())}
+    obs.tunnels.fou = {FouPort(6080, 4)}
     plan = Plan()
     plan_undo(plan, obs, FULL)
     assert [s.line() for s in plan.steps] == [
@@ -195,6 +214,7 @@ def test_every_owned_kind_is_undone_by_stop_and_shown() -> None:
         "ip addr del 192.168.30.254/32 dev eth0", "ip addr del 2001:db8::10/128 dev lo",
         "ip route replace default via 10.9.9.1 dev eth0 proto static metric 100 onlink",
         "ip addr del 10.9.0.5/24 dev eth1",
+        "ip fou del port 6080", "ip link del dev tunl0", "ip link set dev gre0 down",
         "sysctl -w net.ipv4.conf.all.arp_ignore=0",
         "sysctl -w net/ipv4/conf/eth0.100/arp_announce=0",
         "ipvsadm --set 900 120 300", "rm -f /run/l/k.conf"]
@@ -202,7 +222,7 @@ def test_every_owned_kind_is_undone_by_stop_and_shown() -> None:
     for effect in [s.effect for s in plan.steps if s.effect] + plan.forget:
         effect.record(after)
     assert after.empty()
-    assert len(FULL.describe()) == len(FULL.records()) == 15
+    assert len(FULL.describe()) == len(FULL.records()) == 18
 
 
 # ------------------------------------------------------------------ the file, version 3
@@ -216,23 +236,26 @@ def test_version_4_round_trips_every_kind() -> None:
 def test_a_version_2_file_is_read_and_upgraded() -> None:
     """A file written before [ha] (no files, keepalived or sync daemons) is read as is."""
     data = json.loads(FULL.to_json())
-    for key in ("files", "keepalived", "sync_daemons", "nft_tables"):
+    for key in ("files", "keepalived", "sync_daemons", "nft_tables", "links", "fous"):
         del data[key]
     data["version"] = 2
     state = State.from_json(json.dumps(data), "v2")
     assert state.upgraded_from == 2
     assert state.records() == [r for r in FULL.records() if not isinstance(
-        r, (OwnedFile, OwnedKeepalived, OwnedSyncDaemon, OwnedNftTable))]
+        r, (OwnedFile, OwnedKeepalived, OwnedSyncDaemon, OwnedNftTable, OwnedLink, OwnedFou))]
 
 
 def test_a_version_3_file_is_read_and_upgraded() -> None:
-    """A file written before fwmark services (no nftables tables) is read as is."""
+    """A file written before fwmark services and TUN real servers (no nftables tables, no
+    links, no GUE ports) is read as is."""
     data = json.loads(FULL.to_json())
-    del data["nft_tables"]
+    for key in ("nft_tables", "links", "fous"):
+        del data[key]
     data["version"] = 3
     state = State.from_json(json.dumps(data), "v3")
     assert state.upgraded_from == 3
-    assert state.records() == [r for r in FULL.records() if not isinstance(r, OwnedNftTable)]
+    assert state.records() == [r for r in FULL.records() if not isinstance(
+        r, (OwnedNftTable, OwnedLink, OwnedFou))]
 
 
 def test_services_are_stored_by_structure_not_by_their_display_text() -> None:
@@ -245,6 +268,10 @@ CORRUPT = [
     ({"version": 5}, "unknown version 5"),
     ({**json.loads(FULL.to_json()), "nft_tables": [{"family": "inet"}]},
      "nft_tables[0].family"),
+    ({"version": 4}, "no nft_tables"),
+    ({**json.loads(FULL.to_json()), "links": [{"name": "tunl0 x", "created": True}]},
+     "links[0].name"),
+    ({**json.loads(FULL.to_json()), "fous": [{"port": 0, "family": 4}]}, "fous[0].port"),
     ({"version": 2}, "state"),
     ({"version": 3}, "no files"),
     ({**json.loads(FULL.to_json()), "files": [{"path": "../etc/passwd", "digest": "a" * 64}]},

@@ -370,7 +370,7 @@ def habets(run: Run) -> int:
 def modprobe(run: Run) -> int:
     """modprobe [-q] [-v] [-r] [--] MODULE...: loads what the state says exists."""
     st = run.state
-    quiet = remove = False
+    quiet = remove = dry_run = False
     names: list[str] = []
     only_names = False
     for word in run.args:
@@ -382,6 +382,8 @@ def modprobe(run: Run) -> int:
             quiet = True
         elif word in ("-r", "--remove"):
             remove = True
+        elif word in ("-n", "--dry-run", "--show"):
+            dry_run = True
         elif word in ("-v", "--verbose", "-b", "--use-blacklist", "-s", "--syslog"):
             continue
         else:
@@ -401,14 +403,31 @@ def modprobe(run: Run) -> int:
     release = st["kernel"]["release"]
     ipvs_modules = {"ip_vs"} | {f"ip_vs_{s}" for s in st["ipvs"]["schedulers"]}
     if name in ipvs_modules and st["kernel"]["ipvs"] != "absent":
+        if dry_run:
+            return 0
         model.load_ipvs(st)
         if name != "ip_vs" and name not in st["modules"]["loaded"]:
             st["modules"]["loaded"].append(name)
         return 0
     if name in st["modules"]["available"] or name in st["modules"]["loaded"]:
-        if name not in st["modules"]["loaded"]:
-            st["modules"]["loaded"].append(name)
+        if not dry_run:
+            model.load_module(st, name)
         return 0
     if not quiet:
         run.eprint(f"modprobe: FATAL: Module {name} not found in directory /lib/modules/{release}")
     return 1
+
+
+def lsmod(run: Run) -> int:
+    """lsmod (kmod): the loaded modules from /proc/modules, newest first."""
+    if run.args:
+        run.eprint("Usage: lsmod")
+        return 1
+    st = run.state
+    loaded = list(st["modules"]["loaded"])
+    if st["kernel"]["ipvs"] == "module" and st["kernel"]["ipvs_loaded"] and "ip_vs" not in loaded:
+        loaded.append("ip_vs")
+    run.print("Module                  Size  Used by")
+    for name in reversed(loaded):
+        run.print(f"{name:<19} {16384:>8}  0")
+    return 0

@@ -70,7 +70,7 @@ if TYPE_CHECKING:
 
 FAKES_DIR = Path(__file__).resolve().parent
 FAKES_BIN = FAKES_DIR / "bin"
-TOOLS = ("ipvsadm", "ip", "sysctl", "arping", "modprobe", "keepalived", "nft")
+TOOLS = ("ipvsadm", "ip", "sysctl", "arping", "modprobe", "keepalived", "nft", "lsmod")
 
 # Host programs the per-test PATH offers (as symlinks) besides the fakes.
 HOST_PROGRAMS = (
@@ -101,7 +101,7 @@ class Result(NamedTuple):
 _ENTRY = {"ipvsadm": ("ipvsadm_tool", "main"), "ip": ("ip_tool", "main"),
           "sysctl": ("sysctl_tool", "main"), "arping": ("arping_tool", "main"),
           "keepalived": ("keepalived_tool", "main"), "modprobe": ("arping_tool", "modprobe"),
-          "nft": ("nft_tool", "main")}
+          "nft": ("nft_tool", "main"), "lsmod": ("arping_tool", "lsmod")}
 
 
 def _dispatch(run: Run) -> int:

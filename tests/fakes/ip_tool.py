@@ -225,14 +225,14 @@ def main(run: Run) -> int:
     for name, func in (("address", do_address), ("addrlabel", None), ("maddress", None),
                        ("route", do_route), ("rule", None), ("neighbor", None),
                        ("neighbour", None), ("ntable", None), ("ntbl", None),
-                       ("link", do_link)):
+                       ("link", do_link), ("fou", do_fou)):
         if matches(obj, name):
             if func is None:
                 run.unsupported(f"ip {name}")
             return int(func(run, opts, rest))
     if matches(obj, "help"):
         usage(run)
-    others = ("l2tp", "fou", "ila", "macsec", "tunnel", "tunl", "tuntap", "tap", "token",
+    others = ("l2tp", "ila", "macsec", "tunnel", "tunl", "tuntap", "tap", "token",
               "tcpmetrics", "tcp_metrics", "monitor", "xfrm", "mroute", "mrule", "netns",
               "netconf", "vrf", "sr", "nexthop", "mptcp", "ioam", "stats")
     if any(matches(obj, o) for o in others):
@@ -250,14 +250,19 @@ def _link_name(ifc: dict[str, Any]) -> str:
 
 def link_header(ifc: dict[str, Any], do_link: bool) -> str:
     mode = "mode DEFAULT " if do_link else ""
+    # A tunnel device never up has no queueing discipline yet ("noop").
+    qdisc = "noop" if ifc["kind"] in model.TUNNEL_KINDS and not ifc["up"] else ifc["qdisc"]
     return (
         f"{ifc['index']}: {_link_name(ifc)}: <{model.link_flags(ifc)}> mtu {ifc['mtu']} "
-        f"qdisc {ifc['qdisc']} "
+        f"qdisc {qdisc} "
         f"state {model.oper_state(ifc)} {mode}group default qlen {ifc['qlen']}"
     )
 
 
 def link_l2(ifc: dict[str, Any]) -> str:
+    if ifc["kind"] in model.TUNNEL_KINDS:
+        kind, address, _mtu = model.TUNNEL_KINDS[ifc["kind"]]
+        return f"    {kind} {address} brd {address}"
     if ifc["kind"] == "loopback":
         return f"    link/loopback {ifc['mac']} brd 00:00:00:00:00:00"
     return f"    link/ether {ifc['mac']} brd ff:ff:ff:ff:ff:ff"
@@ -315,6 +320,7 @@ def addr_modify(run: Run, opts: Opts, args: list[str], action: str) -> int:
     label: str | None = None
     scope: str | None = None
     metric = 0
+    flags: list[str] = []
     it = iter(args)
     for word in it:
         if word in ("peer", "remote", "anycast") or matches(word, "valid_lft") \
@@ -339,8 +345,9 @@ def addr_modify(run: Run, opts: Opts, args: list[str], action: str) -> int:
             if not value.isdigit():
                 invarg(run, '"metric" value is invalid\n', value)
             metric = int(value)
-        elif word in ("home", "nodad", "optimistic", "mngtmpaddr", "noprefixroute",
-                      "autojoin"):
+        elif word == "nodad":
+            flags.append(word)
+        elif word in ("home", "optimistic", "mngtmpaddr", "noprefixroute", "autojoin"):
             run.unsupported(f"ip address flag {word}")
         else:
             value = keyword_value(run, word, "local", it)
@@ -357,7 +364,7 @@ def addr_modify(run: Run, opts: Opts, args: list[str], action: str) -> int:
     assert local is not None
     addr, plen, plen_given = local
     if ":" in addr:
-        return addr_modify_v6(run, dev, addr, plen, action)
+        return addr_modify_v6(run, dev, addr, plen, action, flags)
     if action == "del" and not plen_given:
         run.eprint(
             "Warning: Executing wildcard deletion to stay compatible with old scripts.\n"
@@ -395,7 +402,8 @@ def addr_modify(run: Run, opts: Opts, args: list[str], action: str) -> int:
     return 0
 
 
-def addr_modify_v6(run: Run, dev: str, addr: str, plen: int, action: str) -> int:
+def addr_modify_v6(run: Run, dev: str, addr: str, plen: int, action: str,
+                   flags: list[str] | None = None) -> int:
     st = run.state
     ifc = model.iface(st, dev)
     if ifc is None:
@@ -412,7 +420,8 @@ def addr_modify_v6(run: Run, dev: str, addr: str, plen: int, action: str) -> int
             die(run, 2, "RTNETLINK answers: File exists")
         return 0
     scope = "link" if addr.lower().startswith("fe80") else "global"
-    ifc["addrs6"].append({"local": addr, "prefixlen": plen, "scope": scope, "flags": []})
+    ifc["addrs6"].append({"local": addr, "prefixlen": plen, "scope": scope,
+                          "flags": list(flags or [])})
     return 0
 
 
@@ -521,13 +530,128 @@ def do_link(run: Run, opts: Opts, args: list[str]) -> int:
     if not args:
         return link_show(run, opts, [])
     sub, rest = args[0], args[1:]
-    if matches(sub, "add") or matches(sub, "replace") or matches(sub, "delete"):
+    if matches(sub, "add"):
+        return link_add(run, rest)
+    if matches(sub, "delete"):
+        return link_del(run, rest)
+    if matches(sub, "replace"):
         run.unsupported(f"ip link {sub}")
     if matches(sub, "set") or matches(sub, "change"):
         return link_set(run, rest)
     if matches(sub, "show") or matches(sub, "lst") or matches(sub, "list"):
         return link_show(run, opts, rest)
     return unknown_command(run, "link", sub, ("xstats", "afstats", "property"))
+
+
+def link_add(run: Run, args: list[str]) -> int:
+    """`ip link add [name] NAME type ipip|gre|ip6tnl|ip6gre [icsum]`: a tunnel device
+    from any to any (the only kind the fake creates), down, as the kernel makes it."""
+    st = run.state
+    name = kind = None
+    options: list[str] = []
+    it = iter(args)
+    for word in it:
+        if word == "name":
+            name = next_arg(run, it)
+        elif word == "type":
+            kind = next_arg(run, it)
+            options = list(it)
+        elif name is None and word != "dev":
+            name = word
+        else:
+            run.unsupported(f"ip link add {word}")
+    if name is None:
+        die(run, 255, 'Not enough information: "dev" argument is required.')
+    if kind is None:
+        die(run, 2, "Not enough information: \"type\" argument is required")
+    if kind not in model.TUNNEL_KINDS:
+        run.unsupported(f"ip link add type {kind}")
+    if any(o not in ("icsum", "ocsum", "csum") for o in options):
+        run.unsupported(f"ip link add type {kind} {' '.join(options)}")
+    module = {"ipip": "ipip", "gre": "ip_gre", "ip6tnl": "ip6_tunnel", "ip6gre": "ip6_gre"}[kind]
+    if module not in st["modules"]["available"] and module not in st["modules"]["loaded"]:
+        die(run, 2, "Error: Unknown device type.")
+    model.load_module(st, module)  # the kernel's request_module("rtnl-link-KIND")
+    assert name is not None
+    existing = model.iface(st, name)
+    same_parms = [i for i in st["interfaces"] if i["kind"] == kind and not options]
+    if existing is not None or same_parms:
+        die(run, 2, "RTNETLINK answers: File exists")
+    ifc = model.new_interface(st, name, kind=kind, up=False)
+    ifc["options"] = options
+    return 0
+
+
+def link_del(run: Run, args: list[str]) -> int:
+    """`ip link del [dev] NAME`; a module's fallback device cannot go."""
+    st = run.state
+    dev: str | None = None
+    it = iter(args)
+    for word in it:
+        dev = dev_arg(run, word, it, dev)
+    if dev is None:
+        die(run, 255, 'Not enough information: "dev" argument is required.')
+    assert dev is not None
+    ifc = model.iface(st, dev)
+    if ifc is None:
+        nodev(run, dev)
+    assert ifc is not None
+    if ifc.get("fallback") or ifc["kind"] not in model.TUNNEL_KINDS:
+        die(run, 2, "RTNETLINK answers: Operation not supported")
+    model.remove_interface(st, dev)
+    return 0
+
+
+def do_fou(run: Run, opts: Opts, args: list[str]) -> int:
+    """`ip fou add|del port P gue|ipproto N [-6]`, `ip fou show` (iproute2 ipfou.c)."""
+    st = run.state
+    if "fou" not in {m for m in st["modules"]["loaded"]}:
+        if "fou" not in st["modules"]["available"]:
+            die(run, 1, "RTNETLINK answers: No such file or directory\n"
+                        "Failed to send request")
+        model.load_module(st, "fou")  # genetlink loads the family's module on lookup
+    if not args or matches(args[0], "show") or matches(args[0], "list"):
+        for entry in st["fou"]:
+            kind = "gue" if entry["gue"] else f"ipproto {entry['ipproto']}"
+            run.print(f"port {entry['port']} {kind}" + (" -6" if entry["family"] == 6 else ""))
+        return 0
+    sub, rest = args[0], args[1:]
+    port = None
+    gue = False
+    ipproto = None
+    family = 6 if opts.family == "inet6" else 4
+    it = iter(rest)
+    for word in it:
+        if word == "port":
+            value = next_arg(run, it)
+            if not value.isdigit() or not 0 < int(value) < 65536:
+                invarg(run, "invalid port", value)
+            port = int(value)
+        elif word == "gue":
+            gue = True
+        elif word == "ipproto":
+            ipproto = int(next_arg(run, it))
+        elif word == "-6":
+            family = 6
+        else:
+            run.unsupported(f"ip fou {sub} {word}")
+    if port is None:
+        die(run, 255, "fou: missing port")
+    entry = {"port": port, "family": family, "gue": gue, "ipproto": ipproto}
+    mine = [e for e in st["fou"] if (e["port"], e["family"]) == (port, family)]
+    if matches(sub, "add"):
+        if not gue and ipproto is None:
+            die(run, 255, "fou: must set ipproto or gue")
+        if mine:
+            die(run, 2, "RTNETLINK answers: Address already in use")
+        st["fou"].append(entry)
+        return 0
+    if matches(sub, "delete"):
+        if not mine:
+            die(run, 2, "RTNETLINK answers: No such file or directory")
+        st["fou"].remove(mine[0])
+        return 0
+    return unknown_command(run, "fou", sub, ())
 
 
 def link_set(run: Run, args: list[str]) -> int:

@@ -40,7 +40,29 @@ CONF_DEFAULTS = {
     "send_redirects": "1",
 }
 
+# net.ipv6.conf.<dev>.* keys the tools read (a subset), with the kernel's defaults.
+CONF6_DEFAULTS = {
+    "accept_dad": "1",
+    "forwarding": "0",
+    "ndisc_notify": "0",
+}
+
+# Tunnel devices (ip link add ... type KIND, or a module's fallback device): the
+# `link/TYPE ADDRESS brd ADDRESS` line ip prints, their MTU on a 1500-byte network.
+ANY4 = ".".join("0" * 4)  # printed by ip, never bound to
+TUNNEL_KINDS = {
+    "ipip": ("link/ipip", ANY4, 1480),
+    "gre": ("link/gre", ANY4, 1476),
+    "ip6tnl": ("link/tunnel6", "::", 1452),
+    "ip6gre": ("link/gre6", "::", 1448),
+}
+# Modules that make a fallback device when loaded (unless
+# net.core.fb_tunnels_only_for_init_net is 2: the fake host is the initial namespace).
+FALLBACK_DEVICES = {"ipip": ("tunl0", "ipip"), "ip_gre": ("gre0", "gre"),
+                    "ip6_tunnel": ("ip6tnl0", "ip6tnl"), "ip6_gre": ("ip6gre0", "ip6gre")}
+
 GLOBAL_SYSCTLS = {
+    "net/core/fb_tunnels_only_for_init_net": "0",
     "net/ipv4/ip_forward": "0",
     # the IPv6 counterpart, which a director with IPv6 NAT services turns on
     "net/ipv6/conf/all/forwarding": "0",
@@ -232,7 +254,9 @@ def empty_state() -> State:
         },
         "hosts": {"127.0.0.1": "localhost"},
         "arping": {"flavour": "iputils", "neighbours": {}, "sent": []},
-        "modules": {"loaded": [], "available": ["dummy", "8021q", "bonding"]},
+        "modules": {"loaded": [], "available": ["dummy", "8021q", "bonding", "ipip", "fou",
+                                                "fou6", "ip_gre", "ip6_tunnel", "ip6_gre"]},
+        "fou": [],  # GUE/FOU receive ports: {"port", "family", "gue"}
         "missing_tools": [],
         "failures": [],
         "calls": 0,
@@ -240,6 +264,8 @@ def empty_state() -> State:
     for dev in ("all", "default"):
         for key, value in CONF_DEFAULTS.items():
             st["sysctl"][f"net/ipv4/conf/{dev}/{key}"] = value
+        for key, value in CONF6_DEFAULTS.items():
+            st["sysctl"][f"net/ipv6/conf/{dev}/{key}"] = value
     return st
 
 
@@ -281,6 +307,9 @@ def new_interface(
     if iface(st, name) is not None:
         raise ValueError(f"interface {name} exists")
     index = max([i["index"] for i in st["interfaces"]], default=0) + 1
+    if kind in TUNNEL_KINDS:
+        mac = TUNNEL_KINDS[kind][1]
+        link = link or "NONE"
     if mac is None:
         mac = "00:00:00:00:00:00" if kind == "loopback" else f"52:54:00:00:00:{index:02x}"
     ifc = {
@@ -290,11 +319,13 @@ def new_interface(
         "mac": mac.lower(),
         "up": False,
         "carrier": carrier,
-        "mtu": mtu or (65536 if kind == "loopback" else 1500),
-        "qdisc": qdisc or ("noqueue" if kind in ("loopback", "dummy", "vlan") else "fq_codel"),
+        "mtu": mtu or (65536 if kind == "loopback" else TUNNEL_KINDS[kind][2]
+                       if kind in TUNNEL_KINDS else 1500),
+        "qdisc": qdisc or ("noqueue" if kind in ("loopback", "dummy", "vlan", *TUNNEL_KINDS)
+                           else "fq_codel"),
         "qlen": 1000,
         "link": link,
-        "noarp": kind in ("loopback", "dummy"),
+        "noarp": kind in ("loopback", "dummy", *TUNNEL_KINDS),
         "addrs": [],
         "addrs6": [],
     }
@@ -302,6 +333,8 @@ def new_interface(
     sysctl = st["sysctl"]
     for key, value in CONF_DEFAULTS.items():
         sysctl[f"net/ipv4/conf/{name}/{key}"] = sysctl.get(f"net/ipv4/conf/default/{key}", value)
+    for key, value in CONF6_DEFAULTS.items():
+        sysctl[f"net/ipv6/conf/{name}/{key}"] = sysctl.get(f"net/ipv6/conf/default/{key}", value)
     if up:
         set_link(st, ifc, True)
     return ifc
@@ -313,9 +346,22 @@ def remove_interface(st: State, name: str) -> None:
         raise ValueError(f"no interface {name}")
     set_link(st, ifc, False)
     st["interfaces"].remove(ifc)
-    prefix = f"net/ipv4/conf/{name}/"
-    for key in [k for k in st["sysctl"] if k.startswith(prefix)]:
+    prefixes = (f"net/ipv4/conf/{name}/", f"net/ipv6/conf/{name}/")
+    for key in [k for k in st["sysctl"] if k.startswith(prefixes)]:
         del st["sysctl"][key]
+
+
+def load_module(st: State, name: str) -> None:
+    """A module loaded: its fallback tunnel device appears (down), as in the kernel's
+    ip_tunnel_init_net, unless fb_tunnels_only_for_init_net is 2."""
+    if name in st["modules"]["loaded"]:
+        return
+    st["modules"]["loaded"].append(name)
+    fallback = FALLBACK_DEVICES.get(name)
+    if fallback and st["sysctl"].get("net/core/fb_tunnels_only_for_init_net", "0") != "2" \
+            and iface(st, fallback[0]) is None:
+        new_interface(st, fallback[0], kind=fallback[1], up=False)
+        st["interfaces"][-1]["fallback"] = True
 
 
 def link_flags(ifc: dict[str, Any]) -> str:
@@ -326,6 +372,8 @@ def link_flags(ifc: dict[str, Any]) -> str:
         flags.append("NO-CARRIER")
     if ifc["kind"] == "loopback":
         flags.append("LOOPBACK")
+    elif ifc["kind"] in TUNNEL_KINDS:
+        pass
     else:
         flags.append("BROADCAST")
         if ifc["kind"] != "dummy":
@@ -342,7 +390,7 @@ def link_flags(ifc: dict[str, Any]) -> str:
 def oper_state(ifc: dict[str, Any]) -> str:
     if not ifc["up"] or not ifc["carrier"]:
         return "DOWN"
-    if ifc["kind"] in ("loopback", "dummy"):
+    if ifc["kind"] in ("loopback", "dummy", *TUNNEL_KINDS):
         return "UNKNOWN"
     return "UP"
 
@@ -363,7 +411,7 @@ def set_link(st: State, ifc: dict[str, Any], up: bool) -> None:
 
 def auto_v6_addresses(st: State, ifc: dict[str, Any]) -> list[dict[str, Any]]:
     """The addresses IPv6 autoconfiguration gives an up device (::1, fe80::/64)."""
-    if not st["kernel"].get("ipv6", True) or not ifc["up"]:
+    if not st["kernel"].get("ipv6", True) or not ifc["up"] or ifc["kind"] in TUNNEL_KINDS:
         return []
     if ifc["kind"] == "loopback":
         return [{"local": "::1", "prefixlen": 128, "scope": "host", "flags": []}]
