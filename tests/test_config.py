@@ -340,7 +340,7 @@ def test_nat_can_change_the_port_dr_and_tun_inherit_it() -> None:
     assert same.services[0].destinations[0].port == 80
     tun = parse_config(MINIMAL.replace("port = 80\n", 'port = 80\nforwarding = "tun"\n'))
     assert tun.services[0].destinations[0] == Destination(
-        IPv4Address("10.0.0.21"), 80, Forwarding.TUN, 1, Tunnel())  # plain IPIP
+        IPv4Address("10.0.0.21"), 80, Forwarding.TUN, 1, tunnel=Tunnel())  # plain IPIP
 
 
 def test_one_real_server_on_two_ports_under_nat() -> None:
