@@ -11,6 +11,7 @@ shows it.
 | file     | OwnedFile       | FileWritten*, FileRemoved                | `rm -f PATH`           |
 | keepalived | OwnedKeepalived | KeepalivedStarted*, KeepalivedStopped  | `kill -TERM PID`, wait |
 | sync     | OwnedSyncDaemon | SyncDaemonStarted*, SyncDaemonStopped    | `ipvsadm --stop-daemon` |
+| bird     | OwnedBird       | BirdStarted*, BirdStopped                | `kill -TERM PID`, wait |
 
 A write-ahead effect is recorded (and the state file saved) *before* its command runs,
 with the value to restore: a `kill -9` at any point then leaves a state file from which
@@ -22,12 +23,14 @@ Removals are recorded after their command, for the same reason the other way rou
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 from typing import TYPE_CHECKING, ClassVar, Union
 
 from .model import DEFAULT_DRAIN_SECONDS, IPAddress, ServiceKey, Timeouts, VirtualService
 from .plan import Settle
 from .probes import (
     Address,
+    BirdSeen,
     HostObservation,
     KeepalivedSeen,
     Route,
@@ -127,8 +130,21 @@ class OwnedSyncDaemon(Record):
         return f"IPVS {self.daemon.describe()}"
 
 
+class OwnedBird(Record):
+    """The BIRD start ran ([bgp]), found again through its own pid file and config file,
+    so that a BIRD someone else started is never signalled; its control socket is how
+    stop sees it withdraw the VIPs."""
+
+    config_file: str
+    pid_file: str
+    socket: str
+
+    def describe(self) -> str:
+        return f"bird -c {self.config_file} (pid file {self.pid_file})"
+
+
 Owned = Union[OwnedAddress, OwnedRoute, OwnedService, OwnedSysctl, OwnedTimeouts, OwnedFile,
-              OwnedKeepalived, OwnedSyncDaemon]
+              OwnedKeepalived, OwnedSyncDaemon, OwnedBird]
 
 
 # --- the effects -------------------------------------------------------------------------
@@ -415,11 +431,40 @@ class SyncDaemonStopped(Effect):
         obs.sync_daemons.pop(self.state, None)
 
 
+class BirdStarted(Effect):
+    write_ahead = True
+    config_file: str
+    pid_file: str
+    socket: str
+
+    def slot(self) -> Slot:
+        return ("bird", None)
+
+    def record(self, state: State) -> None:
+        state.bird = OwnedBird(self.config_file, self.pid_file, self.socket)
+
+    def simulate(self, obs: HostObservation) -> None:
+        obs.bird = BirdSeen(0, self.config_file)
+
+
+class BirdStopped(Effect):
+    """Recorded once BIRD has exited (its sessions closed with a Cease)."""
+
+    def slot(self) -> Slot:
+        return ("bird", None)
+
+    def record(self, state: State) -> None:
+        state.bird = None
+
+    def simulate(self, obs: HostObservation) -> None:
+        obs.bird = None
+
+
 EFFECTS: tuple[type[Effect], ...] = (
     AddressAdded, AddressRemoved, Announced, RouteSet, RouteReleased, ServiceCreated,
     ServiceDeleted, SysctlChanged, SysctlRestored, TimeoutsSet, TimeoutsRestored,
     FileWritten, FileRemoved, KeepalivedStarted, KeepalivedStopped, SyncDaemonStarted,
-    SyncDaemonStopped)
+    SyncDaemonStopped, BirdStarted, BirdStopped)
 
 
 # --- undo: what stop (and a start that no longer wants something) does with a record ------
@@ -581,17 +626,70 @@ def undo_file(plan: Plan, obs: HostObservation, owned: OwnedFile) -> None:
     plan.forget.append(FileRemoved(owned.path))
 
 
+BIRD_STOP_SECONDS = 15.0
+WITHDRAW_SECONDS = 10.0
+# The direct protocol of the BIRD config bgp.py writes: the VIPs on lo, as BIRD sees them.
+BIRD_VIPS_PROTOCOL = "lvs_vips"
+
+
+def withdrawn_settle(owned: OwnedBird, cidrs: list[str]) -> Settle:
+    """After the VIPs left lo: wait until BIRD's direct protocol no longer has them. BIRD
+    2.0 passes a route change to every channel as it happens, so by then each session
+    has queued the withdrawal (and sends it at once). Bounded, and only a warning when
+    time is up: the VIPs are off lo already, and the sessions close when BIRD stops."""
+    return Settle("BIRD has withdrawn the VIPs from its BGP sessions",
+                  seconds=WITHDRAW_SECONDS, optional=True, absent=tuple(cidrs),
+                  poll=("birdc", "-s", owned.socket, "show", "route", "protocol",
+                        BIRD_VIPS_PROTOCOL))
+
+
+def withdraw_vips(plan: Plan, obs: HostObservation, state: State) -> set[tuple[str, str]]:
+    """[bgp] stop, first of all: the VIPs leave lo, and BIRD withdraws them, so that the
+    routers move every flow to the other directors before anything is torn down here.
+    Returns the addresses handled."""
+    owned_bird = state.bird
+    if owned_bird is None:
+        return set()
+    keys = {key for key, owned in state.addresses.items()
+            if owned.device == "lo" and owned.purpose == "vip"}
+    removing = []
+    for key in keys:
+        owned = state.addresses[key]
+        if obs.has_address(owned.device, owned.ip):
+            removing.append(owned.cidr)
+        undo_address(plan, obs, owned, "VIP: withdrawn from the BGP neighbors first")
+    if removing and obs.bird is not None and plan.steps:
+        last = plan.steps[-1]
+        plan.steps[-1] = replace(last, settle=withdrawn_settle(owned_bird, removing))
+    undo_bird(plan, obs, owned_bird)
+    return keys
+
+
+def undo_bird(plan: Plan, obs: HostObservation, owned: OwnedBird) -> None:
+    """SIGTERM, then wait until it has gone (it closes its sessions with a Cease). A BIRD
+    already gone leaves only its record; one we did not start is never found here."""
+    seen = obs.bird
+    if seen is None or seen.config_file != owned.config_file or seen.pid <= 0:
+        plan.forget.append(BirdStopped())
+        return
+    plan.add(("kill", "-TERM", str(seen.pid)), "BIRD: its BGP sessions close", BirdStopped(),
+             settle=Settle(f"BIRD (pid {seen.pid}) has exited", gone_pid=seen.pid,
+                           seconds=BIRD_STOP_SECONDS))
+
+
 def plan_undo(plan: Plan, obs: HostObservation, state: State) -> None:
     """Undo everything the state file lists, in the order that keeps the host reachable:
-    keepalived first (the peer takes the VIPs at once), the sync daemons, services, VIPs,
+    BGP's VIPs on lo and BIRD first (the routers move the flows to the other directors),
+    keepalived (the peer takes the VIPs at once), the sync daemons, services, VIPs,
     the default route, the DIP (the route may need it), sysctls, timeouts, files."""
+    withdrawn = withdraw_vips(plan, obs, state)
     if state.keepalived is not None:
         undo_keepalived(plan, obs, state.keepalived)
     for daemon in state.sync_daemons.values():
         undo_sync_daemon(plan, obs, daemon)
     for service in state.services.values():
         undo_service(plan, obs, service)
-    addresses = list(state.addresses.values())
+    addresses = [owned for key, owned in state.addresses.items() if key not in withdrawn]
     for owned in addresses:
         if owned.purpose != "dip":
             undo_address(plan, obs, owned, "VIP")

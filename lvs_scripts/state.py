@@ -4,8 +4,8 @@ The state file lives in a root-owned directory (default /run/lvs-scripts: the ke
 forgets addresses, routes, IPVS rules and sysctls at reboot, and so do we). It is
 written atomically (temp file + rename) and holds typed records (owned.py), keyed by
 structure, never by display text. Version 1 files (lvs_scripts 0.1) and version 2 ones
-(before [ha]: no files, keepalived or sync daemons) are read and upgraded in place by
-the next action that changes the host.
+(before [ha]: no files, keepalived or sync daemons) and version 3 ones (before [bgp]: no
+BIRD) are read and upgraded in place by the next action that changes the host.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from .model import DEFAULT_DRAIN_SECONDS, IPAddress, Protocol, ServiceKey, Timeo
 from .owned import (
     Owned,
     OwnedAddress,
+    OwnedBird,
     OwnedFile,
     OwnedKeepalived,
     OwnedRoute,
@@ -37,7 +38,7 @@ from .owned import (
 from .probes import Route, SyncDaemon
 from .record import Record, field
 
-STATE_VERSION = 3
+STATE_VERSION = 4
 MAX_STATE_BYTES = 64 << 20  # 100,000 services is about 10 MB
 
 
@@ -50,6 +51,7 @@ class State(Record, frozen=False):
     files: dict[str, OwnedFile] = field(default_factory=dict)
     keepalived: OwnedKeepalived | None = None
     sync_daemons: dict[str, OwnedSyncDaemon] = field(default_factory=dict)
+    bird: OwnedBird | None = None
     upgraded_from: int | None = field(default=None, compare=False)  # read from version N
 
     @classmethod
@@ -75,6 +77,8 @@ class State(Record, frozen=False):
             self.keepalived = owned
         elif isinstance(owned, OwnedSyncDaemon):
             self.sync_daemons[owned.daemon.state] = owned
+        elif isinstance(owned, OwnedBird):
+            self.bird = owned
         else:
             self.timeouts = owned
 
@@ -87,6 +91,8 @@ class State(Record, frozen=False):
             items.append(self.timeouts)
         if self.keepalived is not None:
             items.append(self.keepalived)
+        if self.bird is not None:
+            items.append(self.bird)
         items += [*self.sync_daemons.values(), *self.files.values()]
         return items
 
@@ -108,6 +114,8 @@ class State(Record, frozen=False):
             self.timeouts = value if isinstance(value, OwnedTimeouts) else None
         elif kind == "keepalived":
             self.keepalived = value if isinstance(value, OwnedKeepalived) else None
+        elif kind == "bird":
+            self.bird = value if isinstance(value, OwnedBird) else None
         elif value is None:
             getattr(self, _TABLES[kind]).pop(key, None)
         else:
@@ -127,7 +135,8 @@ class State(Record, frozen=False):
 
     def empty(self) -> bool:
         return not (self.addresses or self.route or self.services or self.sysctls
-                    or self.timeouts or self.files or self.keepalived or self.sync_daemons)
+                    or self.timeouts or self.files or self.keepalived or self.sync_daemons
+                    or self.bird)
 
     def describe(self) -> list[str]:
         return [owned.describe() for owned in self.records()]
@@ -156,6 +165,9 @@ class State(Record, frozen=False):
                 "vrrp_pid_file": self.keepalived.vrrp_pid_file},
             "sync_daemons": [{"state": d.daemon.state, "interface": d.daemon.interface,
                               "syncid": d.daemon.syncid} for d in self.sync_daemons.values()],
+            "bird": None if self.bird is None else {
+                "config_file": self.bird.config_file, "pid_file": self.bird.pid_file,
+                "socket": self.bird.socket},
         }, indent=1, sort_keys=True)
 
     @classmethod
@@ -186,7 +198,7 @@ def corrupt(path: str, why: str) -> StateError:
 
 _TABLES = {"address": "addresses", "service": "services", "sysctl": "sysctls",
            "file": "files", "sync": "sync_daemons"}
-_SINGLE = ("route", "timeouts", "keepalived")
+_SINGLE = ("route", "timeouts", "keepalived", "bird")
 
 
 # --- reading and checking, field by field: the file is read as root and drives commands ---
@@ -430,8 +442,20 @@ def _route_v1(r: dict[str, Any]) -> OwnedRoute:
                       None if before is None else Route(before, dev, family=family))
 
 
+def _read_v4(data: dict[str, Any]) -> State:
+    """Version 3 plus what [bgp] owns: BIRD."""
+    if "bird" not in data:
+        raise _bad("state", "no bird")
+    state = _read_v3({k: v for k, v in data.items() if k != "bird"})
+    if data["bird"] is not None:
+        b = _table(data["bird"], "bird", {"config_file", "pid_file", "socket"})
+        state.bird = OwnedBird(*(_str(b[name], _PATH, f"bird.{name}")
+                                 for name in ("config_file", "pid_file", "socket")))
+    return state
+
+
 _READERS: dict[int, Callable[[dict[str, Any]], State]] = {1: _read_v1, 2: _read_v2,
-                                                          3: _read_v3}
+                                                          3: _read_v3, 4: _read_v4}
 
 
 # --- load and save ---------------------------------------------------------------------------

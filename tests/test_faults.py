@@ -223,9 +223,9 @@ class Bench:
 
     def state(self) -> dict[str, Any]:
         if not self.state_file.exists():
-            return {"version": 3, "addresses": [], "route": None, "services": [],
+            return {"version": 4, "addresses": [], "route": None, "services": [],
                     "sysctls": [], "timeouts": None, "files": [], "keepalived": None,
-                    "sync_daemons": []}
+                    "sync_daemons": [], "bird": None}
         return json.loads(self.state_file.read_text())  # type: ignore[no-any-return]
 
     def save(self) -> dict[str, Any]:
@@ -290,7 +290,7 @@ def assert_state_matches_kernel(bench: Bench) -> None:
     now = snapshot(bench.host)
     before = bench.pristine
     state = bench.state()
-    assert state["version"] == 3
+    assert state["version"] == 4
     assert sorted((a["device"], a["cidr"]) for a in state["addresses"]) == sorted(
         _v4_addresses(now) - _v4_addresses(before)), "addresses"
     assert sorted(f"{s['protocol']} {s['address']}:{s['port']}" for s in state["services"]

@@ -22,12 +22,15 @@ from lvs_scripts.owned import (
     AddressAdded,
     AddressRemoved,
     Announced,
+    BirdStarted,
+    BirdStopped,
     Effect,
     FileRemoved,
     FileWritten,
     KeepalivedStarted,
     KeepalivedStopped,
     OwnedAddress,
+    OwnedBird,
     OwnedFile,
     OwnedKeepalived,
     OwnedRoute,
@@ -48,7 +51,7 @@ from lvs_scripts.owned import (
     plan_undo,
 )
 from lvs_scripts.plan import Plan
-from lvs_scripts.probes import KeepalivedSeen, Route, SyncDaemon, parse_default_routes
+from lvs_scripts.probes import BirdSeen, KeepalivedSeen, Route, SyncDaemon, parse_default_routes
 from lvs_scripts.state import State, load_state, save_state
 from tests.fakes.fakehost import FakeHost
 from tests.hosts import addr_lines, host, link_lines
@@ -82,9 +85,11 @@ FULL = State.of(
     OwnedKeepalived("/run/l/k.conf", "/run/l/k.pid", "/run/l/v.pid"),
     OwnedSyncDaemon(SyncDaemon("master", "eth1", 51)),
     OwnedSyncDaemon(SyncDaemon("backup", "eth1", 51)),
-    OwnedFile("/run/l/k.conf", "a" * 64))
+    OwnedFile("/run/l/k.conf", "a" * 64),
+    OwnedBird("/run/l/b.conf", "/run/l/b.pid", "/run/l/b.ctl"))
 SYNC = SyncDaemon("master", "eth1", 51)
 KEEPALIVED = OwnedKeepalived("/run/l/k.conf", "/run/l/k.pid", "/run/l/v.pid")
+BIRD = OwnedBird("/run/l/b.conf", "/run/l/b.pid", "/run/l/b.ctl")
 
 
 # ------------------------------------------------------------------ the table of kinds
@@ -116,6 +121,8 @@ EFFECT_CASES: list[tuple[Effect, State, list[Any]]] = [
     (KeepalivedStopped(), State.of(KEEPALIVED), []),
     (SyncDaemonStarted(SYNC), State(), [OwnedSyncDaemon(SYNC)]),
     (SyncDaemonStopped("master"), State.of(OwnedSyncDaemon(SYNC)), []),
+    (BirdStarted("/run/l/b.conf", "/run/l/b.pid", "/run/l/b.ctl"), State(), [BIRD]),
+    (BirdStopped(), State.of(BIRD), []),
 ]
 
 
@@ -149,6 +156,7 @@ def test_each_effect_simulates_what_its_command_does_to_the_host(effect: Effect)
                "45 5 60\n", sysctls={"net.ipv4.conf.all.arp_ignore": 5})
     obs.sync_daemons = {"master": SyncDaemon("master", "eth1", 9)}  # an older one
     obs.keepalived = KeepalivedSeen(77, "/run/l/k.conf")
+    obs.bird = BirdSeen(88, "/run/l/b.conf")
     obs.files = {"/run/l/k.conf": "a" * 64}
     before = json.dumps(repr(obs))
     effect.simulate(obs)
@@ -159,7 +167,7 @@ def test_each_effect_simulates_what_its_command_does_to_the_host(effect: Effect)
 def test_only_additions_are_written_ahead() -> None:
     assert {e.__name__ for e in EFFECTS if e.write_ahead} == {
         "AddressAdded", "RouteSet", "ServiceCreated", "SysctlChanged", "TimeoutsSet",
-        "FileWritten", "KeepalivedStarted", "SyncDaemonStarted"}
+        "FileWritten", "KeepalivedStarted", "SyncDaemonStarted", "BirdStarted"}
 
 
 def test_every_owned_kind_is_undone_by_stop_and_shown() -> None:
@@ -176,14 +184,17 @@ def test_every_owned_kind_is_undone_by_stop_and_shown() -> None:
                         "net/ipv4/conf/eth0.100/arp_announce": 2})
     obs.sync_daemons = {"master": SYNC, "backup": SyncDaemon("backup", "eth1", 51)}
     obs.keepalived = KeepalivedSeen(77, "/run/l/k.conf")
+    obs.bird = BirdSeen(88, "/run/l/b.conf")
     obs.files = {"/run/l/k.conf": "a" * 64}
     plan = Plan()
     plan_undo(plan, obs, FULL)
     assert [s.line() for s in plan.steps] == [
+        # [bgp]: the VIPs on lo first, BIRD withdraws them, then BIRD goes.
+        "ip addr del 2001:db8::10/128 dev lo", "kill -TERM 88",
         "kill -TERM 77", "ipvsadm --stop-daemon master", "ipvsadm --stop-daemon backup",
         "ipvsadm -D -t 192.168.30.254:80", "ipvsadm -D -u 192.168.30.253:53",
         "ipvsadm -D -f 7 -6",
-        "ip addr del 192.168.30.254/32 dev eth0", "ip addr del 2001:db8::10/128 dev lo",
+        "ip addr del 192.168.30.254/32 dev eth0",
         "ip route replace default via 10.9.9.1 dev eth0 proto static metric 100 onlink",
         "ip addr del 10.9.0.5/24 dev eth1",
         "sysctl -w net.ipv4.conf.all.arp_ignore=0",
@@ -193,27 +204,37 @@ def test_every_owned_kind_is_undone_by_stop_and_shown() -> None:
     for effect in [s.effect for s in plan.steps if s.effect] + plan.forget:
         effect.record(after)
     assert after.empty()
-    assert len(FULL.describe()) == len(FULL.records()) == 14
+    assert len(FULL.describe()) == len(FULL.records()) == 15
 
 
-# ------------------------------------------------------------------ the file, version 3
+# ------------------------------------------------------------------ the file, version 4
 
-def test_version_3_round_trips_every_kind() -> None:
+def test_version_4_round_trips_every_kind() -> None:
     text = FULL.to_json()
-    assert json.loads(text)["version"] == 3
+    assert json.loads(text)["version"] == 4
     assert State.from_json(text, "f") == FULL
+
+
+def test_a_version_3_file_is_read_and_upgraded() -> None:
+    """A file written before [bgp] (no BIRD) is read as is."""
+    data = json.loads(FULL.to_json())
+    del data["bird"]
+    data["version"] = 3
+    state = State.from_json(json.dumps(data), "v3")
+    assert state.upgraded_from == 3
+    assert state.records() == [r for r in FULL.records() if not isinstance(r, OwnedBird)]
 
 
 def test_a_version_2_file_is_read_and_upgraded() -> None:
     """A file written before [ha] (no files, keepalived or sync daemons) is read as is."""
     data = json.loads(FULL.to_json())
-    for key in ("files", "keepalived", "sync_daemons"):
+    for key in ("files", "keepalived", "sync_daemons", "bird"):
         del data[key]
     data["version"] = 2
     state = State.from_json(json.dumps(data), "v2")
     assert state.upgraded_from == 2
     assert state.records() == [r for r in FULL.records() if not isinstance(
-        r, (OwnedFile, OwnedKeepalived, OwnedSyncDaemon))]
+        r, (OwnedFile, OwnedKeepalived, OwnedSyncDaemon, OwnedBird))]
 
 
 def test_services_are_stored_by_structure_not_by_their_display_text() -> None:
@@ -223,9 +244,13 @@ def test_services_are_stored_by_structure_not_by_their_display_text() -> None:
 
 
 CORRUPT = [
-    ({"version": 4}, "unknown version 4"),
+    ({"version": 5}, "unknown version 5"),
     ({"version": 2}, "state"),
     ({"version": 3}, "no files"),
+    ({"version": 4}, "no bird"),
+    ({**json.loads(FULL.to_json()), "bird": {"config_file": "/run/l/b.conf",
+                                             "pid_file": "/run/l/b.pid",
+                                             "socket": "b.ctl"}}, "bird.socket"),
     ({**json.loads(FULL.to_json()), "files": [{"path": "../etc/passwd", "digest": "a" * 64}]},
      "files[0].path"),
     ({**json.loads(FULL.to_json()), "sync_daemons": [{"state": "both", "interface": "eth1",
@@ -344,7 +369,7 @@ def test_the_next_change_rewrites_a_version_1_file_as_the_current_version(tmp_pa
     assert start.returncode == 0, start.stderr
     assert start.stdout == "lvs-director start: nothing to do\n"
     upgraded = json.loads(state_file.read_text())
-    assert upgraded["version"] == 3
+    assert upgraded["version"] == 4
     assert State.from_json(state_file.read_text(), "v2") == State.from_json(
         (data / "lvs-director.json").read_text(), "v1")
 
