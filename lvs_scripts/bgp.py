@@ -22,15 +22,16 @@ from typing import Any
 
 from .errors import LvsError, shown_key
 from .ha import plan_file
-from .healthstate import HealthView
+from .healthstate import HealthView, target_id
 from .locks import Paths
-from .model import BgpConfig, Config, DirectorConfig, IPAddress, Protocol
+from .model import BgpConfig, Config, DirectorConfig, IPAddress, Protocol, VirtualService
 from .owned import (
     BIRD_VIPS_PROTOCOL,
     AddressAdded,
     AddressRemoved,
     BirdStarted,
     SysctlChanged,
+    add_vip_argv,
     undo_sysctl,
     vip_cidr,
     withdrawn_settle,
@@ -189,8 +190,10 @@ def plan_bgp_start(config: Config, files: BirdFiles, obs: HostObservation, state
 
     sloppy = Plan()
     _plan_sloppy(sloppy, config, obs, state)
-    plan = _withdraw_first(plan_director_start(bgp_view(config), obs, state, drain, view),
-                           state, obs, sloppy)
+    plan = plan_director_start(bgp_view(config), obs, state, drain, view)
+    _keep_withdrawn_off(plan, config, view)
+    plan_vip_health(plan, config, obs, state, view)
+    plan = _withdraw_first(plan, state, obs, sloppy)
     rid = router_id(config, obs)
     if rid is None:
         plan.conflicts.append(
@@ -251,6 +254,59 @@ def _plan_bird(plan: Plan, files: BirdFiles, obs: HostObservation, changed: bool
              BirdStarted(files.config_file, files.pid_file, files.socket),
              settle=Settle("BIRD has written its pid file", pid_file=files.pid_file,
                            seconds=BIRD_START_SECONDS))
+
+
+# --- health: a VIP no real server serves is withdrawn --------------------------------------------
+
+def serving(service: VirtualService, view: HealthView | None) -> bool:
+    """Can the service take a connection: a real server neither down (its check failed)
+    nor disabled, or a sorry server? A server not checked yet counts as up."""
+    if service.sorry_server is not None:
+        return True
+    view = view or HealthView()
+    for dest in service.destinations:
+        key = target_id(service, dest)
+        if not view.is_disabled(key) and not (service.check is not None
+                                              and view.is_down(key)):
+            return True
+    return False
+
+
+def withdrawn_vips(config: Config, view: HealthView | None) -> list[IPAddress]:
+    """The VIPs none of whose services can take a connection: kept off lo, so that BIRD
+    withdraws them and the routers send their flows to the directors that can."""
+    return [vip for vip in config.director_vips() if not any(
+        serving(s, view) for s in config.services if s.key.address == vip)]
+
+
+def plan_vip_health(plan: Plan, config: Config, obs: HostObservation, state: State,
+                    view: HealthView | None) -> None:
+    """The VIPs on lo as health says: off while no real server of theirs is up (only one
+    we added: the state file owns it), back once one is. The watcher's part of [bgp],
+    also planned by start and reload so that they never announce a VIP nobody serves."""
+    down = set(withdrawn_vips(config, view))
+    for vip in config.director_vips():
+        cidr = vip_cidr(vip)
+        on_lo = obs.has_address("lo", vip)
+        if vip in down and on_lo and state.owns_address("lo", cidr):
+            plan.add(("ip", "addr", "del", cidr, "dev", "lo"), f"withdraw {vip}: no real "
+                     "server of its services is up", AddressRemoved("lo", cidr))
+        elif vip not in down and not on_lo and not any(
+                isinstance(s.effect, AddressAdded) and s.effect.cidr == cidr
+                for s in plan.steps):
+            plan.add(add_vip_argv(vip, "lo"), f"announce {vip} again: a real server is up",
+                     AddressAdded("lo", cidr))
+
+
+def _keep_withdrawn_off(plan: Plan, config: Config, view: HealthView | None) -> None:
+    """start/reload: no VIP on lo while none of its real servers is up."""
+    down = {vip_cidr(vip) for vip in withdrawn_vips(config, view)}
+    plan.steps = [s for s in plan.steps if not (isinstance(s.effect, AddressAdded)
+                                                and s.effect.device == "lo"
+                                                and s.effect.cidr in down)]
+    if down:
+        plan.notes.append(f"not announced while no real server of theirs is up: "
+                          f"{', '.join(sorted(down))}")
 
 
 # --- observation -------------------------------------------------------------------------------

@@ -22,10 +22,12 @@ from .observe import observe_director
 from .plan import Plan
 from .plan_director import plan_director_start, plan_health, unmanaged_notes
 from .probes import (
+    IP_ADDRS,
     IPVS_LIST,
     IPVS_SAVE,
     Counters,
     HostObservation,
+    parse_ip_addrs,
     parse_ipvs_list,
     parse_ipvs_save,
 )
@@ -88,7 +90,10 @@ class Director(Role):
         """The IPVS table alone: all plan_health reads. One program rather than the half
         dozen of a full observation, which is most of the time from a failure to weight 0
         where every program start costs tenths of a second."""
-        return HostObservation(ipvs=parse_ipvs_save(self.runner.run(IPVS_SAVE).stdout))
+        obs = HostObservation(ipvs=parse_ipvs_save(self.runner.run(IPVS_SAVE).stdout))
+        if self.bird_files is not None:  # [bgp]: health also decides the VIPs on lo
+            obs.addresses = parse_ip_addrs(self.runner.run(IP_ADDRS).stdout)
+        return obs
 
     def store_health(self, update: Callable[[HealthView], HealthView]) -> HealthView:
         """Like apply_health, without touching the kernel (the watcher, as it exits)."""

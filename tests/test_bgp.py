@@ -20,9 +20,12 @@ from lvs_scripts.bgp import (
     plan_bgp_start,
     router_id,
     sloppy_keys,
+    withdrawn_vips,
 )
 from lvs_scripts.config import parse_config
 from lvs_scripts.ha import digest
+from lvs_scripts.health import DOWN, UP, Health, TargetId
+from lvs_scripts.healthstate import HealthView
 from lvs_scripts.owned import (
     OwnedAddress,
     OwnedBird,
@@ -32,6 +35,7 @@ from lvs_scripts.owned import (
     plan_undo,
 )
 from lvs_scripts.plan import Plan
+from lvs_scripts.plan_director import plan_health
 from lvs_scripts.probes import BgpSession, BirdSeen, HostObservation, parse_ipvs_save
 from lvs_scripts.state import State
 from tests.hosts import addr_lines, host, link_lines
@@ -155,12 +159,12 @@ RUNNING = State.of(OwnedService(HTTP), VIP_ON_LO, OwnedSysctl(SLOPPY, 0, 1), BIR
                    OwnedFile(CONF, CONF_DIGEST))
 LINKS = link_lines("lo", "eth0")
 BARE = addr_lines(("lo", "127.0.0.1/8"), ("eth0", "10.91.0.11/24"))
-UP = addr_lines(("lo", "127.0.0.1/8"), ("lo", "10.98.0.100/32"), ("eth0", "10.91.0.11/24"))
+ANNOUNCED = addr_lines(("lo", "127.0.0.1/8"), ("lo", "10.98.0.100/32"), ("eth0", "10.91.0.11/24"))
 START = f"bird -c {CONF} -s {FILES.socket} -P {FILES.pid_file}"
 INSTALL = f"install -m 0644 /proc/self/fd/0 {CONF}"
 
 
-def observed(addrs: str = UP, ipvs: str = SAVE, sloppy: int = 1,
+def observed(addrs: str = ANNOUNCED, ipvs: str = SAVE, sloppy: int = 1,
              files: dict[str, str] | None = None, bird: int | None = 4343,
              route: bool = True) -> HostObservation:
     obs = host(LINKS, addrs, routes="default via 10.91.0.1 dev eth0", ipvs=ipvs,
@@ -295,3 +299,69 @@ def test_status_shows_each_session_and_what_it_announces() -> None:
     obs.bgp.exported = {}
     text, data = describe_bgp(CONFIG, obs)
     assert not data["established"] and "Active" in text[1]
+
+
+# --- health: the watcher withdraws a VIP no real server serves -------------------------------
+
+CHECKED = parse_config(TEXT + '\n[service.check]\ntype = "tcp"\n', "/etc/lvs/lvs.toml")
+
+
+def health(*states: tuple[str, str]) -> HealthView:
+    """(last octet of a real server, up|down) -> a view of the checked service."""
+    return HealthView({TargetId("tcp", "10.98.0.100", 80, f"10.91.0.{last}", 80):
+                       Health(state, 0, 3, "test", 1.0) for last, state in states})
+
+
+HEALTH_CASES = [
+    pytest.param(observed(), health(("21", DOWN), ("22", DOWN)),
+                 ["ipvsadm -e -t 10.98.0.100:80 -r 10.91.0.21:80 -g -w 0",
+                  "ipvsadm -e -t 10.98.0.100:80 -r 10.91.0.22:80 -g -w 0",
+                  "ip addr del 10.98.0.100/32 dev lo"], id="all-down-withdrawn"),
+    pytest.param(observed(), health(("21", DOWN), ("22", UP)),
+                 ["ipvsadm -e -t 10.98.0.100:80 -r 10.91.0.21:80 -g -w 0"],
+                 id="one-up-stays-announced"),
+    pytest.param(observed(BARE, ipvs=SAVE.replace("-w 1", "-w 0")),
+                 health(("21", UP), ("22", DOWN)),
+                 ["ipvsadm -e -t 10.98.0.100:80 -r 10.91.0.21:80 -g -w 1",
+                  "ip addr add 10.98.0.100/32 brd 10.98.0.100 dev lo"],
+                 id="one-back-up-announced-again"),
+]
+
+
+@pytest.mark.parametrize(("obs", "view", "expected"), HEALTH_CASES)
+def test_the_watcher_withdraws_a_vip_whose_services_have_no_real_server_up(
+        obs: HostObservation, view: HealthView, expected: list[str]) -> None:
+    plan = plan_health(CHECKED, obs, RUNNING, view)
+    assert [s.line() for s in plan.steps] == expected
+
+
+def test_a_vip_someone_else_put_on_lo_is_never_withdrawn() -> None:
+    plan = plan_health(CHECKED, observed(), State.of(OwnedService(HTTP)),
+                       health(("21", DOWN), ("22", DOWN)))
+    assert not any(s.argv[:3] == ("ip", "addr", "del") for s in plan.steps)
+
+
+def test_start_and_reload_do_not_announce_a_vip_nobody_serves() -> None:
+    view = health(("21", DOWN), ("22", DOWN))
+    plan = plan_bgp_start(CHECKED, FILES, observed(BARE, ipvs="", files={}, bird=None),
+                          State(), view=view)
+    assert not any(s.argv[:3] == ("ip", "addr", "add") for s in plan.steps)
+    assert "not announced while no real server of theirs is up: 10.98.0.100/32" in plan.notes
+    # Running, with the VIP on lo: the reload takes it off, and stays idempotent after.
+    plan = plan_bgp_start(CHECKED, FILES, observed(ipvs=SAVE.replace("-w 1", "-w 0")),
+                          RUNNING, view=view)
+    assert [s.line() for s in plan.steps] == ["ip addr del 10.98.0.100/32 dev lo"]
+    after = plan_bgp_start(CHECKED, FILES, observed(BARE, ipvs=SAVE.replace("-w 1", "-w 0")),
+                           State.of(*[r for r in RUNNING.records() if r != VIP_ON_LO]),
+                           view=view)
+    assert after.steps == []
+
+
+def test_a_sorry_server_keeps_the_vip_announced() -> None:
+    sorry = parse_config(TEXT.replace('scheduler = "mh"', 'scheduler = "mh"\n'
+                                      'sorry_server = "10.91.0.99"')
+                         + '\n[service.check]\ntype = "tcp"\n', "/etc/lvs/lvs.toml")
+    assert withdrawn_vips(sorry, health(("21", DOWN), ("22", DOWN))) == []
+    assert withdrawn_vips(CHECKED, health(("21", DOWN), ("22", DOWN))) == [
+        ipaddress.ip_address("10.98.0.100")]
+    assert withdrawn_vips(CONFIG, health(("21", DOWN), ("22", DOWN))) == []  # unchecked
