@@ -166,8 +166,9 @@ def bird_config(config: Config, rid: ipaddress.IPv4Address, files: BirdFiles) ->
             f"    local as {bgp.local_as};",
             f"    neighbor {neighbor.address} as {neighbor.asn};",
             f"    hold time {bgp.hold_time};",
-            # Reconnect soon after the session dropped (the default is 120 s): a director
-            # whose link came back takes its share of the flows again quickly.
+            # Reconnect soon after the session dropped (BIRD's defaults: a connect retried
+            # after 120 s, 60 s of rest after an error): a director whose link came back
+            # takes its share of the flows again within seconds.
             "    connect retry time 5;",
             "    error wait time 5, 60;",
             f"    ipv{family} {{",
