@@ -17,6 +17,9 @@ from lvs_scripts.bgp import (
     BirdFiles,
     bird_config,
     describe_bgp,
+    parse_protocols,
+    parse_route_get,
+    parse_routes,
     plan_bgp_start,
     router_id,
     sloppy_keys,
@@ -281,6 +284,54 @@ def test_a_bird_we_did_not_start_is_never_signalled() -> None:
     obs.bird = BirdSeen(4343, "/etc/bird/bird.conf")
     plan_undo(plan, obs, State.of(BIRD))
     assert plan.steps == []
+
+
+# --- parsers, on output captured in the lab (BIRD 2.0.12, iproute2 6.1) -----------------------
+
+def captured(name: str) -> str:
+    return (CAPTURED / f"{name}.txt").read_text()
+
+
+def test_show_protocols_established() -> None:
+    sessions = parse_protocols(captured("protocols_established"))
+    assert list(sessions) == ["bgp1"]
+    assert sessions["bgp1"].established and sessions["bgp1"].state == "up"
+
+
+def test_show_protocols_of_a_session_that_is_down() -> None:
+    sessions = parse_protocols(captured("protocols_down_d2"))
+    assert not sessions["bgp1"].established
+    router = parse_protocols(captured("protocols_down"))
+    assert router["d1"].established and not router["d2"].established
+
+
+def test_show_route_export_and_protocol() -> None:
+    assert parse_routes(captured("route_export")) == ("10.98.0.100/32",)
+    assert parse_routes(captured("route_protocol")) == ("10.98.0.100/32",)
+    assert parse_routes(captured("route_export_withdrawn")) == ()
+    assert parse_routes(captured("route_protocol_withdrawn")) == ()
+    assert parse_routes(captured("birdc_nosocket")) == ()
+    assert parse_routes(captured("route_export_unknown")) == ()
+
+
+def test_birdc_reports_a_failure_by_its_exit_code() -> None:
+    """What observe_sessions and the withdrawal wait rely on: no BIRD on the socket, or a
+    command BIRD refused, is exit 1 (and the wait takes a BIRD that is gone as done)."""
+    assert (CAPTURED / "birdc_nosocket.rc").read_text().strip() == "1"
+    assert (CAPTURED / "route_export_unknown.rc").read_text().strip() == "1"
+    assert (CAPTURED / "configure.rc").read_text().strip() == "0"
+
+
+def test_show_protocols_of_the_router_with_both_directors() -> None:
+    router = parse_protocols(captured("router_protocols"))
+    assert sorted(router) == ["d1", "d2"] and all(s.established for s in router.values())
+    assert parse_protocols(captured("birdc_nosocket")) == {}
+
+
+def test_route_get() -> None:
+    assert parse_route_get(captured("route_get")) == (
+        "eth0", ipaddress.ip_address("10.91.0.11"))
+    assert parse_route_get("") is None
 
 
 # --- status ------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ SIGTERM removes its pid file and socket and exits. Its BGP sessions are "Establi
 unless the test set `bgp_sessions` (protocol name -> BGP state) in the fake host's state;
 it exports (to each BGP protocol) the prefixes of the protocol's export filter that are
 on lo at the moment of the question, as the real direct protocol and filter do.
-birdc prints what BIRD 2.0.12 prints (tests/data/captured/bird/), or, with no daemon on
+birdc prints what BIRD 2.0.12 prints (tests/data/bgp/captured/), or, with no daemon on
 the socket, "Unable to connect to server control socket" and exit 1.
 
 The daemon is a real process, argv[0] `bird`, listed in `bird_pids` for
@@ -145,8 +145,8 @@ def _show_protocols(run: Run, config: dict[str, Any]) -> int:
 def _show_routes(run: Run, config: dict[str, Any], name: str, export: bool) -> int:
     found = [p for p in config["protocols"] if p["name"] == name]
     if not found:
-        run.print("syntax error, unexpected CF_SYM_UNDEFINED, expecting CF_SYM_KNOWN")
-        return 0
+        run.print("syntax error, unexpected CF_SYM_UNDEFINED, expecting CF_SYM_KNOWN or TABLE")
+        raise ToolExit(1)
     on_lo = _on_lo(run)
     wanted = ({c for p in config["protocols"] for c in p["export"]} if not export
               else set(found[0]["export"]))
