@@ -127,24 +127,38 @@ def _run_step(step: Step, runner: Runner, state: State, save: Callable[[State], 
     else:
         outcome.applied.append(step.line())
     if step.settle is not None:
-        settle(step.settle)
+        try:
+            settle(step.settle, runner)
+        except DaemonTimeout as err:
+            if not step.settle.optional:
+                raise
+            outcome.warnings.append(f"{err}; went on")
     if step.effect is not None and not step.effect.write_ahead:
         step.effect.record(state)
         save(state)
 
 
-def settle(wait: Settle, poll_seconds: float = 0.05) -> None:
-    """Poll until a daemon is up (its pid file names a live process) or gone; raise
-    DaemonTimeout once `wait.seconds` have passed. Polling, because neither has an event
-    to wait on: keepalived is not our child once it has forked."""
+def settle(wait: Settle, runner: Runner | None = None, poll_seconds: float = 0.05) -> None:
+    """Poll until a daemon is up (its pid file names a live process) or gone, or until
+    its `poll` command no longer shows the `absent` words; raise DaemonTimeout once
+    `wait.seconds` have passed. Polling, because none of these has an event to wait on:
+    keepalived and BIRD are not our children once they have forked."""
     deadline = time.monotonic() + wait.seconds
-    while not _settled(wait):
+    while not _settled(wait, runner):
         if time.monotonic() >= deadline:
             raise DaemonTimeout(f"gave up waiting until {wait.describe()}")
         time.sleep(poll_seconds)
 
 
-def _settled(wait: Settle) -> bool:
+def _settled(wait: Settle, runner: Runner | None) -> bool:
+    if wait.poll is not None and runner is not None:
+        try:
+            result = runner.run(wait.poll, check=False)
+        except MissingTool:
+            return True
+        if result.returncode != 0:
+            return True  # the daemon does not answer: it has nothing left to send
+        return not set(wait.absent) & set(result.stdout.split())
     if wait.gone_pid is not None:
         return not pid_alive(wait.gone_pid)
     if wait.pid_file is not None:

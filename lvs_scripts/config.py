@@ -18,6 +18,8 @@ from .errors import ConfigError
 from .model import (
     DEFAULT_DRAIN_SECONDS,
     SCHEDULERS,
+    BgpConfig,
+    BgpNeighbor,
     Config,
     Destination,
     DirectorConfig,
@@ -186,7 +188,7 @@ def parse_config(text: str, path: str = "<string>") -> Config:
     except (ValueError, RecursionError) as err:  # TOMLDecodeError is a ValueError
         raise ConfigError(path, "", None, f"not valid TOML: {err}") from None
     r = _Reader(path)
-    top = r.table(data, "", ("director", "realserver", "service", "ha"))
+    top = r.table(data, "", ("director", "realserver", "service", "ha", "bgp"))
     services = _services(r, top.get("service", []))
     director = _director(r, top["director"]) if "director" in top else None
     realserver = _realserver(r, top.get("realserver", {}))
@@ -226,8 +228,9 @@ def parse_config(text: str, path: str = "<string>") -> Config:
     check_fou_ports(r, services)
     check_gre_checksums(r, services)
     ha = _ha(r, top["ha"], director, services) if "ha" in top else None
+    bgp = _bgp(r, top["bgp"], director, services, ha) if "bgp" in top else None
     return Config(path=path, director=director, realserver=realserver, services=services,
-                  ha=ha)
+                  ha=ha, bgp=bgp)
 
 
 _HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,62})")
@@ -292,6 +295,75 @@ def _ha_directors(r: _Reader, data: object, services: tuple[VirtualService, ...]
         priority = r.integer(e, "priority", where, 1, 254)
         members.append(HaDirector(name=name, dip=dip, priority=priority))
     return tuple(members)
+
+
+MAX_AS = 2**32 - 1  # 4-byte AS numbers (RFC 6793); 0 is reserved (RFC 7607)
+# Every director must send a flow to the same real server whichever of them the router
+# picks, and after a path changes: only the hashing schedulers do (Maglev hashing, or the
+# source address hash).
+BGP_SCHEDULERS = ("mh", "sh")
+
+
+def _no_sloppy_beside_bgp(r: _Reader, director: DirectorConfig | None) -> None:
+    """[bgp] sets sloppy_tcp/sloppy_sctp to 1 itself: a second, maybe different, value
+    in [director.sysctl] would fight it."""
+    for key, value in director.sysctl if director is not None else ():
+        if key.endswith((".sloppy_tcp", ".sloppy_sctp")):
+            raise r.fail(f"director.sysctl.{key.rsplit('.', 1)[1]}", value,
+                         "must be absent with [bgp], which sets it to 1 itself (a director "
+                         "must pick up flows that started on another one)")
+
+
+def _bgp(r: _Reader, data: object, director: DirectorConfig | None,
+         services: tuple[VirtualService, ...], ha: HaConfig | None) -> BgpConfig:
+    """[bgp]: active-active directors announcing the VIPs to routers (bgp.py)."""
+    d = r.table(data, "bgp", ("local_as", "neighbors", "hold_time"))
+    if ha is not None:
+        raise r.fail("bgp", "[bgp] and [ha]", "[bgp] and [ha] exclude each other: with "
+                     "[bgp] every director holds the VIPs, with [ha] only one does")
+    _no_sloppy_beside_bgp(r, director)
+    local_as = r.integer(d, "local_as", "bgp", 1, MAX_AS)
+    neighbors = _bgp_neighbors(r, d.get("neighbors"), services)
+    for index, service in enumerate(services):
+        if service.scheduler not in BGP_SCHEDULERS:
+            raise r.fail(f"service[{index}].scheduler", service.scheduler,
+                         "must be mh or sh with [bgp]: every director must pick the same "
+                         "real server for a flow")
+        family = service.key.address.version if service.key.address else 4
+        if not any(n.address.version == family for n in neighbors):
+            raise r.fail(f"service[{index}].vip", str(service.key.address),
+                         f"is IPv{family} but no bgp.neighbors entry is: nobody would "
+                         "learn the route to it")
+    return BgpConfig(local_as=local_as, neighbors=neighbors,
+                     hold_time=r.integer(d, "hold_time", "bgp", 3, 65535, 9))
+
+
+def _bgp_neighbors(r: _Reader, data: object, services: tuple[VirtualService, ...]
+                   ) -> tuple[BgpNeighbor, ...]:
+    if data is None:
+        raise r.fail("bgp.neighbors", None, "is required (a list of {address, as})")
+    if not isinstance(data, list) or not data:
+        raise r.fail("bgp.neighbors", data, "must be a list of at least one {address, as}")
+    vips = {s.key.address: i for i, s in enumerate(services)}
+    seen: dict[IPAddress, int] = {}
+    neighbors = []
+    for index, item in enumerate(data):
+        where = f"bgp.neighbors[{index}]"
+        e = r.table(item, where, ("address", "as"))
+        address = r.parsed(e, "address", where, _host_address,
+                           "must be the IP address of a host (the router's), no prefix")
+        if address is None:
+            raise r.fail(f"{where}.address", None, "is required")
+        if address in seen:
+            raise r.fail(f"{where}.address", str(address),
+                         f"duplicates bgp.neighbors[{seen[address]}]")
+        if address in vips:
+            raise r.fail(f"{where}.address", str(address),
+                         f"is also service[{vips[address]}].vip")
+        seen[address] = index
+        neighbors.append(BgpNeighbor(address=address, asn=r.integer(e, "as", where, 1,
+                                                                    MAX_AS)))
+    return tuple(neighbors)
 
 
 def _sorry_not_vip(r: _Reader, services: tuple[VirtualService, ...],

@@ -6,6 +6,13 @@ import os
 import time
 from typing import Any, Callable
 
+from .bgp import (
+    bird_files,
+    describe_bgp,
+    observe_bgp,
+    observe_sessions,
+    plan_bgp_start,
+)
 from .checks import require_check_programs
 from .errors import KernelLacks, LvsError
 from .ha import describe_ha, ha_files, member_of, observe_ha, plan_ha_start, this_host
@@ -16,14 +23,16 @@ from .observe import observe_director
 from .plan import Plan
 from .plan_director import plan_director_start, plan_health, unmanaged_notes
 from .probes import (
+    IP_ADDRS,
     IPVS_LIST,
     IPVS_SAVE,
     Counters,
     HostObservation,
+    parse_ip_addrs,
     parse_ipvs_list,
     parse_ipvs_save,
 )
-from .role import Report, Role
+from .role import STATUS_DRIFT, STATUS_RUNNING, Report, Role, Status
 from .state import State
 from .tunnel import require_kernel_tunnels
 
@@ -43,6 +52,8 @@ class Director(Role):
                 self.member = member_of(config, this_host(host))
         super().__init__(config, *args, **kwargs)
         self.ha_files = ha_files(self.paths) if self.member is not None else None
+        self.bird_files = bird_files(self.paths) if (
+            config is not None and config.bgp is not None) else None
 
     def observe(self, state: State, tolerant: bool = False) -> HostObservation:
         obs = observe_director(self.config, self.runner, tolerant, state)
@@ -54,12 +65,17 @@ class Director(Role):
             obs.notes.append(str(err))
         if self.ha_files is not None:
             observe_ha(self.ha_files, self.runner, tolerant, obs)
+        if self.bird_files is not None:
+            observe_bgp(self.config, self.bird_files, self.runner, tolerant, obs, state)
         return obs
 
     def plan_start(self, obs: HostObservation, state: State) -> Plan:
         if self.member is not None and self.ha_files is not None:
             return plan_ha_start(self.config, self.member, self.ha_files, obs, state,
                                  self.drain, self.health_view())
+        if self.bird_files is not None:
+            return plan_bgp_start(self.config, self.bird_files, obs, state, self.drain,
+                                  self.health_view())
         return plan_director_start(self.config, obs, state, self.drain, self.health_view())
 
     def health_view(self) -> HealthView:
@@ -82,7 +98,10 @@ class Director(Role):
         """The IPVS table alone: all plan_health reads. One program rather than the half
         dozen of a full observation, which is most of the time from a failure to weight 0
         where every program start costs tenths of a second."""
-        return HostObservation(ipvs=parse_ipvs_save(self.runner.run(IPVS_SAVE).stdout))
+        obs = HostObservation(ipvs=parse_ipvs_save(self.runner.run(IPVS_SAVE).stdout))
+        if self.bird_files is not None:  # [bgp]: health also decides the VIPs on lo
+            obs.addresses = parse_ip_addrs(self.runner.run(IP_ADDRS).stdout)
+        return obs
 
     def store_health(self, update: Callable[[HealthView], HealthView]) -> HealthView:
         """Like apply_health, without touching the kernel (the watcher, as it exits)."""
@@ -100,6 +119,10 @@ class Director(Role):
         interface = self.config.require_director().interface
         if self.member is not None and (obs.keepalived is not None or obs.sync_daemons):
             return True
+        if self.bird_files is not None:
+            interface = "lo"
+            if obs.bird is not None:
+                return True
         return any(s.key in obs.ipvs for s in self.config.services) or any(
             obs.has_address(interface, vip) for vip in self.config.director_vips())
 
@@ -162,7 +185,23 @@ class Director(Role):
         if self.member is not None:
             ha_lines, data["ha"] = describe_ha(self.config, self.member, obs)
             lines = ha_lines + lines
+        if self.bird_files is not None:
+            observe_sessions(self.config, self.bird_files, self.runner, obs)
+            bgp_lines, data["bgp"] = describe_bgp(self.config, obs)
+            lines = bgp_lines + lines
         return lines, data
+
+    def status(self, tolerant: bool = False) -> Status:
+        """With [bgp], running as configured also needs every BGP session established:
+        a director the routers do not send to is not doing its job."""
+        status = super().status(tolerant)
+        bgp = status.data.get("bgp")
+        if status.code == STATUS_RUNNING and bgp is not None and not bgp["established"]:
+            down = [s["protocol"] for s in bgp["sessions"] if not s["established"]]
+            status.code = STATUS_DRIFT
+            status.summary = (f"running, but {len(down)} BGP session(s) not established: "
+                              + ", ".join(down))
+        return status
 
 
 def _describe_marks(service: VirtualService, obs: HostObservation) -> list[str]:

@@ -206,9 +206,9 @@ def plan_ha_start(config: Config, member: HaDirector, files: HaFiles, obs: HostO
     ha = _ha(config)
     for daemon in wanted_sync_daemons(ha):
         _plan_sync_daemon(plan, daemon, obs, state)
-    changed = _plan_file(plan, files.notify_script, notify_script(files), "0755", obs,
+    changed = plan_file(plan, files.notify_script, notify_script(files), "0755", obs,
                          "keepalived's notify hook (records the VRRP role)")
-    changed |= _plan_file(plan, files.config_file, keepalived_config(config, member, files),
+    changed |= plan_file(plan, files.config_file, keepalived_config(config, member, files),
                           "0644", obs, "keepalived's config (VRRP only)")
     _plan_keepalived(plan, files, obs, changed)
     return plan
@@ -233,7 +233,7 @@ def _plan_sync_daemon(plan: Plan, daemon: SyncDaemon, obs: HostObservation,
              "copied between the directors)", SyncDaemonStarted(daemon))
 
 
-def _plan_file(plan: Plan, path: str, text: str, mode: str, obs: HostObservation,
+def plan_file(plan: Plan, path: str, text: str, mode: str, obs: HostObservation,
                reason: str) -> bool:
     """Write the file if it differs; True if it is written."""
     want = digest(text)

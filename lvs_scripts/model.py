@@ -245,12 +245,29 @@ class HaConfig(Record):
         return next((d for d in self.directors if d.name == name), None)
 
 
+class BgpNeighbor(Record):
+    """One BGP peer of [bgp]: a router that spreads the VIPs' traffic over the directors."""
+
+    address: IPAddress
+    asn: int  # its AS (the key `as` in the file)
+
+
+class BgpConfig(Record):
+    """[bgp]: every director announces the VIPs to the routers, which spread the flows
+    over all of them (ECMP); BIRD 2 speaks BGP, lvs-director runs it (bgp.py)."""
+
+    local_as: int
+    neighbors: tuple[BgpNeighbor, ...]
+    hold_time: int = 9
+
+
 class Config(Record):
     path: str
     director: DirectorConfig | None
     realserver: RealServerConfig
     services: tuple[VirtualService, ...]
     ha: HaConfig | None = None
+    bgp: BgpConfig | None = None
 
     def require_director(self) -> DirectorConfig:
         """The [director] table, which lvs-director cannot do without."""

@@ -126,7 +126,7 @@ def observe_director(config: Config, runner: Runner, tolerant: bool,
                                                        and state.timeouts is not None)
     if wants_timeouts and "ipvsadm" not in o.missing:
         obs.timeouts = o.probe(obs, IPVS_TIMEOUTS, parse_timeouts, None)
-    if director.arping_count:
+    if director.arping_count and config.bgp is None:  # [bgp]: the VIPs go on lo, no ARP
         # arping is optional: without it start still works and says so.
         try:
             result = runner.run(ARPING_VERSION, check=False)
@@ -311,6 +311,8 @@ def observe_owned(state: State, runner: Runner, tolerant: bool) -> HostObservati
     observe_files(obs, list(state.files))
     if keepalived is not None:
         observe_keepalived(obs, keepalived.pid_file, keepalived.config_file)
+    if state.bird is not None:
+        observe_bird(obs, state.bird.pid_file, state.bird.config_file)
     return obs
 
 
@@ -336,6 +338,20 @@ def observe_keepalived(obs: HostObservation, pid_file: str, config_file: str) ->
 
     pid = running_with(pid_file, "keepalived", config_file)
     obs.keepalived = None if pid is None else KeepalivedSeen(pid, config_file)
+
+
+def observe_bird(obs: HostObservation, pid_file: str, config_file: str) -> None:
+    from .probes import BirdSeen
+
+    pid = running_with(pid_file, "bird", config_file)
+    obs.bird = None if pid is None else BirdSeen(pid, config_file)
+
+
+def observe_sysctls(o: Observer, obs: HostObservation, keys: list[str]) -> None:
+    """Read these keys too (beside any read before)."""
+    before = dict(obs.sysctls)
+    _sysctls(o, obs, keys)
+    obs.sysctls = {**before, **obs.sysctls}
 
 
 def _routes(o: Observer, obs: HostObservation, families: set[int]) -> None:

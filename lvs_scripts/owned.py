@@ -14,6 +14,7 @@ shows it.
 | nft      | OwnedNftTable   | NftTableCreated*, NftTableDeleted        | `nft delete table`     |
 | link     | OwnedLink       | LinkCreated*, LinkUp*, LinkReleased      | `ip link del`/`down`   |
 | fou      | OwnedFou        | FouAdded*, FouRemoved                    | `ip fou del port P`    |
+| bird     | OwnedBird       | BirdStarted*, BirdStopped                | `kill -TERM PID`, wait |
 
 A write-ahead effect is recorded (and the state file saved) *before* its command runs,
 with the value to restore: a `kill -9` at any point then leaves a state file from which
@@ -25,6 +26,7 @@ Removals are recorded after their command, for the same reason the other way rou
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 from typing import TYPE_CHECKING, ClassVar, Union
 
 from .model import DEFAULT_DRAIN_SECONDS, IPAddress, ServiceKey, Timeouts, VirtualService
@@ -32,6 +34,7 @@ from .nft import TABLE, NftTable, delete_table_argv
 from .plan import Settle
 from .probes import (
     Address,
+    BirdSeen,
     HostObservation,
     KeepalivedSeen,
     Link,
@@ -167,8 +170,23 @@ class OwnedFou(Record):
         return f"GUE port {self.port} (IPv{self.family})"
 
 
+
+
+class OwnedBird(Record):
+    """The BIRD start ran ([bgp]), found again through its own pid file and config file,
+    so that a BIRD someone else started is never signalled; its control socket is how
+    stop sees it withdraw the VIPs."""
+
+    config_file: str
+    pid_file: str
+    socket: str
+
+    def describe(self) -> str:
+        return f"bird -c {self.config_file} (pid file {self.pid_file})"
+
+
 Owned = Union[OwnedAddress, OwnedRoute, OwnedService, OwnedSysctl, OwnedTimeouts, OwnedFile,
-              OwnedKeepalived, OwnedSyncDaemon, OwnedNftTable, OwnedLink, OwnedFou]
+              OwnedKeepalived, OwnedSyncDaemon, OwnedNftTable, OwnedLink, OwnedFou, OwnedBird]
 
 
 # --- the effects -------------------------------------------------------------------------
@@ -563,12 +581,41 @@ class FouRemoved(Effect):
         obs.tunnels.fou.discard(FouPort(self.port, self.family))
 
 
+class BirdStarted(Effect):
+    write_ahead = True
+    config_file: str
+    pid_file: str
+    socket: str
+
+    def slot(self) -> Slot:
+        return ("bird", None)
+
+    def record(self, state: State) -> None:
+        state.bird = OwnedBird(self.config_file, self.pid_file, self.socket)
+
+    def simulate(self, obs: HostObservation) -> None:
+        obs.bird = BirdSeen(0, self.config_file)
+
+
+class BirdStopped(Effect):
+    """Recorded once BIRD has exited (its sessions closed with a Cease)."""
+
+    def slot(self) -> Slot:
+        return ("bird", None)
+
+    def record(self, state: State) -> None:
+        state.bird = None
+
+    def simulate(self, obs: HostObservation) -> None:
+        obs.bird = None
+
+
 EFFECTS: tuple[type[Effect], ...] = (
     AddressAdded, AddressRemoved, Announced, RouteSet, RouteReleased, ServiceCreated,
     ServiceDeleted, SysctlChanged, SysctlRestored, TimeoutsSet, TimeoutsRestored,
     FileWritten, FileRemoved, KeepalivedStarted, KeepalivedStopped, SyncDaemonStarted,
     SyncDaemonStopped, NftTableCreated, NftTableDeleted, LinkCreated, LinkUp, LinkReleased,
-    FouAdded, FouRemoved)
+    FouAdded, FouRemoved, BirdStarted, BirdStopped)
 
 
 # --- undo: what stop (and a start that no longer wants something) does with a record ------
@@ -809,11 +856,64 @@ def plan_default_route(plan: Plan, gateway: IPAddress | None, obs: HostObservati
              RouteSet(family, ours, None if is_ours else old))
 
 
+BIRD_STOP_SECONDS = 15.0
+WITHDRAW_SECONDS = 10.0
+# The direct protocol of the BIRD config bgp.py writes: the VIPs on lo, as BIRD sees them.
+BIRD_VIPS_PROTOCOL = "lvs_vips"
+
+
+def withdrawn_settle(owned: OwnedBird, cidrs: list[str]) -> Settle:
+    """After the VIPs left lo: wait until BIRD's direct protocol no longer has them. BIRD
+    2.0 passes a route change to every channel as it happens, so by then each session
+    has queued the withdrawal (and sends it at once). Bounded, and only a warning when
+    time is up: the VIPs are off lo already, and the sessions close when BIRD stops."""
+    return Settle("BIRD has withdrawn the VIPs from its BGP sessions",
+                  seconds=WITHDRAW_SECONDS, optional=True, absent=tuple(cidrs),
+                  poll=("birdc", "-s", owned.socket, "show", "route", "protocol",
+                        BIRD_VIPS_PROTOCOL))
+
+
+def withdraw_vips(plan: Plan, obs: HostObservation, state: State) -> set[tuple[str, str]]:
+    """[bgp] stop, first of all: the VIPs leave lo, and BIRD withdraws them, so that the
+    routers move every flow to the other directors before anything is torn down here.
+    Returns the addresses handled."""
+    owned_bird = state.bird
+    if owned_bird is None:
+        return set()
+    keys = {key for key, owned in state.addresses.items()
+            if owned.device == "lo" and owned.purpose == "vip"}
+    removing = []
+    for key in keys:
+        owned = state.addresses[key]
+        if obs.has_address(owned.device, owned.ip):
+            removing.append(owned.cidr)
+        undo_address(plan, obs, owned, "VIP: withdrawn from the BGP neighbors first")
+    if removing and obs.bird is not None and plan.steps:
+        last = plan.steps[-1]
+        plan.steps[-1] = replace(last, settle=withdrawn_settle(owned_bird, removing))
+    undo_bird(plan, obs, owned_bird)
+    return keys
+
+
+def undo_bird(plan: Plan, obs: HostObservation, owned: OwnedBird) -> None:
+    """SIGTERM, then wait until it has gone (it closes its sessions with a Cease). A BIRD
+    already gone leaves only its record; one we did not start is never found here."""
+    seen = obs.bird
+    if seen is None or seen.config_file != owned.config_file or seen.pid <= 0:
+        plan.forget.append(BirdStopped())
+        return
+    plan.add(("kill", "-TERM", str(seen.pid)), "BIRD: its BGP sessions close", BirdStopped(),
+             settle=Settle(f"BIRD (pid {seen.pid}) has exited", gone_pid=seen.pid,
+                           seconds=BIRD_STOP_SECONDS))
+
+
 def plan_undo(plan: Plan, obs: HostObservation, state: State) -> None:
     """Undo everything the state file lists, in the order that keeps the host reachable:
-    keepalived first (the peer takes the VIPs at once), the sync daemons, services, the
+    BGP's VIPs on lo and BIRD first (the routers move the flows to the other directors),
+    keepalived (the peer takes the VIPs at once), the sync daemons, services, the
     nftables marks of fwmark services, VIPs, the default route, the DIP (the route may
     need it), GUE ports, tunnel devices, sysctls, timeouts, files."""
+    withdrawn = withdraw_vips(plan, obs, state)
     if state.keepalived is not None:
         undo_keepalived(plan, obs, state.keepalived)
     for daemon in state.sync_daemons.values():
@@ -822,7 +922,7 @@ def plan_undo(plan: Plan, obs: HostObservation, state: State) -> None:
         undo_service(plan, obs, service)
     for table in state.nft_tables.values():
         undo_nft_table(plan, obs, table)
-    addresses = list(state.addresses.values())
+    addresses = [owned for key, owned in state.addresses.items() if key not in withdrawn]
     for owned in addresses:
         if owned.purpose != "dip":
             undo_address(plan, obs, owned, "VIP")

@@ -40,6 +40,12 @@ class Settle(Record):
     pid_file: str | None = None  # wait until it names a live process
     gone_pid: int | None = None  # wait until this process has exited
     seconds: float = 15.0
+    # Or: run `poll` (read-only) until none of the words `absent` is in what it prints, or
+    # until it fails (the daemon is gone: it has nothing left to send). BIRD withdrawing
+    # the VIPs a stop took off lo.
+    poll: tuple[str, ...] | None = None
+    absent: tuple[str, ...] = ()
+    optional: bool = False  # time up is a warning, not an error: the step did its part
 
     def describe(self) -> str:
         return f"{self.what} (at most {self.seconds:g} s)"

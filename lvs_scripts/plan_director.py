@@ -216,6 +216,10 @@ def plan_health(config: Config, obs: HostObservation, state: State,
         removals = Plan()
         plan_service_edit(plan, removals, wanted, scope, False, quick)
         plan.steps += removals.steps
+    if config.bgp is not None:  # [bgp]: a VIP nobody serves is withdrawn (bgp.py)
+        from .bgp import plan_vip_health
+
+        plan_vip_health(plan, config, obs, state, view)
     return plan
 
 

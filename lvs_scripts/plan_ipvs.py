@@ -41,9 +41,14 @@ def plan_sysctls(plan: Plan, config: Config, obs: HostObservation, state: State)
             plan.add(("sysctl", "-w", f"{key}={value}"),
                      f"was {have if have is not None else 'unknown'}",
                      SysctlChanged(key, have, value) if have is not None else None)
+    elsewhere = set()  # keys other planners own
+    if config.bgp is not None:
+        from .bgp import sloppy_keys
+
+        elsewhere |= set(sloppy_keys(config))  # bgp._plan_sloppy
     for key, owned in state.sysctls.items():
         # ndisc_notify is the VIPs' business (plan_director._plan_ndisc_notify)
-        if key not in wanted and not key.endswith("ndisc_notify"):
+        if key not in wanted and key not in elsewhere and not key.endswith("ndisc_notify"):
             undo_sysctl(plan, obs, owned)
 
 

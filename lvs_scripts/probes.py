@@ -589,6 +589,33 @@ class KeepalivedSeen(Record):
     config_file: str
 
 
+class BirdSeen(Record):
+    """A BIRD we started, alive: the pid from its pid file, running with our config."""
+
+    pid: int
+    config_file: str
+
+
+class BgpSession(Record):
+    """One BGP protocol as `birdc show protocols` lists it."""
+
+    state: str  # BIRD's protocol state: up, start, down...
+    info: str  # the BGP state (Established, Active, Connect...) and the rest of the line
+
+    @property
+    def established(self) -> bool:
+        return self.info.split()[:1] == ["Established"]
+
+
+class BgpSeen(Record, frozen=False):
+    """[bgp]: how this host reaches each neighbor (`ip route get`: device, source address)
+    and, for status only, what BIRD says about its sessions and what it exports."""
+
+    routes: dict[IPAddress, tuple[str, IPAddress | None]] = field(default_factory=dict)
+    sessions: dict[str, BgpSession] = field(default_factory=dict)
+    exported: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
 class HostObservation(Record, frozen=False):
     """What one host looks like now. Empty defaults describe "nothing configured"."""
 
@@ -607,6 +634,9 @@ class HostObservation(Record, frozen=False):
     ha_role: str | None = None  # what keepalived's notify hook last recorded
     nft: dict[str, NftTable] = field(default_factory=dict)  # our tables, by family (nft.py)
     tunnels: TunnelSeen = field(default_factory=TunnelSeen)  # TUN real servers
+    # BGP ([bgp]): our BIRD, the routes to the neighbors
+    bird: BirdSeen | None = None
+    bgp: BgpSeen = field(default_factory=BgpSeen)
 
     def has_address(self, device: str, address: IPAddress) -> bool:
         return any(a.device == device and a.interface.ip == address for a in self.addresses)

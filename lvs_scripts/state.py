@@ -5,8 +5,8 @@ forgets addresses, routes, IPVS rules and sysctls at reboot, and so do we). It i
 written atomically (temp file + rename) and holds typed records (owned.py), keyed by
 structure, never by display text. Version 1 files (lvs_scripts 0.1), version 2 ones
 (before [ha]: no files, keepalived or sync daemons) and version 3 ones (before fwmark
-services and TUN real servers: no nftables tables, tunnel devices or GUE ports) are read
-and upgraded in place by the next action that changes the host.
+services, TUN real servers and [bgp]: no nftables tables, tunnel devices, GUE ports or
+BIRD) are read and upgraded in place by the next action that changes the host.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from .model import DEFAULT_DRAIN_SECONDS, IPAddress, Protocol, ServiceKey, Timeo
 from .owned import (
     Owned,
     OwnedAddress,
+    OwnedBird,
     OwnedFile,
     OwnedFou,
     OwnedKeepalived,
@@ -57,6 +58,7 @@ class State(Record, frozen=False):
     nft_tables: dict[str, OwnedNftTable] = field(default_factory=dict)  # by family
     links: dict[str, OwnedLink] = field(default_factory=dict)
     fous: dict[tuple[int, int], OwnedFou] = field(default_factory=dict)
+    bird: OwnedBird | None = None
     upgraded_from: int | None = field(default=None, compare=False)  # read from version N
 
     @classmethod
@@ -88,6 +90,8 @@ class State(Record, frozen=False):
             self.links[owned.name] = owned
         elif isinstance(owned, OwnedFou):
             self.fous[(owned.port, owned.family)] = owned
+        elif isinstance(owned, OwnedBird):
+            self.bird = owned
         else:
             self.timeouts = owned
 
@@ -100,6 +104,8 @@ class State(Record, frozen=False):
             items.append(self.timeouts)
         if self.keepalived is not None:
             items.append(self.keepalived)
+        if self.bird is not None:
+            items.append(self.bird)
         items += [*self.sync_daemons.values(), *self.files.values(), *self.nft_tables.values(),
                   *self.fous.values(), *self.links.values()]
         return items
@@ -122,6 +128,8 @@ class State(Record, frozen=False):
             self.timeouts = value if isinstance(value, OwnedTimeouts) else None
         elif kind == "keepalived":
             self.keepalived = value if isinstance(value, OwnedKeepalived) else None
+        elif kind == "bird":
+            self.bird = value if isinstance(value, OwnedBird) else None
         elif value is None:
             getattr(self, _TABLES[kind]).pop(key, None)
         else:
@@ -142,7 +150,7 @@ class State(Record, frozen=False):
     def empty(self) -> bool:
         return not (self.addresses or self.route or self.services or self.sysctls
                     or self.timeouts or self.files or self.keepalived or self.sync_daemons
-                    or self.nft_tables or self.links or self.fous)
+                    or self.nft_tables or self.links or self.fous or self.bird)
 
     def describe(self) -> list[str]:
         return [owned.describe() for owned in self.records()]
@@ -174,6 +182,9 @@ class State(Record, frozen=False):
             "nft_tables": [{"family": t.family} for t in self.nft_tables.values()],
             "links": [{"name": k.name, "created": k.created} for k in self.links.values()],
             "fous": [{"port": f.port, "family": f.family} for f in self.fous.values()],
+            "bird": None if self.bird is None else {
+                "config_file": self.bird.config_file, "pid_file": self.bird.pid_file,
+                "socket": self.bird.socket},
         }, indent=1, sort_keys=True)
 
     @classmethod
@@ -205,7 +216,7 @@ def corrupt(path: str, why: str) -> StateError:
 _TABLES = {"address": "addresses", "service": "services", "sysctl": "sysctls",
            "file": "files", "sync": "sync_daemons", "nft": "nft_tables", "link": "links",
            "fou": "fous"}
-_SINGLE = ("route", "timeouts", "keepalived")
+_SINGLE = ("route", "timeouts", "keepalived", "bird")
 
 
 # --- reading and checking, field by field: the file is read as root and drives commands ---
@@ -383,12 +394,12 @@ def _read_v3(data: dict[str, Any]) -> State:
     return state
 
 
-_V4_KEYS = ("nft_tables", "links", "fous")
+_V4_KEYS = ("nft_tables", "links", "fous", "bird")
 
 
 def _read_v4(data: dict[str, Any]) -> State:
-    """Version 3 plus the nftables tables of fwmark services and what a TUN real server
-    owns: tunnel devices, GUE ports."""
+    """Version 3 plus the nftables tables of fwmark services, what a TUN real server
+    owns (tunnel devices, GUE ports) and what [bgp] owns (BIRD)."""
     for key in _V4_KEYS:
         if key not in data:
             raise _bad("state", f"no {key}")
@@ -408,6 +419,10 @@ def _read_v4(data: dict[str, Any]) -> State:
         if f["family"] not in (4, 6) or type(f["family"]) is not int:
             raise _bad(f"fous[{i}].family", f["family"])
         state.put_record(OwnedFou(_int(f["port"], f"fous[{i}].port", 1, 65535), f["family"]))
+    if data["bird"] is not None:
+        b = _table(data["bird"], "bird", {"config_file", "pid_file", "socket"})
+        state.bird = OwnedBird(*(_str(b[name], _PATH, f"bird.{name}")
+                                 for name in ("config_file", "pid_file", "socket")))
     return state
 
 

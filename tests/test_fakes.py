@@ -959,3 +959,16 @@ def test_a_fake_hung_before_changed_nothing(fakehost: FakeHost) -> None:
     process.wait()
     assert "10.9.9.9/24" not in fakehost.addresses("eth1")
     assert [c["changed"] for c in fakehost.calls()] == [False]
+
+
+def test_guard_lets_the_real_bird_parse_a_config_and_nothing_else() -> None:
+    """`bird -p -c FILE` parses and exits: the BIRD config tests use the real one. Any
+    other run of bird (the daemon), and birdc, stays blocked."""
+    guard = RealToolGuard()
+    guard.check("test", ["/usr/sbin/bird", "-p", "-c", "/tmp/x.conf"])
+    for argv in (["/usr/sbin/bird", "-c", "/tmp/x.conf"],
+                 ["/usr/sbin/bird", "-p", "-c", "/tmp/x.conf", "-s", "/tmp/s", "-P", "/tmp/p"],
+                 ["/usr/sbin/birdc", "-p"], ["sh", "-c", "bird -c /tmp/x.conf; bird -p"]):
+        with pytest.raises(RealToolBlocked):
+            guard.check("test", argv)
+    assert len(guard.violations) == 4

@@ -225,7 +225,8 @@ class Bench:
         if not self.state_file.exists():
             return {"version": 4, "addresses": [], "route": None, "services": [],
                     "sysctls": [], "timeouts": None, "files": [], "keepalived": None,
-                    "sync_daemons": [], "nft_tables": [], "links": [], "fous": []}
+                    "sync_daemons": [], "nft_tables": [], "links": [], "fous": [],
+                    "bird": None}
         return json.loads(self.state_file.read_text())  # type: ignore[no-any-return]
 
     def save(self) -> dict[str, Any]:

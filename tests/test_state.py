@@ -23,6 +23,8 @@ from lvs_scripts.owned import (
     AddressAdded,
     AddressRemoved,
     Announced,
+    BirdStarted,
+    BirdStopped,
     Effect,
     FileRemoved,
     FileWritten,
@@ -36,6 +38,7 @@ from lvs_scripts.owned import (
     NftTableCreated,
     NftTableDeleted,
     OwnedAddress,
+    OwnedBird,
     OwnedFile,
     OwnedFou,
     OwnedKeepalived,
@@ -59,7 +62,14 @@ from lvs_scripts.owned import (
     plan_undo,
 )
 from lvs_scripts.plan import Plan
-from lvs_scripts.probes import KeepalivedSeen, Link, Route, SyncDaemon, parse_default_routes
+from lvs_scripts.probes import (
+    BirdSeen,
+    KeepalivedSeen,
+    Link,
+    Route,
+    SyncDaemon,
+    parse_default_routes,
+)
 from lvs_scripts.state import State, load_state, save_state
 from lvs_scripts.tunnel import FouPort
 from tests.fakes.fakehost import FakeHost
@@ -96,9 +106,11 @@ FULL = State.of(
     OwnedSyncDaemon(SyncDaemon("backup", "eth1", 51)),
     OwnedFile("/run/l/k.conf", "a" * 64),
     OwnedNftTable("ip"),
-    OwnedLink("tunl0", True), OwnedLink("gre0", False), OwnedFou(6080, 4))
+    OwnedLink("tunl0", True), OwnedLink("gre0", False), OwnedFou(6080, 4),
+    OwnedBird("/run/l/b.conf", "/run/l/b.pid", "/run/l/b.ctl"))
 SYNC = SyncDaemon("master", "eth1", 51)
 KEEPALIVED = OwnedKeepalived("/run/l/k.conf", "/run/l/k.pid", "/run/l/v.pid")
+BIRD = OwnedBird("/run/l/b.conf", "/run/l/b.pid", "/run/l/b.ctl")
 
 
 # ------------------------------------------------------------------ the table of kinds
@@ -138,6 +150,8 @@ EFFECT_CASES: list[tuple[Effect, State, list[Any]]] = [
     (LinkReleased("tunl0"), State.of(OwnedLink("tunl0", True)), []),
     (FouAdded(6080, 6), State(), [OwnedFou(6080, 6)]),
     (FouRemoved(6080), State.of(OwnedFou(6080, 4)), []),
+    (BirdStarted("/run/l/b.conf", "/run/l/b.pid", "/run/l/b.ctl"), State(), [BIRD]),
+    (BirdStopped(), State.of(BIRD), []),
 ]
 
 
@@ -171,6 +185,7 @@ def test_each_effect_simulates_what_its_command_does_to_the_host(effect: Effect)
                "45 5 60\n", sysctls={"net.ipv4.conf.all.arp_ignore": 5})
     obs.sync_daemons = {"master": SyncDaemon("master", "eth1", 9)}  # an older one
     obs.keepalived = KeepalivedSeen(77, "/run/l/k.conf")
+    obs.bird = BirdSeen(88, "/run/l/b.conf")
     obs.files = {"/run/l/k.conf": "a" * 64}
     obs.nft = {"ip": NftTable("ip", ())}
     obs.links["tunl0"] = Link("tunl0", False)  # down (gre0 and ip6tnl0 do not exist)
@@ -185,7 +200,7 @@ def test_only_additions_are_written_ahead() -> None:
     assert {e.__name__ for e in EFFECTS if e.write_ahead} == {
         "AddressAdded", "RouteSet", "ServiceCreated", "SysctlChanged", "TimeoutsSet",
         "FileWritten", "KeepalivedStarted", "SyncDaemonStarted", "NftTableCreated",
-        "LinkCreated", "LinkUp", "FouAdded"}
+        "LinkCreated", "LinkUp", "FouAdded", "BirdStarted"}
 
 
 def test_every_owned_kind_is_undone_by_stop_and_shown() -> None:
@@ -202,16 +217,19 @@ def test_every_owned_kind_is_undone_by_stop_and_shown() -> None:
                         "net/ipv4/conf/eth0.100/arp_announce": 2})
     obs.sync_daemons = {"master": SYNC, "backup": SyncDaemon("backup", "eth1", 51)}
     obs.keepalived = KeepalivedSeen(77, "/run/l/k.conf")
+    obs.bird = BirdSeen(88, "/run/l/b.conf")
     obs.files = {"/run/l/k.conf": "a" * 64}
     obs.nft = {"ip": NftTable("ip", ())}
     obs.tunnels.fou = {FouPort(6080, 4)}
     plan = Plan()
     plan_undo(plan, obs, FULL)
     assert [s.line() for s in plan.steps] == [
+        # [bgp]: the VIPs on lo first, BIRD withdraws them, then BIRD goes.
+        "ip addr del 2001:db8::10/128 dev lo", "kill -TERM 88",
         "kill -TERM 77", "ipvsadm --stop-daemon master", "ipvsadm --stop-daemon backup",
         "ipvsadm -D -t 192.168.30.254:80", "ipvsadm -D -u 192.168.30.253:53",
         "ipvsadm -D -f 7 -6", "nft delete table ip lvs_scripts",
-        "ip addr del 192.168.30.254/32 dev eth0", "ip addr del 2001:db8::10/128 dev lo",
+        "ip addr del 192.168.30.254/32 dev eth0",
         "ip route replace default via 10.9.9.1 dev eth0 proto static metric 100 onlink",
         "ip addr del 10.9.0.5/24 dev eth1",
         "ip fou del port 6080", "ip link del dev tunl0", "ip link set dev gre0 down",
@@ -222,10 +240,10 @@ def test_every_owned_kind_is_undone_by_stop_and_shown() -> None:
     for effect in [s.effect for s in plan.steps if s.effect] + plan.forget:
         effect.record(after)
     assert after.empty()
-    assert len(FULL.describe()) == len(FULL.records()) == 18
+    assert len(FULL.describe()) == len(FULL.records()) == 19
 
 
-# ------------------------------------------------------------------ the file, version 3
+# ------------------------------------------------------------------ the file, version 4
 
 def test_version_4_round_trips_every_kind() -> None:
     text = FULL.to_json()
@@ -236,26 +254,27 @@ def test_version_4_round_trips_every_kind() -> None:
 def test_a_version_2_file_is_read_and_upgraded() -> None:
     """A file written before [ha] (no files, keepalived or sync daemons) is read as is."""
     data = json.loads(FULL.to_json())
-    for key in ("files", "keepalived", "sync_daemons", "nft_tables", "links", "fous"):
+    for key in ("files", "keepalived", "sync_daemons", "nft_tables", "links", "fous", "bird"):
         del data[key]
     data["version"] = 2
     state = State.from_json(json.dumps(data), "v2")
     assert state.upgraded_from == 2
     assert state.records() == [r for r in FULL.records() if not isinstance(
-        r, (OwnedFile, OwnedKeepalived, OwnedSyncDaemon, OwnedNftTable, OwnedLink, OwnedFou))]
+        r, (OwnedFile, OwnedKeepalived, OwnedSyncDaemon, OwnedNftTable, OwnedLink, OwnedFou,
+            OwnedBird))]
 
 
 def test_a_version_3_file_is_read_and_upgraded() -> None:
-    """A file written before fwmark services and TUN real servers (no nftables tables, no
-    links, no GUE ports) is read as is."""
+    """A file written before fwmark services, TUN real servers and [bgp] (no nftables
+    tables, no links, no GUE ports, no BIRD) is read as is."""
     data = json.loads(FULL.to_json())
-    for key in ("nft_tables", "links", "fous"):
+    for key in ("nft_tables", "links", "fous", "bird"):
         del data[key]
     data["version"] = 3
     state = State.from_json(json.dumps(data), "v3")
     assert state.upgraded_from == 3
     assert state.records() == [r for r in FULL.records() if not isinstance(
-        r, (OwnedNftTable, OwnedLink, OwnedFou))]
+        r, (OwnedNftTable, OwnedLink, OwnedFou, OwnedBird))]
 
 
 def test_services_are_stored_by_structure_not_by_their_display_text() -> None:
@@ -274,6 +293,10 @@ CORRUPT = [
     ({**json.loads(FULL.to_json()), "fous": [{"port": 0, "family": 4}]}, "fous[0].port"),
     ({"version": 2}, "state"),
     ({"version": 3}, "no files"),
+    ({**{k: v for k, v in json.loads(FULL.to_json()).items() if k != "bird"}}, "no bird"),
+    ({**json.loads(FULL.to_json()), "bird": {"config_file": "/run/l/b.conf",
+                                             "pid_file": "/run/l/b.pid",
+                                             "socket": "b.ctl"}}, "bird.socket"),
     ({**json.loads(FULL.to_json()), "files": [{"path": "../etc/passwd", "digest": "a" * 64}]},
      "files[0].path"),
     ({**json.loads(FULL.to_json()), "sync_daemons": [{"state": "both", "interface": "eth1",

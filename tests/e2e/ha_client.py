@@ -1,10 +1,11 @@
-"""The failover test's client (tests/e2e/test_lab_ha.py), run on the lab's client:
-one TCP connection to VIP:8080 held open, a line sent on it every 200 ms, and beside it
-a new connection every 200 ms. Standard library only. Each attempt is printed at once
-as a JSON line: {"kind": "held"|"new", "sent": T, "done": T, "ok": bool, "who": NAME,
-"error": ...}, T from time.monotonic() (CLOCK_MONOTONIC: the same clock in every
-namespace, so the test can compare it with its own). First line: {"kind": "hello",
-"port": the held connection's local port}. Ends on "quit" (or EOF) on stdin.
+"""The failover tests' client (tests/e2e/test_lab_ha.py, test_lab_bgp.py), run on the
+lab's client: one TCP connection to VIP:8080 held open, a line sent on it every 200 ms,
+and beside it a new connection every 200 ms (arguments: [VIP [PORT [SECONDS]]]).
+Standard library only. Each attempt is printed at once as a JSON line:
+{"kind": "held"|"new", "sent": T, "done": T, "ok": bool, "who": NAME, "error": ...},
+T from time.monotonic() (CLOCK_MONOTONIC: the same clock in every namespace, so the
+test can compare it with its own). First line: {"kind": "hello", "port": the held
+connection's local port}. Ends on "quit" (or EOF) on stdin.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import sys
 import threading
 import time
 
-VIP = "192.168.30.254"
-PORT = 8080
-EVERY = 0.2
+VIP = sys.argv[1] if len(sys.argv) > 1 else "192.168.30.254"
+PORT = int(sys.argv[2]) if len(sys.argv) > 2 else 8080
+EVERY = float(sys.argv[3]) if len(sys.argv) > 3 else 0.2
 lock = threading.Lock()
 done = threading.Event()
 

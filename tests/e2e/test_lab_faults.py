@@ -72,7 +72,7 @@ def test_kernel_refuses_the_scheduler_then_stop_puts_the_host_back(fresh: None) 
                        "announced": False}],
         "route": None, "services": [], "sysctls": [],
         "timeouts": {"previous": [900, 120, 300], "value": [30, 5, 60]},
-        "files": [], "keepalived": None, "sync_daemons": [], "version": 3}
+        "files": [], "keepalived": None, "sync_daemons": [], "bird": None, "version": 4}
     assert ipvs_save() == []
 
     stopped = initd("director", "stop")

@@ -70,7 +70,8 @@ if TYPE_CHECKING:
 
 FAKES_DIR = Path(__file__).resolve().parent
 FAKES_BIN = FAKES_DIR / "bin"
-TOOLS = ("ipvsadm", "ip", "sysctl", "arping", "modprobe", "keepalived", "nft", "lsmod")
+TOOLS = ("ipvsadm", "ip", "sysctl", "arping", "modprobe", "keepalived", "nft", "lsmod", "bird",
+         "birdc")
 
 # Host programs the per-test PATH offers (as symlinks) besides the fakes.
 HOST_PROGRAMS = (
@@ -101,7 +102,8 @@ class Result(NamedTuple):
 _ENTRY = {"ipvsadm": ("ipvsadm_tool", "main"), "ip": ("ip_tool", "main"),
           "sysctl": ("sysctl_tool", "main"), "arping": ("arping_tool", "main"),
           "keepalived": ("keepalived_tool", "main"), "modprobe": ("arping_tool", "modprobe"),
-          "nft": ("nft_tool", "main"), "lsmod": ("arping_tool", "lsmod")}
+          "nft": ("nft_tool", "main"), "lsmod": ("arping_tool", "lsmod"),
+          "bird": ("bird_tool", "main"), "birdc": ("bird_tool", "birdc")}
 
 
 def _dispatch(run: Run) -> int:
@@ -337,11 +339,15 @@ class FakeHost:
         """The fake keepalived daemons of this host still running."""
         return [pid for pid in self.state().get("keepalived_pids", []) if _is_fake_daemon(pid)]
 
+    def bird_pids(self) -> list[int]:
+        """The fake BIRD daemons of this host still running."""
+        return [pid for pid in self.state().get("bird_pids", []) if _is_fake_daemon(pid)]
+
     def stop_daemons(self) -> None:
-        """SIGKILL every fake keepalived this host started (test teardown)."""
+        """SIGKILL every fake keepalived and BIRD this host started (test teardown)."""
         import signal
 
-        for pid in self.keepalived_pids():
+        for pid in self.keepalived_pids() + self.bird_pids():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
@@ -642,13 +648,13 @@ def _find_ipvs(st: State, service: str, dest: str | None) -> dict[str, Any]:
 
 
 def _is_fake_daemon(pid: int) -> bool:
-    """Is `pid` a fake keepalived daemon (and not a pid reused by anything else)?"""
+    """Is `pid` a fake keepalived or BIRD daemon (and not a pid reused by anything else)?"""
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return len(argv) > 1 and argv[0] == b"keepalived" and argv[1].endswith(
-        b"keepalived_daemon.py")
+    return len(argv) > 1 and argv[0] in (b"keepalived", b"bird") and argv[1].endswith(
+        argv[0] + b"_daemon.py")
 
 
 # ---------------------------------------------------------------- PATH building
@@ -776,6 +782,10 @@ def main(tool: str) -> int:
         from . import keepalived_tool
 
         keepalived_tool.spawn(sys.argv[1:])  # the daemon it leaves behind
+    if tool == "bird" and result.rc == 0 and "-p" not in sys.argv[1:]:
+        from . import bird_tool
+
+        bird_tool.spawn(sys.argv[1:])
     if hang is not None:  # "after": the change is made and logged, the caller never hears
         return _hang_until_killed(host, hang[0])
     sys.stdout.write(result.stdout)
