@@ -155,6 +155,13 @@ START_CASES = [
     pytest.param(observed(files={CONF: "0" * 64, NOTIFY: NOTIFY_DIGEST}), RUNNING,
                  [INSTALL_CONF, "kill -HUP 4242"], id="changed-config-rewritten-and-hupped"),
     pytest.param(observed(keepalived=None), RUNNING, [START], id="keepalived-killed"),
+    # kill -9 leaves the VIP where keepalived put it; a new keepalived starts as backup
+    # and keeps it there: both directors would hold it until this one is elected.
+    pytest.param(observed(MASTER, keepalived=None), RUNNING,
+                 ["ip addr del 192.168.30.254/32 dev eth0", START],
+                 id="killed-keepalived-left-its-vip-removed-first"),
+    pytest.param(observed(MASTER, ipvs="", daemons={}, files={}, keepalived=None), State(),
+                 FULL_START[1:], id="a-vip-there-before-our-first-start-is-not-ours"),
     pytest.param(observed(daemons={"backup": DAEMONS["backup"]}), RUNNING,
                  ["ipvsadm --start-daemon master --mcast-interface eth0 --syncid 51"],
                  id="a-sync-daemon-gone"),
@@ -256,3 +263,4 @@ def test_status_of_a_backup_and_of_a_master() -> None:
     obs.ha_role = "master"  # a stale record: keepalived is not running
     _, data = describe_ha(CONFIG, LB1, obs)
     assert (data["role"], data["keepalived"], data["holds_vips"]) == (None, False, True)
+

@@ -8,6 +8,11 @@ the real servers answer with tests/e2e/line_server.py, which keeps connections o
 One scenario, in order: lb1 master and lb2 backup, the held connection synced to lb2;
 `kill -9` of lb1's keepalived (parent and VRRP child); lb1 started again takes the VIP
 back (preempt); a planned `stop` on the master. The measured times are printed.
+
+Never both (scenario 5) is checked continuously, not at points: tests/e2e/vip_timeline.py
+follows every add and delete of the VIP on both directors in the kernel's order, and
+no stretch of it while both run (both starts returned .. lb1 killed, lb1's start
+returned .. lb1's stop returned) may have the VIP on both, however short.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from tests.e2e.labhosts import (
     sh,
     wait_for,
 )
+from tests.e2e.vip_timeline import VipTimeline
 
 pytestmark = [pytest.mark.lab, LAB_ONLY]
 
@@ -49,7 +55,6 @@ DIRECTORS = {"director": "lb1", "lb2": "lb2"}  # namespace -> [ha] name
 CLIENT = Path(__file__).with_name("ha_client.py")
 LINE_SERVER = Path(__file__).with_name("line_server.py")
 FAILOVER_LIMIT = 4.0
-PROBE = "198.51.100.1/32"  # TEST-NET-2: an address no one uses, to see a monitor listen
 ARP = ("net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2 "
        "net.ipv4.conf.eth0.arp_ignore=1 net.ipv4.conf.eth0.arp_announce=2")
 
@@ -99,42 +104,6 @@ def keepalived_pids(host: str) -> list[int]:
         if path.exists():
             pids.append(int(path.read_text()))
     return pids
-
-
-class AddressWatch:
-    """`ip monitor address` on a host, each line stamped with time.monotonic() as it
-    arrives: when the VIP was added there, to a few milliseconds, without polling `ip`
-    (a program start costs tenths of a second under emulation)."""
-
-    def __init__(self, host: str) -> None:
-        # stdbuf: ip writes to a pipe, block-buffered; each event must come at once.
-        self.proc = subprocess.Popen(in_ns(host, ["stdbuf", "-oL", "ip", "monitor", "address"]),
-                                     stdout=subprocess.PIPE, text=True)
-        self.lines: list[tuple[float, str]] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append((time.monotonic(), line))
-
-    def ready(self, host: str) -> None:
-        """Wait until the monitor listens: it reports an address added to lo and removed
-        again, a change made anew each try (one made before it subscribed is never seen)."""
-        def seen() -> bool:
-            sh(host, f"ip addr add {PROBE} dev lo; ip addr del {PROBE} dev lo")
-            return any(PROBE in line for _, line in list(self.lines))
-
-        wait_for(seen, 30, 0.2, "ip monitor to listen")
-
-    def added(self, since: float) -> float | None:
-        """When the VIP was added (first event after `since`), or None."""
-        return next((t for t, line in list(self.lines) if t >= since and not line.startswith(
-            "Deleted") and f"{VIP}/32" in line), None)
-
-    def close(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
 
 
 class Client:
@@ -217,16 +186,46 @@ ip -n lan link set lb2 master br0 up
         reset()
 
 
-def never_both() -> None:
-    both = holds_vip("director") and holds_vip("lb2")
-    assert not both, "both directors hold the VIP"
+VIP32 = f"{VIP}/32"
+BOTH_RUN = [("both started", "lb1 killed"), ("lb1 back", "lb1 stopped")]
+
+
+def never_both(timeline: VipTimeline, origin: float) -> list[str]:
+    """Scenario 5 over the whole run: no stretch while both run with the VIP on both.
+    Returns the lines to print (the VIP's story and the gaps where neither held it)."""
+    found = timeline.spans(VIP32, list(DIRECTORS), BOTH_RUN)
+    lines = [f"HA lab: VIP events (s since both started): {line}"
+             for line in timeline.story(VIP32, origin)]
+    lines += [f"HA lab: neither held the VIP for {span.seconds:.3f} s ({span.window})"
+              for span in found if span.kind == "neither"]
+    both = [span for span in found if span.kind == "both"]
+    assert timeline.errors == [], timeline.errors  # ip monitor lost events (ENOBUFS)
+    assert both == [], "\n".join(lines + [f"BOTH held the VIP: {span}" for span in both])
+    return lines
 
 
 def test_failover_failback_and_planned_stop_keep_the_held_connection(pair: Path) -> None:
     times: dict[str, float] = {}
+    timeline = VipTimeline({"director": 101, "lb2": 102})
+    try:
+        timeline.ready()
+        assert not holds_vip("director") and not holds_vip("lb2")  # from nobody, as followed
+        scenario(pair, timeline, times)
+        origin = next(e.at for e in timeline.events if timeline.marks.get(e.address)
+                      == "both started")
+    finally:
+        timeline.close()
+    for what, seconds in times.items():
+        print(f"HA lab: {what}: {seconds:.2f} s")
+    for line in never_both(timeline, origin):
+        print(line)
+
+
+def scenario(pair: Path, timeline: VipTimeline, times: dict[str, float]) -> None:
     started = run_parallel([initd_ha(host, "start", pair) for host in DIRECTORS])
     for done in started:
         assert done.returncode == 0, done
+    timeline.mark("both started")
     began = time.monotonic()
     wait_for(lambda: holds_vip("director"), 15, 0.2, "lb1 to become master")
     times["initial election"] = time.monotonic() - began
@@ -246,16 +245,12 @@ def test_failover_failback_and_planned_stop_keep_the_held_connection(pair: Path)
         # 2. crash: kill -9 lb1's keepalived (parent and VRRP child); lb2 takes over. The
         # VIP stays on lb1 (nobody removes it), so lb1 keeps forwarding until lb2's
         # gratuitous ARPs move the router: the answers that count come after that.
-        watch = AddressWatch("lb2")
-        try:
-            watch.ready("lb2")
-            killed = time.monotonic()
-            for pid in keepalived_pids("director"):
-                os.kill(pid, signal.SIGKILL)
-            added = wait_for(lambda: watch.added(killed), FAILOVER_LIMIT + 2, 0.05,
-                             "lb2 to add the VIP")
-        finally:
-            watch.close()
+        timeline.mark("lb1 killed")  # from here lb1's keepalived does not run
+        killed = time.monotonic()
+        for pid in keepalived_pids("director"):
+            os.kill(pid, signal.SIGKILL)
+        added = wait_for(lambda: timeline.added("lb2", VIP32, killed), FAILOVER_LIMIT + 2,
+                         0.05, "lb2 to add the VIP")
         times["crash failover: VIP added on lb2 after kill -9"] = added - killed
         assert added - killed <= FAILOVER_LIMIT, times
         lb2_mac = mac_of("lb2")
@@ -275,11 +270,11 @@ def test_failover_failback_and_planned_stop_keep_the_held_connection(pair: Path)
         restart = run_on("director", [str(INITD["director"]), "start"],
                          {**lvs_env("director", pair), "LVS_HOST": "lb1"})
         assert restart.returncode == 0, restart
+        timeline.mark("lb1 back")  # its keepalived runs again (start waited for it)
         back = time.monotonic()
         wait_for(lambda: holds_vip("director") and not holds_vip("lb2"), 15, 0.1,
                  "lb1 to take the VIP back")
         times["failback (after start returned)"] = time.monotonic() - back
-        never_both()
         wait_for(lambda: client.first_ok("held", time.monotonic() - 0.1), 10, 0.1,
                  "the held connection to answer after the failback")
         assert client.failures("held", 0.0, time.monotonic()) == []
@@ -289,6 +284,7 @@ def test_failover_failback_and_planned_stop_keep_the_held_connection(pair: Path)
         stop = run_on("director", [str(INITD["director"]), "stop"],
                       {**lvs_env("director", pair), "LVS_HOST": "lb1"})
         assert stop.returncode == 0, stop
+        timeline.mark("lb1 stopped")  # its keepalived is gone (stop waited for it)
         stopped = time.monotonic()
         assert holds_vip("lb2") and not holds_vip("director")
         times["planned stop (the whole stop command)"] = stopped - before
@@ -298,9 +294,6 @@ def test_failover_failback_and_planned_stop_keep_the_held_connection(pair: Path)
         assert client.failures("new", before, time.monotonic()) == []
     finally:
         client.close()
-    for what, seconds in times.items():
-        print(f"HA lab: {what}: {seconds:.2f} s")
-
 
 
 
