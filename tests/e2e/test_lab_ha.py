@@ -31,13 +31,16 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.labhosts import (
+    CHECKOUT,
     INITD,
     LAB_ONLY,
     REALS,
     RUN_ROOT,
+    VENV_BIN,
     VIP,
     addresses,
     in_ns,
+    ipvs_save,
     lvs_env,
     mac_of,
     neighbour_mac,
@@ -295,6 +298,101 @@ def scenario(pair: Path, timeline: VipTimeline, times: dict[str, float]) -> None
     finally:
         client.close()
 
+
+# --- the health checker on both directors -----------------------------------------------
+
+WATCH_INITD = CHECKOUT / "init.d" / "lvs-director-watch"
+CHECK = """
+[service.check]
+type = "tcp"
+interval = 1
+timeout = 0.5
+rise = 2
+fall = 2
+"""
+
+
+def watch_env(host: str, config: Path) -> dict[str, str]:
+    return {**lvs_env(host, config), "LVS_HOST": DIRECTORS[host],
+            "LVS_DIRECTOR_BIN": str(VENV_BIN / "lvs-director"),
+            "LVS_WATCH_PIDFILE": str(RUN_ROOT / host / "watch.pid")}
+
+
+def healths(host: str) -> dict[str, str]:
+    path = RUN_ROOT / host / "state" / "lvs-director.health.json"
+    if not path.exists():
+        return {}
+    return {t["address"]: t["state"] for t in json.loads(path.read_text())["health"]["targets"]}
+
+
+def weight_on(host: str, name: str) -> int | None:
+    for line in ipvs_save(host):
+        words = line.split()
+        if words[:1] == ["-a"] and words[4] == f"{REALS[name]}:8080":
+            return int(words[words.index("-w") + 1])
+    return None
+
+
+def line_server_pid(name: str) -> int:
+    """The pid of rs NAME's line server (the pair fixture started it), by its argv."""
+    wanted = [sys.executable, str(LINE_SERVER), name]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "cmdline").read_bytes().decode().split("\0")[:-1] == wanted:
+                    return int(entry.name)
+    raise AssertionError(f"no line server on {name}")
+
+
+def test_watchers_on_both_directors_and_a_failover_send_nothing_to_a_down_server(
+        pair: Path) -> None:
+    """Issue 11: the watcher runs on both directors, each checking the real servers
+    itself. rs2's server stops: both tables put it at weight 0 (lb2's on its own checks:
+    health files are not copied); after a crash failover to lb2 no new connection goes
+    to rs2, and none fails."""
+    pair.write_text(pair.read_text() + CHECK)
+    started = run_parallel([initd_ha(host, "start", pair) for host in DIRECTORS])
+    for done in started:
+        assert done.returncode == 0, done
+    watchers = run_parallel([(host, [str(WATCH_INITD), "start"], watch_env(host, pair))
+                             for host in DIRECTORS])
+    try:
+        for done in watchers:
+            assert done.returncode == 0, done
+        wait_for(lambda: holds_vip("director"), 15, 0.2, "lb1 to become master")
+        for host in DIRECTORS:
+            wait_for(lambda h=host: list(healths(h).values()) == ["up"] * len(REALS), 120,
+                     0.5, f"{host}'s watcher to find every real server up")
+        os.kill(line_server_pid("rs2"), signal.SIGKILL)
+        for host in DIRECTORS:
+            wait_for(lambda h=host: weight_on(h, "rs2") == 0, 30, 0.2,
+                     f"rs2 at weight 0 on {host}")
+            assert healths(host)[REALS["rs2"]] == "down"
+            assert all(weight_on(host, name) == 1 for name in REALS if name != "rs2")
+
+        client = Client()
+        try:
+            client.port()
+            for pid in keepalived_pids("director"):
+                os.kill(pid, signal.SIGKILL)
+            lb2_mac = mac_of("lb2")
+            wait_for(lambda: neighbour_mac("router", VIP) == lb2_mac, 15, 0.2,
+                     "the router to send the VIP's traffic to lb2")
+            moved = time.monotonic()
+            # 20 new connections at one every 200 ms, all through lb2
+            wait_for(lambda: len(client.after("new", moved)) >= 20, 30, 0.2,
+                     "20 new connections through lb2")
+            fresh = client.after("new", moved)
+        finally:
+            client.close()
+        assert [r for r in fresh if not r["ok"]] == [], fresh  # none failed ...
+        who = {str(r["who"]) for r in fresh}
+        assert "rs2" not in who and who <= {"rs1", "rs3", "rs4"}, who  # ... none to rs2
+        assert healths("lb2")[REALS["rs2"]] == "down" and weight_on("lb2", "rs2") == 0
+        print(f"HA lab: after the failover, new connections answered by {sorted(who)}")
+    finally:
+        run_parallel([(host, [str(WATCH_INITD), "stop"], watch_env(host, pair))
+                      for host in DIRECTORS])
 
 
 IPV6_SERVICE = """
