@@ -194,9 +194,15 @@ else
 fi
 
 step "Crash: kill -9 lb1's keepalived"
+# Stopped first, then killed: keepalived's VRRP child gets SIGTERM when its parent dies
+# (PR_SET_PDEATHSIG) and would shut down cleanly, VIPs removed, if it ran before its own
+# SIGKILL: a planned stop, not a crash. Stopped, it cannot.
+pids=$(keepalived_pids director)
+# shellcheck disable=SC2086 # one pid per word
+kill -STOP $pids
 killed=$(now_ms)
-# shellcheck disable=SC2046 # one pid per word
-kill -9 $(keepalived_pids director)
+# shellcheck disable=SC2086
+kill -9 $pids
 if wait_until 10 holds lb2; then
     took=$(($(now_ms) - killed))
     [ "$took" -le "$FAILOVER_LIMIT_MS" ] && verdict=ok || verdict=FAIL

@@ -37,20 +37,21 @@ GOOD = [
 
 def test_the_expected_scenario_has_no_both_and_the_gaps_where_neither_held() -> None:
     found = spans(GOOD, VIP, HOSTS, MARKS, WINDOWS)
-    assert found == [Span("neither", 0.0, 3.0, "both started..lb1 killed"),
-                     Span("neither", 24.0, 24.0, "lb1 back..lb1 stopped"),
-                     Span("neither", 30.0, 30.6, "lb1 back..lb1 stopped")]
+    assert found == [
+        Span("neither", 0.0, 3.0, "both started..lb1 killed", "both started", "director"),
+        Span("neither", 24.0, 24.0, "lb1 back..lb1 stopped", "lb2", "director"),
+        Span("neither", 30.0, 30.6, "lb1 back..lb1 stopped", "director", "lb2")]
 
 
 def test_an_overlap_of_a_microsecond_is_found_by_the_order_of_events() -> None:
     # The failback with lb1 adding before lb2 deletes, both stamped in one millisecond.
     preempt = [*GOOD[:6], GOOD[7], GOOD[6], *GOOD[8:]]
     assert [s for s in spans(preempt, VIP, HOSTS, MARKS, WINDOWS) if s.kind == "both"] == [
-        Span("both", 24.0, 24.0, "lb1 back..lb1 stopped")]
+        Span("both", 24.0, 24.0, "lb1 back..lb1 stopped", "director", "lb2")]
     events = [mark(0.0, 1), vip(3.0, "director", True), vip(5.0, "lb2", True),
               vip(5.000001, "director", False), mark(10.0, 2)]
     assert [s for s in spans(events, VIP, HOSTS, MARKS, WINDOWS) if s.kind == "both"] == [
-        Span("both", 5.0, 5.000001, "both started..lb1 killed")]
+        Span("both", 5.0, 5.000001, "both started..lb1 killed", "lb2", "director")]
 
 
 def test_a_stale_vip_still_there_when_the_window_opens_counts_from_the_mark() -> None:
@@ -59,7 +60,7 @@ def test_a_stale_vip_still_there_when_the_window_opens_counts_from_the_mark() ->
     events = [*GOOD[:4], mark(21.0, 3), vip(24.0, "lb2", False),
               vip(24.1, "director", True), mark(32.0, 4)]
     both = [s for s in spans(events, VIP, HOSTS, MARKS, WINDOWS) if s.kind == "both"]
-    assert both == [Span("both", 21.0, 24.0, "lb1 back..lb1 stopped")]
+    assert both == [Span("both", 21.0, 24.0, "lb1 back..lb1 stopped", "lb1 back", "lb2")]
 
 
 def test_outside_the_windows_nothing_is_reported_and_other_addresses_do_not_count() -> None:
@@ -67,15 +68,16 @@ def test_outside_the_windows_nothing_is_reported_and_other_addresses_do_not_coun
               mark(2.0, 1), vip(2.5, "lb2", False), Event(3.0, "lb2", "10.9.9.9/32", True),
               Event(3.1, "rs1", VIP, True), mark(4.0, 2)]
     assert spans(events, VIP, HOSTS, MARKS, WINDOWS) == [
-        Span("both", 2.0, 2.5, "both started..lb1 killed")]
+        Span("both", 2.0, 2.5, "both started..lb1 killed", "both started", "lb2")]
 
 
 def test_a_window_never_closed_reports_up_to_the_end() -> None:
     events = [mark(0.0, 1), vip(1.0, "director", True)]
     assert spans(events, VIP, HOSTS, MARKS, WINDOWS) == [
-        Span("neither", 0.0, 1.0, "both started..lb1 killed")]
+        Span("neither", 0.0, 1.0, "both started..lb1 killed", "both started", "director")]
     events.append(vip(2.0, "lb2", True))
-    assert spans(events, VIP, HOSTS, MARKS, WINDOWS)[-1].end == float("inf")
+    last = spans(events, VIP, HOSTS, MARKS, WINDOWS)[-1]
+    assert (last.end, last.ended_by) == (float("inf"), "end of stream")
 
 
 @pytest.mark.parametrize(("line", "expected"), [

@@ -55,6 +55,8 @@ class Span:
     start: float
     end: float
     window: str  # "OPEN..CLOSE": the marks of the window it lies in
+    started_by: str = ""  # the host whose add or delete began it, or the opening mark
+    ended_by: str = ""  # the host whose add or delete ended it, or the closing mark
 
     @property
     def seconds(self) -> float:
@@ -82,7 +84,7 @@ def spans(events: Iterable[Event], vip: str, hosts: Sequence[str], marks: Mappin
     closes = {end: f"{start}..{end}" for start, end in windows}
     held = {host: False for host in hosts}
     window: str | None = None
-    current: tuple[str, float] | None = None  # (kind, since) of the span under way
+    current: tuple[str, float, str] | None = None  # (kind, since, by) of the span under way
     found: list[Span] = []
 
     def kind() -> str | None:
@@ -96,12 +98,12 @@ def spans(events: Iterable[Event], vip: str, hosts: Sequence[str], marks: Mappin
                 continue
             if window is not None and closes.get(name) == window:
                 if current is not None:
-                    found.append(Span(current[0], current[1], event.at, window))
+                    found.append(Span(*current[:2], event.at, window, current[2], name))
                 window, current = None, None
             elif window is None and name in opens:
                 window = opens[name]
                 now = kind()
-                current = (now, event.at) if now else None
+                current = (now, event.at, name) if now else None
             continue
         if event.where not in held or event.address != vip:
             continue
@@ -110,12 +112,12 @@ def spans(events: Iterable[Event], vip: str, hosts: Sequence[str], marks: Mappin
             continue
         now = kind()
         if current is not None and current[0] != now:
-            found.append(Span(current[0], current[1], event.at, window))
+            found.append(Span(*current[:2], event.at, window, current[2], event.where))
             current = None
         if current is None and now is not None:
-            current = (now, event.at)
+            current = (now, event.at, event.where)
     if window is not None and current is not None:  # a window never closed: up to the end
-        found.append(Span(current[0], current[1], float("inf"), window))
+        found.append(Span(*current[:2], float("inf"), window, current[2], "end of stream"))
     return found
 
 
