@@ -50,12 +50,13 @@ initd() {  # HOST ACTION: the host's init.d script, with its own state and lock 
 }
 
 on_hosts() {  # ACTION HOST...: init.d on several hosts at once, output kept per host
-    local action=$1 host
+    local action=$1 host pids=()
     shift
     for host in "$@"; do
         (initd "$host" "$action" > "$OUT/$host.$action" 2>&1; echo $? > "$OUT/$host.$action.rc") &
+        pids+=($!)
     done
-    wait
+    wait "${pids[@]}"  # these only: a bare wait would wait for ip monitor too
 }
 
 on_hosts_ok() {  # ACTION HOST...: on_hosts, each shown, a FAIL for each that did not exit 0
@@ -197,12 +198,12 @@ step "Crash: kill -9 lb1's keepalived"
 # Stopped first, then killed: keepalived's VRRP child gets SIGTERM when its parent dies
 # (PR_SET_PDEATHSIG) and would shut down cleanly, VIPs removed, if it ran before its own
 # SIGKILL: a planned stop, not a crash. Stopped, it cannot.
-pids=$(keepalived_pids director)
+crashed=$(keepalived_pids director)
 # shellcheck disable=SC2086 # one pid per word
-kill -STOP $pids
+kill -STOP $crashed
 killed=$(now_ms)
 # shellcheck disable=SC2086
-kill -9 $pids
+kill -9 $crashed
 if wait_until 10 holds lb2; then
     took=$(($(now_ms) - killed))
     [ "$took" -le "$FAILOVER_LIMIT_MS" ] && verdict=ok || verdict=FAIL
