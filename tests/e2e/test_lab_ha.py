@@ -284,9 +284,8 @@ def test_failover_failback_and_planned_stop_keep_the_held_connection(pair: Path)
 
 def scenario(pair: Path, timeline: VipTimeline, times: dict[str, float]) -> None:
     began = start_both(pair, timeline)
-    wait_for(lambda: holds_vip("director"), 15, 0.2, "lb1 to become master")
-    elected = timeline.added("director", VIP32, began)
-    assert elected is not None
+    elected = wait_for(lambda: timeline.added("director", VIP32, began), 15, 0.05,
+                       "lb1 to become master")
     times["initial election (VIP on lb1 after both keepalived ran)"] = elected - began
     assert not holds_vip("lb2")
     status = run_on("lb2", [str(INITD["director"]), "status"],
