@@ -183,8 +183,9 @@ ip netns exec client curl -s -o /dev/null --limit-rate "$RATE" --max-time 120 \
     --local-port "$DOWNLOAD_PORT" -w '%{size_download} %{http_code}\n' "http://$VIP/big" \
     > "$OUT/download" 2>&1 &
 download=$!
-synced() {
-    ip netns exec lb2 ipvsadm -L -n -c | grep -q "ESTABLISHED 10.0.0.1:$DOWNLOAD_PORT "
+synced() {  # the listing first, then grep: no pipefail from a grep -q that quits early
+    local table
+    table=$(ip netns exec lb2 ipvsadm -L -n -c) && grep -q "10.0.0.1:$DOWNLOAD_PORT " <<< "$table"
 }
 if wait_until 15 synced; then
     echo "[lb2]# ipvsadm -L -n -c | grep $DOWNLOAD_PORT"
@@ -192,6 +193,7 @@ if wait_until 15 synced; then
     check ok "lb2's connection table lists the download (the sync daemons copied it)"
 else
     check FAIL "lb2's connection table does not list the download"
+    ip netns exec lb2 ipvsadm -L -n -c | indent
 fi
 
 step "Crash: kill -9 lb1's keepalived"
