@@ -248,7 +248,9 @@ def keepalived_running(host: str) -> bool:
 def start_both(pair: Path, timeline: VipTimeline) -> float:
     """init.d start on both directors at once; "both started" is marked as soon as both
     keepalived run, not when the starts return (they verify for seconds more, and the
-    election may be over by then). Returns when it was marked."""
+    election may be over by then). Returns when both were seen running: the mark itself
+    (a shell and two `ip` while both CLIs still verify) can take seconds under emulation,
+    and lb1 may have become master meanwhile."""
     procs = [subprocess.Popen(in_ns(host, argv, env), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
              for host, argv, env in (initd_ha(h, "start", pair) for h in DIRECTORS)]
@@ -256,13 +258,13 @@ def start_both(pair: Path, timeline: VipTimeline) -> float:
         wait_for(lambda: all(keepalived_running(h) for h in DIRECTORS)
                  or any(p.poll() not in (None, 0) for p in procs), 240, 0.05,
                  "both keepalived running")
+        running = time.monotonic()
         timeline.mark("both started")
-        marked = time.monotonic()
     finally:
         outputs = [proc.communicate(timeout=240) for proc in procs]
     for host, proc, (out, err) in zip(DIRECTORS, procs, outputs):
         assert proc.returncode == 0, f"{host}: start exited {proc.returncode}\n{out}{err}"
-    return marked
+    return running
 
 
 def test_failover_failback_and_planned_stop_keep_the_held_connection(pair: Path) -> None:
