@@ -22,13 +22,7 @@ from .errors import ConfigError, LvsError, shown_key
 from .healthstate import HealthView
 from .locks import Paths
 from .model import Config, DirectorConfig, HaConfig, HaDirector
-from .owned import (
-    FileWritten,
-    KeepalivedStarted,
-    SyncDaemonStarted,
-    SyncDaemonStopped,
-    vip_cidr,
-)
+from .owned import FileWritten, KeepalivedStarted, SyncDaemonStarted, SyncDaemonStopped
 from .plan import Plan, Settle
 from .plan_director import plan_director_start
 from .probes import HostObservation, SyncDaemon
@@ -216,7 +210,7 @@ def plan_ha_start(config: Config, member: HaDirector, files: HaFiles, obs: HostO
                          "keepalived's notify hook (records the VRRP role)")
     changed |= _plan_file(plan, files.config_file, keepalived_config(config, member, files),
                           "0644", obs, "keepalived's config (VRRP only)")
-    _plan_keepalived(plan, config, files, obs, state, changed)
+    _plan_keepalived(plan, files, obs, changed)
     return plan
 
 
@@ -252,8 +246,8 @@ def _plan_file(plan: Plan, path: str, text: str, mode: str, obs: HostObservation
     return True
 
 
-def _plan_keepalived(plan: Plan, config: Config, files: HaFiles, obs: HostObservation,
-                     state: State, config_changed: bool) -> None:
+def _plan_keepalived(plan: Plan, files: HaFiles, obs: HostObservation,
+                     config_changed: bool) -> None:
     """Start it if ours is not running; if it runs and its config changed, SIGHUP (it
     re-reads the file and keeps each instance's state); otherwise leave it alone."""
     seen = obs.keepalived
@@ -261,27 +255,11 @@ def _plan_keepalived(plan: Plan, config: Config, files: HaFiles, obs: HostObserv
         if config_changed and seen.pid > 0:
             plan.add(("kill", "-HUP", str(seen.pid)), "keepalived re-reads its changed config")
         return
-    if state.keepalived is not None:
-        _plan_leftover_vips(plan, config, obs)
     plan.add(("keepalived", "-P", "-f", files.config_file, "-p", files.pid_file, "-r",
               files.vrrp_pid_file), "keepalived, VRRP only: it adds the VIPs where elected",
              KeepalivedStarted(files.config_file, files.pid_file, files.vrrp_pid_file),
              settle=Settle("keepalived has written its pid file", pid_file=files.pid_file,
                            seconds=KEEPALIVED_START_SECONDS))
-
-
-def _plan_leftover_vips(plan: Plan, config: Config, obs: HostObservation) -> None:
-    """Our keepalived ran and is gone (kill -9, a crash): the VIPs it held are still on
-    the interface (only its SIGTERM path removes them), and the peer has taken them over
-    meanwhile. A new keepalived starts as backup and does not remove them either (it
-    deletes only what it added itself), so both directors would hold them until this
-    one is elected. Remove them first: the elected director adds them again."""
-    device = config.require_director().interface
-    for vip in config.director_vips():
-        if obs.has_address(device, vip):
-            plan.add(("ip", "addr", "del", vip_cidr(vip), "dev", device),
-                     f"VIP {vip} left by our keepalived that is gone: keepalived adds it "
-                     "again where it is elected")
 
 
 # --- observation ----------------------------------------------------------------------------

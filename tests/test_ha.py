@@ -157,11 +157,10 @@ START_CASES = [
     pytest.param(observed(files={CONF: "0" * 64, NOTIFY: NOTIFY_DIGEST}), RUNNING,
                  [INSTALL_CONF, "kill -HUP 4242"], id="changed-config-rewritten-and-hupped"),
     pytest.param(observed(keepalived=None), RUNNING, [START], id="keepalived-killed"),
-    # kill -9 leaves the VIP where keepalived put it; a new keepalived starts as backup
-    # and keeps it there: both directors would hold it until this one is elected.
-    pytest.param(observed(MASTER, keepalived=None), RUNNING,
-                 ["ip addr del 192.168.30.254/32 dev eth0", START],
-                 id="killed-keepalived-left-its-vip-removed-first"),
+    # kill -9 leaves the VIP where keepalived put it; the new keepalived removes it itself
+    # as it starts (keepalived 2.2.7, seen in the lab): start only starts it.
+    pytest.param(observed(MASTER, keepalived=None), RUNNING, [START],
+                 id="killed-keepalived-left-its-vip-keepalived-removes-it"),
     pytest.param(observed(MASTER, ipvs="", daemons={}, files={}, keepalived=None), State(),
                  FULL_START[1:], id="a-vip-there-before-our-first-start-is-not-ours"),
     pytest.param(observed(daemons={"backup": DAEMONS["backup"]}), RUNNING,
