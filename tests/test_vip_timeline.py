@@ -29,7 +29,7 @@ def vip(at: float, where: str, added: bool) -> Event:
 GOOD = [
     mark(0.0, 1), vip(3.0, "director", True), mark(10.0, 2),
     vip(13.0, "lb2", True),  # lb1's keepalived is dead: its VIP stays (not checked)
-    vip(20.0, "director", False),  # lb1's start clears it before its keepalived runs
+    vip(20.0, "director", False),  # lb1's new keepalived removes it as it starts
     mark(21.0, 3), vip(24.0, "lb2", False), vip(24.0, "director", True),
     vip(30.0, "director", False), vip(30.6, "lb2", True), mark(32.0, 4),
 ]
