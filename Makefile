@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv check unit lab-test test demo dry-run bench bench-checks clean deb deb-deps man \
+.PHONY: venv check unit lab-test test demo demo-ha dry-run bench bench-checks clean deb deb-deps man \
 	readme package-test
 
 venv: $(VENV)/.installed
@@ -79,6 +79,11 @@ readme:
 # The main job: the document's topology in a VM, configured by our init.d scripts.
 demo: venv
 	$(BIN)/python -m lab demo
+
+# Two directors (examples/lab-ha.toml): a crash failover that keeps an open connection,
+# the failback and a planned stop, in the same VM.
+demo-ha: venv
+	$(BIN)/python -m lab demo --ha
 
 # The corrected Director script, printed, nothing changed.
 dry-run: venv

@@ -5,6 +5,7 @@ python -m lab run -- CMD [ARG..]  # boot, run CMD in the checkout, exit with its
 python -m lab pytest [ARGS]       # the real-kernel tests (tests/e2e, marker "lab")
 python -m lab demo                # the how-to's DR set-up through our init.d scripts, checked
 python -m lab demo --manual       # the same by hand with ipvsadm/ip/sysctl (phase 1)
+python -m lab demo --ha           # two directors: crash failover, failback, planned stop
 python -m lab capture             # refresh tests/data/captured/ from the real kernel
 """
 
@@ -74,10 +75,17 @@ def _parser() -> argparse.ArgumentParser:
             help=f"kill the VM after this long (default {timeout})",
         )
         if name == "demo":
-            sub.add_argument(
+            which = sub.add_mutually_exclusive_group()
+            which.add_argument(
                 "--manual",
                 action="store_true",
                 help="configure DR by hand with ipvsadm/ip/sysctl instead (lab/scenario_manual.sh)",
+            )
+            which.add_argument(
+                "--ha",
+                action="store_true",
+                help="two directors (keepalived's VRRP, IPVS sync daemons): a crash "
+                "failover, failback and a planned stop (lab/scenario_ha.sh)",
             )
     return parser
 
@@ -118,8 +126,9 @@ def _is_test_path(arg: str) -> bool:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    script = "lab/scenario_manual.sh" if args.manual else "lab/scenario_initd.sh"
-    return boot(["bash", script], "demo", args.vm_timeout)
+    script = ("lab/scenario_manual.sh" if args.manual else
+              "lab/scenario_ha.sh" if args.ha else "lab/scenario_initd.sh")
+    return boot(["bash", script], "demo-ha" if args.ha else "demo", args.vm_timeout)
 
 
 def cmd_capture(args: argparse.Namespace) -> int:

@@ -105,14 +105,18 @@ class Watcher:
         """SIGHUP: the new config, or (invalid) the old one kept, saying why."""
         from .director import Director
 
+        old = self.director
         try:
             config = load_director_config(self.config_path)
+            # With [ha], the same member of the pair as at start (--host may have named
+            # it); a config without that member is refused here like any other error.
+            director = Director(config, runner=old.runner, paths=old.paths,
+                                wait_seconds=old.wait_seconds, drain=old.drain,
+                                host=old.member.name if old.member is not None else None)
         except LvsError as err:
             log.error("watch: SIGHUP: config not reloaded, keeping the old one: %s", err)
             return
-        old = self.director
-        self.director = Director(config, runner=old.runner, paths=old.paths,
-                                 wait_seconds=old.wait_seconds, drain=old.drain)
+        self.director = director
         saved = self._saved_health()
         self.checker.set_targets(targets_of(config), saved)
         log.info("watch: SIGHUP: config %s reloaded: %d real server(s) checked",

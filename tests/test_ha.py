@@ -19,7 +19,9 @@ from lvs_scripts.ha import (
     parse_role,
     plan_ha_start,
 )
-from lvs_scripts.model import Config
+from lvs_scripts.health import DOWN, UP, Health, TargetId
+from lvs_scripts.healthstate import HealthView
+from lvs_scripts.model import Config, HaDirector
 from lvs_scripts.owned import (
     OwnedAddress,
     OwnedFile,
@@ -155,6 +157,12 @@ START_CASES = [
     pytest.param(observed(files={CONF: "0" * 64, NOTIFY: NOTIFY_DIGEST}), RUNNING,
                  [INSTALL_CONF, "kill -HUP 4242"], id="changed-config-rewritten-and-hupped"),
     pytest.param(observed(keepalived=None), RUNNING, [START], id="keepalived-killed"),
+    # kill -9 leaves the VIP where keepalived put it; the new keepalived removes it itself
+    # as it starts (keepalived 2.2.7, seen in the lab): start only starts it.
+    pytest.param(observed(MASTER, keepalived=None), RUNNING, [START],
+                 id="killed-keepalived-left-its-vip-keepalived-removes-it"),
+    pytest.param(observed(MASTER, ipvs="", daemons={}, files={}, keepalived=None), State(),
+                 FULL_START[1:], id="a-vip-there-before-our-first-start-is-not-ours"),
     pytest.param(observed(daemons={"backup": DAEMONS["backup"]}), RUNNING,
                  ["ipvsadm --start-daemon master --mcast-interface eth0 --syncid 51"],
                  id="a-sync-daemon-gone"),
@@ -256,3 +264,65 @@ def test_status_of_a_backup_and_of_a_master() -> None:
     obs.ha_role = "master"  # a stale record: keepalived is not running
     _, data = describe_ha(CONFIG, LB1, obs)
     assert (data["role"], data["keepalived"], data["holds_vips"]) == (None, False, True)
+
+
+# --- health on a pair: each director's watcher, the one planner ---------------------------
+# The watcher runs on both directors and writes its own health file; start and reload
+# (plan_ha_start, through Director.plan_start) read it there. A server found down must
+# stay at weight 0 on the backup as on the master, so that the table the backup takes
+# over with is already without it, and a reload on either never puts it back.
+
+CHECKED = parse_config(LAB_HA_TEXT + '\n[service.check]\ntype = "tcp"\n', "/etc/lvs/lvs.toml")
+RS2 = TargetId("tcp", "192.168.30.254", 80, "192.168.30.112", 80)
+RS2_DOWN = HealthView(health={RS2: Health(DOWN, 0, 3, "connection refused", 1.0)})
+RS2_UP = HealthView(health={RS2: Health(UP, 2, 0, "ok", 2.0)})
+RS2_EDIT = "ipvsadm -e -t 192.168.30.254:80 -r 192.168.30.112:80 -g -w {}"
+
+
+def pair_member(name: str, weight2: int | None) -> tuple[HaDirector, HostObservation, State]:
+    """lb1 as master (it holds the VIP) or lb2 as backup, each running as configured
+    with rs2 at weight2 in its table (None: a bare host, nothing started)."""
+    member = member_of(CHECKED, name)
+    dip = str(member.dip)
+    if weight2 is None:
+        obs = observed(addr_lines(("lo", "127.0.0.1/8")), ipvs="", daemons={}, files={},
+                       keepalived=None)
+        return member, obs, State()
+    text = keepalived_config(CHECKED, member, FILES)
+    addrs = [("lo", "127.0.0.1/8"), ("eth0", dip)]
+    if name == "lb1":
+        addrs.append(("eth0", "192.168.30.254/32"))
+    obs = observed(addr_lines(*addrs), ipvs=SAVE.replace("112:80 -g -w 1",
+                                                         f"112:80 -g -w {weight2}"),
+                   files={CONF: digest(text), NOTIFY: NOTIFY_DIGEST})
+    state = State.of(*[r for r in RUNNING.records() if not isinstance(r, OwnedFile)],
+                     OwnedFile(NOTIFY, NOTIFY_DIGEST), OwnedFile(CONF, digest(text)),
+                     OwnedAddress("eth0", dip, "dip"))
+    return member, obs, state
+
+
+HEALTH_CASES = [
+    pytest.param(1, RS2_DOWN, [RS2_EDIT.format(0)], id="found-down-set-to-0"),
+    pytest.param(0, RS2_DOWN, [], id="down-at-0-is-as-configured-reload-keeps-it"),
+    pytest.param(0, RS2_UP, [RS2_EDIT.format(1)], id="up-again-back-to-its-weight"),
+    pytest.param(0, HealthView(), [RS2_EDIT.format(1)], id="no-health-file-configured-weight"),
+]
+
+
+@pytest.mark.parametrize("name", ["lb1", "lb2"])
+@pytest.mark.parametrize(("weight2", "view", "expected"), HEALTH_CASES)
+def test_ha_start_and_reload_follow_this_directors_health(
+        name: str, weight2: int, view: HealthView, expected: list[str]) -> None:
+    member, obs, state = pair_member(name, weight2)
+    plan = plan_ha_start(CHECKED, member, FILES, obs, state, view=view)
+    assert [s.line() for s in plan.steps] == expected
+    assert not plan.conflicts
+
+
+@pytest.mark.parametrize("name", ["lb1", "lb2"])
+def test_ha_start_on_a_bare_director_adds_a_down_server_at_weight_0(name: str) -> None:
+    member, obs, state = pair_member(name, None)
+    plan = plan_ha_start(CHECKED, member, FILES, obs, state, view=RS2_DOWN)
+    rules = [s.line() for s in plan.steps if s.ipvs_rule and s.argv[1] == "-a"]
+    assert "ipvsadm -a -t 192.168.30.254:80 -r 192.168.30.112:80 -g -w 0" in rules, rules
+    assert "ipvsadm -a -t 192.168.30.254:80 -r 192.168.30.111:80 -g -w 1" in rules, rules

@@ -8,6 +8,14 @@ the real servers answer with tests/e2e/line_server.py, which keeps connections o
 One scenario, in order: lb1 master and lb2 backup, the held connection synced to lb2;
 `kill -9` of lb1's keepalived (parent and VRRP child); lb1 started again takes the VIP
 back (preempt); a planned `stop` on the master. The measured times are printed.
+
+Never both (scenario 5) is checked continuously, not at points: tests/e2e/vip_timeline.py
+follows every add and delete of the VIP on both directors in the kernel's order, and
+no stretch of it while both run (both keepalived running .. lb1 killed, lb1's start
+returned .. lb1's stop returned) may have the VIP on both, however short, with one
+exception that VRRP makes by design and the test bounds: at a preemption the director
+becoming master adds the VIP before its first advert, on which the other deletes it
+(19 ms seen under emulation; PREEMPT_OVERLAP).
 """
 
 from __future__ import annotations
@@ -26,13 +34,16 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.labhosts import (
+    CHECKOUT,
     INITD,
     LAB_ONLY,
     REALS,
     RUN_ROOT,
+    VENV_BIN,
     VIP,
     addresses,
     in_ns,
+    ipvs_save,
     lvs_env,
     mac_of,
     neighbour_mac,
@@ -42,6 +53,7 @@ from tests.e2e.labhosts import (
     sh,
     wait_for,
 )
+from tests.e2e.vip_timeline import Span, VipTimeline
 
 pytestmark = [pytest.mark.lab, LAB_ONLY]
 
@@ -49,7 +61,6 @@ DIRECTORS = {"director": "lb1", "lb2": "lb2"}  # namespace -> [ha] name
 CLIENT = Path(__file__).with_name("ha_client.py")
 LINE_SERVER = Path(__file__).with_name("line_server.py")
 FAILOVER_LIMIT = 4.0
-PROBE = "198.51.100.1/32"  # TEST-NET-2: an address no one uses, to see a monitor listen
 ARP = ("net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2 "
        "net.ipv4.conf.eth0.arp_ignore=1 net.ipv4.conf.eth0.arp_announce=2")
 
@@ -101,40 +112,17 @@ def keepalived_pids(host: str) -> list[int]:
     return pids
 
 
-class AddressWatch:
-    """`ip monitor address` on a host, each line stamped with time.monotonic() as it
-    arrives: when the VIP was added there, to a few milliseconds, without polling `ip`
-    (a program start costs tenths of a second under emulation)."""
-
-    def __init__(self, host: str) -> None:
-        # stdbuf: ip writes to a pipe, block-buffered; each event must come at once.
-        self.proc = subprocess.Popen(in_ns(host, ["stdbuf", "-oL", "ip", "monitor", "address"]),
-                                     stdout=subprocess.PIPE, text=True)
-        self.lines: list[tuple[float, str]] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append((time.monotonic(), line))
-
-    def ready(self, host: str) -> None:
-        """Wait until the monitor listens: it reports an address added to lo and removed
-        again, a change made anew each try (one made before it subscribed is never seen)."""
-        def seen() -> bool:
-            sh(host, f"ip addr add {PROBE} dev lo; ip addr del {PROBE} dev lo")
-            return any(PROBE in line for _, line in list(self.lines))
-
-        wait_for(seen, 30, 0.2, "ip monitor to listen")
-
-    def added(self, since: float) -> float | None:
-        """When the VIP was added (first event after `since`), or None."""
-        return next((t for t, line in list(self.lines) if t >= since and not line.startswith(
-            "Deleted") and f"{VIP}/32" in line), None)
-
-    def close(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
+def crash_keepalived(host: str) -> None:
+    """kill -9 of HOST's keepalived, parent and VRRP child, as a crash does it: both
+    stopped first. Killed one after the other, the child gets SIGTERM as its parent dies
+    (PR_SET_PDEATHSIG) and, if it runs before its own SIGKILL, shuts down cleanly: VIPs
+    removed and a priority 0 advert sent, a planned stop (seen in the lab: lb2 took over
+    in 0.6 s, lb1 without the VIP)."""
+    pids = keepalived_pids(host)
+    assert len(pids) == 2, pids
+    for sig in (signal.SIGSTOP, signal.SIGKILL):
+        for pid in pids:
+            os.kill(pid, sig)
 
 
 class Client:
@@ -217,19 +205,90 @@ ip -n lan link set lb2 master br0 up
         reset()
 
 
-def never_both() -> None:
-    both = holds_vip("director") and holds_vip("lb2")
-    assert not both, "both directors hold the VIP"
+VIP32 = f"{VIP}/32"
+BOTH_RUN = [("both started", "lb1 killed"), ("lb1 back", "lb1 stopped")]
+PREEMPT_OVERLAP = 0.1  # s: lb1's first advert reaching lb2 (19 ms seen under emulation)
+
+
+def preemption(span: Span) -> bool:
+    """The one overlap VRRP makes by design: the higher priority (lb1) preempting adds the
+    VIP as it becomes master and only then sends its first advert, on which lb2 deletes
+    it. Anything else with the VIP on both (lb2 adding first, a VIP left over, a longer
+    overlap) is a failure."""
+    return (span.kind == "both" and span.started_by == "director" and span.ended_by == "lb2"
+            and span.seconds <= PREEMPT_OVERLAP)
+
+
+def never_both(timeline: VipTimeline, origin: float) -> list[str]:
+    """Scenario 5 over the whole run: no stretch while both run with the VIP on both, but
+    for a preemption's handover. Returns the lines to print (the VIP's story, the
+    handovers and the gaps where neither held it)."""
+    found = timeline.spans(VIP32, list(DIRECTORS), BOTH_RUN)
+    lines = [f"HA lab: VIP events (s since both started): {line}"
+             for line in timeline.story(VIP32, origin)]
+    lines += [f"HA lab: neither held the VIP for {span.seconds:.3f} s ({span.window})"
+              for span in found if span.kind == "neither"]
+    lines += [f"HA lab: both held the VIP for {span.seconds * 1000:.1f} ms at a preemption "
+              f"(lb1 added it, lb2 deleted it on lb1's advert; {span.window})"
+              for span in found if preemption(span)]
+    both = [span for span in found if span.kind == "both" and not preemption(span)]
+    assert timeline.errors == [], timeline.errors  # ip monitor lost events (ENOBUFS)
+    assert both == [], "\n".join(lines + [f"BOTH held the VIP: {span}" for span in both])
+    return lines
+
+
+def keepalived_running(host: str) -> bool:
+    """Its VRRP child runs (the pid file it wrote names a live process)."""
+    path = RUN_ROOT / host / "state" / "lvs-director.keepalived-vrrp.pid"
+    with contextlib.suppress(OSError, ValueError):
+        return Path(f"/proc/{int(path.read_text())}").exists()
+    return False
+
+
+def start_both(pair: Path, timeline: VipTimeline) -> float:
+    """init.d start on both directors at once; "both started" is marked as soon as both
+    keepalived run, not when the starts return (they verify for seconds more, and the
+    election may be over by then). Returns when both were seen running: the mark itself
+    (a shell and two `ip` while both CLIs still verify) can take seconds under emulation,
+    and lb1 may have become master meanwhile."""
+    procs = [subprocess.Popen(in_ns(host, argv, env), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+             for host, argv, env in (initd_ha(h, "start", pair) for h in DIRECTORS)]
+    try:
+        wait_for(lambda: all(keepalived_running(h) for h in DIRECTORS)
+                 or any(p.poll() not in (None, 0) for p in procs), 240, 0.05,
+                 "both keepalived running")
+        running = time.monotonic()
+        timeline.mark("both started")
+    finally:
+        outputs = [proc.communicate(timeout=240) for proc in procs]
+    for host, proc, (out, err) in zip(DIRECTORS, procs, outputs):
+        assert proc.returncode == 0, f"{host}: start exited {proc.returncode}\n{out}{err}"
+    return running
 
 
 def test_failover_failback_and_planned_stop_keep_the_held_connection(pair: Path) -> None:
     times: dict[str, float] = {}
-    started = run_parallel([initd_ha(host, "start", pair) for host in DIRECTORS])
-    for done in started:
-        assert done.returncode == 0, done
-    began = time.monotonic()
-    wait_for(lambda: holds_vip("director"), 15, 0.2, "lb1 to become master")
-    times["initial election"] = time.monotonic() - began
+    timeline = VipTimeline({"director": 101, "lb2": 102})
+    try:
+        timeline.ready()
+        assert not holds_vip("director") and not holds_vip("lb2")  # from nobody, as followed
+        scenario(pair, timeline, times)
+        origin = next(e.at for e in timeline.events if timeline.marks.get(e.address)
+                      == "both started")
+    finally:
+        timeline.close()
+    for what, seconds in times.items():
+        print(f"HA lab: {what}: {seconds:.2f} s")
+    for line in never_both(timeline, origin):
+        print(line)
+
+
+def scenario(pair: Path, timeline: VipTimeline, times: dict[str, float]) -> None:
+    began = start_both(pair, timeline)
+    elected = wait_for(lambda: timeline.added("director", VIP32, began), 15, 0.05,
+                       "lb1 to become master")
+    times["initial election (VIP on lb1 after both keepalived ran)"] = elected - began
     assert not holds_vip("lb2")
     status = run_on("lb2", [str(INITD["director"]), "status"],
                     {**lvs_env("lb2", pair), "LVS_HOST": "lb2"})
@@ -246,17 +305,13 @@ def test_failover_failback_and_planned_stop_keep_the_held_connection(pair: Path)
         # 2. crash: kill -9 lb1's keepalived (parent and VRRP child); lb2 takes over. The
         # VIP stays on lb1 (nobody removes it), so lb1 keeps forwarding until lb2's
         # gratuitous ARPs move the router: the answers that count come after that.
-        watch = AddressWatch("lb2")
-        try:
-            watch.ready("lb2")
-            killed = time.monotonic()
-            for pid in keepalived_pids("director"):
-                os.kill(pid, signal.SIGKILL)
-            added = wait_for(lambda: watch.added(killed), FAILOVER_LIMIT + 2, 0.05,
-                             "lb2 to add the VIP")
-        finally:
-            watch.close()
+        timeline.mark("lb1 killed")  # from here lb1's keepalived does not run
+        killed = time.monotonic()
+        crash_keepalived("director")
+        added = wait_for(lambda: timeline.added("lb2", VIP32, killed), FAILOVER_LIMIT + 2,
+                         0.05, "lb2 to add the VIP")
         times["crash failover: VIP added on lb2 after kill -9"] = added - killed
+        assert holds_vip("director"), "lb1 lost the VIP: a clean shutdown, not a crash"
         assert added - killed <= FAILOVER_LIMIT, times
         lb2_mac = mac_of("lb2")
         wait_for(lambda: neighbour_mac("router", VIP) == lb2_mac, 10, 0.2,
@@ -275,11 +330,11 @@ def test_failover_failback_and_planned_stop_keep_the_held_connection(pair: Path)
         restart = run_on("director", [str(INITD["director"]), "start"],
                          {**lvs_env("director", pair), "LVS_HOST": "lb1"})
         assert restart.returncode == 0, restart
+        timeline.mark("lb1 back")  # its keepalived runs again (start waited for it)
         back = time.monotonic()
         wait_for(lambda: holds_vip("director") and not holds_vip("lb2"), 15, 0.1,
                  "lb1 to take the VIP back")
         times["failback (after start returned)"] = time.monotonic() - back
-        never_both()
         wait_for(lambda: client.first_ok("held", time.monotonic() - 0.1), 10, 0.1,
                  "the held connection to answer after the failback")
         assert client.failures("held", 0.0, time.monotonic()) == []
@@ -289,6 +344,7 @@ def test_failover_failback_and_planned_stop_keep_the_held_connection(pair: Path)
         stop = run_on("director", [str(INITD["director"]), "stop"],
                       {**lvs_env("director", pair), "LVS_HOST": "lb1"})
         assert stop.returncode == 0, stop
+        timeline.mark("lb1 stopped")  # its keepalived is gone (stop waited for it)
         stopped = time.monotonic()
         assert holds_vip("lb2") and not holds_vip("director")
         times["planned stop (the whole stop command)"] = stopped - before
@@ -298,10 +354,101 @@ def test_failover_failback_and_planned_stop_keep_the_held_connection(pair: Path)
         assert client.failures("new", before, time.monotonic()) == []
     finally:
         client.close()
-    for what, seconds in times.items():
-        print(f"HA lab: {what}: {seconds:.2f} s")
 
 
+# --- the health checker on both directors -----------------------------------------------
+
+WATCH_INITD = CHECKOUT / "init.d" / "lvs-director-watch"
+CHECK = """
+[service.check]
+type = "tcp"
+interval = 1
+timeout = 0.5
+rise = 2
+fall = 2
+"""
+
+
+def watch_env(host: str, config: Path) -> dict[str, str]:
+    return {**lvs_env(host, config), "LVS_HOST": DIRECTORS[host],
+            "LVS_DIRECTOR_BIN": str(VENV_BIN / "lvs-director"),
+            "LVS_WATCH_PIDFILE": str(RUN_ROOT / host / "watch.pid")}
+
+
+def healths(host: str) -> dict[str, str]:
+    path = RUN_ROOT / host / "state" / "lvs-director.health.json"
+    if not path.exists():
+        return {}
+    return {t["address"]: t["state"] for t in json.loads(path.read_text())["health"]["targets"]}
+
+
+def weight_on(host: str, name: str) -> int | None:
+    for line in ipvs_save(host):
+        words = line.split()
+        if words[:1] == ["-a"] and words[4] == f"{REALS[name]}:8080":
+            return int(words[words.index("-w") + 1])
+    return None
+
+
+def line_server_pid(name: str) -> int:
+    """The pid of rs NAME's line server (the pair fixture started it), by its argv."""
+    wanted = [sys.executable, str(LINE_SERVER), name]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "cmdline").read_bytes().decode().split("\0")[:-1] == wanted:
+                    return int(entry.name)
+    raise AssertionError(f"no line server on {name}")
+
+
+def test_watchers_on_both_directors_and_a_failover_send_nothing_to_a_down_server(
+        pair: Path) -> None:
+    """Issue 11: the watcher runs on both directors, each checking the real servers
+    itself. rs2's server stops: both tables put it at weight 0 (lb2's on its own checks:
+    health files are not copied); after a crash failover to lb2 no new connection goes
+    to rs2, and none fails."""
+    pair.write_text(pair.read_text() + CHECK)
+    started = run_parallel([initd_ha(host, "start", pair) for host in DIRECTORS])
+    for done in started:
+        assert done.returncode == 0, done
+    watchers = run_parallel([(host, [str(WATCH_INITD), "start"], watch_env(host, pair))
+                             for host in DIRECTORS])
+    try:
+        for done in watchers:
+            assert done.returncode == 0, done
+        wait_for(lambda: holds_vip("director"), 15, 0.2, "lb1 to become master")
+        for host in DIRECTORS:
+            wait_for(lambda h=host: list(healths(h).values()) == ["up"] * len(REALS), 120,
+                     0.5, f"{host}'s watcher to find every real server up")
+        os.kill(line_server_pid("rs2"), signal.SIGKILL)
+        for host in DIRECTORS:
+            wait_for(lambda h=host: weight_on(h, "rs2") == 0, 30, 0.2,
+                     f"rs2 at weight 0 on {host}")
+            assert healths(host)[REALS["rs2"]] == "down"
+            assert all(weight_on(host, name) == 1 for name in REALS if name != "rs2")
+
+        client = Client()
+        try:
+            client.port()
+            crash_keepalived("director")
+            lb2_mac = mac_of("lb2")
+            wait_for(lambda: neighbour_mac("router", VIP) == lb2_mac, 15, 0.2,
+                     "the router to send the VIP's traffic to lb2")
+            moved = time.monotonic()
+            # 20 new connections at one every 200 ms, all through lb2
+            wait_for(lambda: len(client.after("new", moved)) >= 20, 30, 0.2,
+                     "20 new connections through lb2")
+            fresh = client.after("new", moved)
+        finally:
+            client.close()
+        assert [r for r in fresh if not r["ok"]] == [], fresh  # none failed ...
+        who = {str(r["who"]) for r in fresh}
+        assert "rs2" not in who and who <= {"rs1", "rs3", "rs4"}, who  # ... none to rs2
+        assert healths("lb2")[REALS["rs2"]] == "down" and weight_on("lb2", "rs2") == 0
+        print(f"HA lab: after the failover, new connections answered by {sorted(who)}")
+    finally:
+        run_parallel([(host, [str(WATCH_INITD), "stop"], watch_env(host, pair))
+                      for host in DIRECTORS])
 
 
 IPV6_SERVICE = """
