@@ -174,6 +174,7 @@ class Watcher:
             view.health = health
             return view
 
+        started = time.monotonic()
         try:
             if save_only:
                 await asyncio.to_thread(director.store_health, update)
@@ -185,6 +186,9 @@ class Watcher:
         self.applies += 1
         for line in report.outcome.applied:
             log.info("watch: applied %s", line)
+        if report.outcome.applied:  # how long the kernel took to follow, for the operator
+            log.info("watch: %d change(s) applied in %.2f s", len(report.outcome.applied),
+                     time.monotonic() - started)
         return True
 
     async def _watchdog(self) -> None:
