@@ -101,7 +101,7 @@ _PROC_FORWARDING = {"Route": Forwarding.DR, "Local": Forwarding.DR,
 
 def parse_proc_ip_vs(text: str) -> IpvsTable:
     """Parse /proc/net/ip_vs into services (identity and scheduler only) with their real
-    servers (address, port, forwarding, weight), in kernel order. fwmark services are
+    servers (address, port, forwarding, weight), in ipvsadm's order. fwmark services are
     left out: the listing does not say whether one is IPv4 or IPv6, and the config has
     none (one made by another tool is nothing the health plan reads)."""
     found: list[tuple[VirtualService, list[Destination]]] = []
@@ -123,7 +123,14 @@ def parse_proc_ip_vs(text: str) -> IpvsTable:
                 dests = None  # the headers, a fwmark service
         except (ValueError, IndexError, KeyError):
             dests = None  # a line we cannot read: nothing after it is taken for its own
-    return {svc.key: _with_dests(svc, found_dests) for svc, found_dests in found}
+    # The kernel lists the newest real server first; ipvsadm sorts them by address and
+    # port (ipvs_cmp_dests), and the planner's fast path compares in that order.
+    return {svc.key: _with_dests(svc, sorted(found_dests, key=_address_order))
+            for svc, found_dests in found}
+
+
+def _address_order(dest: Destination) -> tuple[int, int, int]:
+    return dest.address.version, int(dest.address), dest.port
 
 
 def _proc_endpoint(text: str) -> tuple[IPAddress, int]:
