@@ -139,6 +139,9 @@ class Watcher:
             # Imported now, before READY: the first http check would import it inside the
             # loop, stalling every check for the import's time (seconds on a slow CPU).
             import aiohttp  # noqa: F401
+        prepare = getattr(self.director.runner, "prepare", None)
+        if prepare is not None:  # the same for the runner's imports (plumbum)
+            prepare()
         self.checker.set_targets(targets, self._saved_health())
         log.info("watch: checking %d real server(s) of %s", len(self.checker.targets),
                  self.config_path)
