@@ -18,7 +18,7 @@ from .errors import KernelLacks, LvsError
 from .ha import describe_ha, ha_files, member_of, observe_ha, plan_ha_start, this_host
 from .healthstate import HealthView, load_health, save_health, target_id
 from .locks import exclusive
-from .model import Config, Destination, HaDirector, VirtualService
+from .model import Config, Destination, HaDirector, IpvsTable, VirtualService
 from .observe import observe_director
 from .plan import Plan
 from .plan_director import plan_director_start, plan_health, unmanaged_notes
@@ -26,15 +26,19 @@ from .probes import (
     IP_ADDRS,
     IPVS_LIST,
     IPVS_SAVE,
+    PROC_IP_VS,
     Counters,
     HostObservation,
     parse_ip_addrs,
     parse_ipvs_list,
     parse_ipvs_save,
+    parse_proc_ip_vs,
 )
 from .role import STATUS_DRIFT, STATUS_RUNNING, Report, Role, Status
 from .state import State
 from .tunnel import require_kernel_tunnels
+
+TEST_PROC_IP_VS = "LVS_TEST_PROC_IP_VS"
 
 
 class Director(Role):
@@ -95,13 +99,24 @@ class Director(Role):
             return Report(action, plan, self._apply(plan, state)), view
 
     def observe_ipvs(self) -> HostObservation:
-        """The IPVS table alone: all plan_health reads. One program rather than the half
-        dozen of a full observation, which is most of the time from a failure to weight 0
-        where every program start costs tenths of a second."""
-        obs = HostObservation(ipvs=parse_ipvs_save(self.runner.run(IPVS_SAVE).stdout))
+        """The IPVS table alone: all plan_health reads. Read from /proc/net/ip_vs, which
+        starts no program (every program start costs tenths of a second on a slow
+        machine, and they were most of the time from a failure to weight 0); with
+        `ipvsadm -S -n` where there is no such file (the IPVS module not loaded yet) or
+        where the listing lacks what the config compares (tunnel types, thresholds)."""
+        obs = HostObservation(ipvs=self._ipvs_for_health())
         if self.bird_files is not None:  # [bgp]: health also decides the VIPs on lo
             obs.addresses = parse_ip_addrs(self.runner.run(IP_ADDRS).stdout)
         return obs
+
+    def _ipvs_for_health(self) -> IpvsTable:
+        if proc_listing_suffices(self.config):
+            try:
+                with open(proc_ip_vs(), encoding="ascii") as listing:
+                    return parse_proc_ip_vs(listing.read())
+            except FileNotFoundError:
+                pass
+        return parse_ipvs_save(self.runner.run(IPVS_SAVE).stdout)
 
     def store_health(self, update: Callable[[HealthView], HealthView]) -> HealthView:
         """Like apply_health, without touching the kernel (the watcher, as it exits)."""
@@ -217,6 +232,21 @@ def _describe_marks(service: VirtualService, obs: HostObservation) -> list[str]:
                      f"  ({'marked' if marked else 'NOT MARKED'} by nftables table "
                      f"{family_of(match.address)} lvs_scripts)")
     return lines
+
+
+def proc_listing_suffices(config: Config) -> bool:
+    """/proc/net/ip_vs shows each real server's address, port, forwarding and weight, but
+    not a TUN server's tunnel type nor the -x/-y thresholds: a config with those would
+    see every such server differ, and edit it at each apply."""
+    return all(d.tunnel is None and not d.upper and not d.lower
+               for s in config.services for d in s.destinations)
+
+
+def proc_ip_vs() -> str:
+    """/proc/net/ip_vs, or (tests only) the file $LVS_TEST_PROC_IP_VS names: the host
+    tests point it at a missing file, so that on a machine with IPVS they still observe
+    the fake ipvsadm's table, never the real kernel's."""
+    return os.environ.get(TEST_PROC_IP_VS) or PROC_IP_VS
 
 
 def _health_of(service: VirtualService, dest: Destination, view: HealthView

@@ -90,6 +90,63 @@ def parse_ipvs_save(text: str) -> IpvsTable:
     return {key: _with_dests(svc, dests.get(key, [])) for key, svc in services.items()}
 
 
+# The kernel's own listing of the IPVS table, read from a file: no program starts (tenths
+# of a second each on a slow machine, in the watcher's path from a failure to weight 0).
+# It shows less than `ipvsadm -S -n` (no scheduler flags, no persistence engine, nor
+# whether a fwmark service is IPv4 or IPv6), but all that the health plan reads: each
+# service's identity and each real server's address, port, forwarding and weight.
+PROC_IP_VS = "/proc/net/ip_vs"
+_PROC_PROTOCOLS = {"TCP": Protocol.TCP, "UDP": Protocol.UDP, "SCTP": Protocol.SCTP}
+# The kernel's ip_vs_fwd_name(); a local real server ("Local") is one ipvsadm -S lists as -g.
+_PROC_FORWARDING = {"Route": Forwarding.DR, "Local": Forwarding.DR,
+                    "Tunnel": Forwarding.TUN, "Masq": Forwarding.NAT}
+
+
+def parse_proc_ip_vs(text: str) -> IpvsTable:
+    """Parse /proc/net/ip_vs into services (identity and scheduler only) with their real
+    servers (address, port, forwarding, weight), in ipvsadm's order. fwmark services are
+    left out: the listing does not say whether one is IPv4 or IPv6, and the config has
+    none (one made by another tool is nothing the health plan reads)."""
+    found: list[tuple[VirtualService, list[Destination]]] = []
+    dests: list[Destination] | None = None
+    for line in text.splitlines():
+        words = line.split()
+        try:
+            if words[:1] == ["->"] and dests is not None:
+                address, port = _proc_endpoint(words[1])
+                dests.append(Destination(address, port, _PROC_FORWARDING[words[2]],
+                                         int(words[3])))
+            elif words[:1] and words[0] in _PROC_PROTOCOLS:
+                address, port = _proc_endpoint(words[1])
+                dests = []
+                found.append((VirtualService(
+                    key=ServiceKey(_PROC_PROTOCOLS[words[0]], address, port),
+                    scheduler=words[2]), dests))
+            else:
+                dests = None  # the headers, a fwmark service
+        except (ValueError, IndexError, KeyError):
+            dests = None  # a line we cannot read: nothing after it is taken for its own
+    # The kernel lists the newest real server first; ipvsadm sorts them by address and
+    # port (ipvs_cmp_dests), and the planner's fast path compares in that order.
+    return {svc.key: _with_dests(svc, sorted(found_dests, key=_address_order))
+            for svc, found_dests in found}
+
+
+def _address_order(dest: Destination) -> tuple[int, int, int]:
+    return dest.address.version, int(dest.address), dest.port
+
+
+def _proc_endpoint(text: str) -> tuple[IPAddress, int]:
+    """`C0A81EFE:0050` (IPv4 in hex) or `[2001:0db8:...:0001]:0050`: hex address, hex port."""
+    match = re.fullmatch(r"([0-9A-Fa-f]{8}):([0-9A-Fa-f]{4})|\[([0-9A-Fa-f:]+)\]:([0-9A-Fa-f]{4})",
+                         text)
+    if not match:
+        raise ValueError(f"not a /proc/net/ip_vs address:port: {text!r}")
+    if match.group(1):
+        return ipaddress.IPv4Address(int(match.group(1), 16)), int(match.group(2), 16)
+    return ipaddress.IPv6Address(match.group(3)), int(match.group(4), 16)
+
+
 @dataclass(frozen=True)
 class Rule:
     """One ipvsadm rule line (`-A ...`, `-a ...`, `-E`, `-e`, `-D`, `-d`), parsed."""

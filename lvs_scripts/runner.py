@@ -53,6 +53,14 @@ class PlumbumRunner:
         self.log = logger or log
         self.count = 0  # programs started, for benchmarks and -v summaries
 
+    def prepare(self) -> None:
+        """Import plumbum now rather than at the first program. For a daemon, before it
+        says it is ready: its first change would otherwise pay for the import, which
+        is seconds on a slow CPU (the lab measured 1.4-2.2 s from a failure to weight 0
+        spent in an apply of one `ipvsadm -e`)."""
+        from plumbum import local  # noqa: F401
+        from plumbum.commands.processes import CommandNotFound  # noqa: F401
+
     def run(self, argv: Sequence[str], *, stdin: str | None = None,
             check: bool = True) -> Result:
         from plumbum import local  # imported here: plumbum costs ~0.1 s at start-up

@@ -143,6 +143,9 @@ class Watcher:
             # Imported now, before READY: the first http check would import it inside the
             # loop, stalling every check for the import's time (seconds on a slow CPU).
             import aiohttp  # noqa: F401
+        prepare = getattr(self.director.runner, "prepare", None)
+        if prepare is not None:  # the same for the runner's imports (plumbum)
+            prepare()
         self.checker.set_targets(targets, self._saved_health())
         log.info("watch: checking %d real server(s) of %s", len(self.checker.targets),
                  self.config_path)
@@ -178,6 +181,7 @@ class Watcher:
             view.health = health
             return view
 
+        started = time.monotonic()
         try:
             if save_only:
                 await asyncio.to_thread(director.store_health, update)
@@ -189,6 +193,9 @@ class Watcher:
         self.applies += 1
         for line in report.outcome.applied:
             log.info("watch: applied %s", line)
+        if report.outcome.applied:  # how long the kernel took to follow, for the operator
+            log.info("watch: %d change(s) applied in %.2f s", len(report.outcome.applied),
+                     time.monotonic() - started)
         return True
 
     async def _watchdog(self) -> None:

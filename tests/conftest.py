@@ -54,11 +54,16 @@ import pytest
 from tests.fakes.fakehost import FakeHost
 from tests.fakes.guard import RealToolGuard
 
+NO_PROC_IP_VS = "/nonexistent/lvs-test/proc-net-ip_vs"
+
 
 @pytest.fixture(autouse=True)
 def real_tool_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[RealToolGuard]:
     guard = RealToolGuard()
     guard.install(monkeypatch)
+    # The director reads the IPVS table from /proc/net/ip_vs where it exists: never the
+    # real kernel's in a host test (a machine with IPVS), always the fake ipvsadm's.
+    monkeypatch.setenv("LVS_TEST_PROC_IP_VS", NO_PROC_IP_VS)
     yield guard
     if guard.violations:
         pytest.fail(
