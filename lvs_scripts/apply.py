@@ -112,7 +112,8 @@ def _run_step(step: Step, runner: Runner, state: State, save: Callable[[State], 
     before = _write_ahead(step, state, save)
     try:
         runner.run(step.argv, stdin=step.stdin)
-    except (CommandFailed, MissingTool) as err:
+    except LvsError as err:  # the runner's every refusal: a failed, missing or denied
+        # program, or a kernel that lacks a module: the write-ahead record goes back
         if isinstance(err, CommandFailed) and step.optional and (
                 err.returncode in step.done_despite):
             outcome.warnings.append(f"{err}: {step.reason}: sent, but not every probe was "
