@@ -21,7 +21,7 @@ from dataclasses import replace
 from typing import Any
 
 from .errors import LvsError, shown_key
-from .ha import plan_file
+from .ha import daemon_state_dir, plan_file
 from .healthstate import HealthView, target_id
 from .locks import Paths
 from .model import BgpConfig, Config, DirectorConfig, IPAddress, Protocol, VirtualService
@@ -48,7 +48,6 @@ BIRD_START_SECONDS = 15.0
 SLOPPY = {Protocol.TCP: "net.ipv4.vs.sloppy_tcp", Protocol.SCTP: "net.ipv4.vs.sloppy_sctp"}
 # BIRD's config syntax quotes strings with "..." and no escapes we could trust: the paths
 # we write into it are kept to these characters.
-_SAFE_PATH = re.compile(r"/[A-Za-z0-9._/-]+")
 BGP_STATES = ("Idle", "Connect", "Active", "OpenSent", "OpenConfirm", "Established", "Close")
 
 
@@ -75,12 +74,7 @@ class BirdFiles(Record):
 
 
 def bird_files(paths: Paths) -> BirdFiles:
-    state_dir = os.path.abspath(paths.state_dir)
-    if not _SAFE_PATH.fullmatch(state_dir):
-        raise LvsError(f"{state_dir}: with [bgp] the state directory must be a path of "
-                       "letters, digits, '.', '_', '-' and '/' only (BIRD's config names "
-                       "files in it)")
-    return BirdFiles(state_dir, paths.name)
+    return BirdFiles(daemon_state_dir(paths, "bgp", "BIRD"), paths.name)
 
 
 def _bgp(config: Config) -> BgpConfig:

@@ -69,13 +69,19 @@ class HaFiles(Record):
         return self._path("ha-role")
 
 
-def ha_files(paths: Paths) -> HaFiles:
+def daemon_state_dir(paths: Paths, table: str, daemon: str) -> str:
+    """The state directory, absolute, where a generated daemon config names files: only
+    characters that need no quoting in keepalived's or BIRD's config."""
     state_dir = os.path.abspath(paths.state_dir)
     if not _SAFE_PATH.fullmatch(state_dir):
-        raise LvsError(f"{state_dir}: with [ha] the state directory must be a path of "
-                       "letters, digits, '.', '_', '-' and '/' only (keepalived's config "
+        raise LvsError(f"{state_dir}: with [{table}] the state directory must be a path of "
+                       f"letters, digits, '.', '_', '-' and '/' only ({daemon}'s config "
                        "names files in it)")
-    return HaFiles(state_dir, paths.name)
+    return state_dir
+
+
+def ha_files(paths: Paths) -> HaFiles:
+    return HaFiles(daemon_state_dir(paths, "ha", "keepalived"), paths.name)
 
 
 def this_host(given: str | None, environ: dict[str, str] | None = None) -> str:
