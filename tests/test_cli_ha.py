@@ -125,6 +125,19 @@ def test_keepalived_killed_is_drift_and_start_brings_it_back(lb1: Director) -> N
         lb1.keepalived_pid()]
 
 
+def test_stop_after_keepalived_was_killed_removes_the_vip_it_left(lb1: Director) -> None:
+    """Else the stopped director holds the VIP while the peer serves it."""
+    assert lb1.run("start").returncode == 0
+    wait_until(lb1.vip_held, "the fake keepalived holds the VIP")
+    old = lb1.keepalived_pid()
+    os.kill(old, signal.SIGKILL)
+    settle(Settle("the killed fake keepalived has gone", gone_pid=old, seconds=10))
+    assert lb1.vip_held()
+    stop = lb1.run("stop")
+    assert stop.returncode == 0, stop.stderr
+    assert not lb1.vip_held()
+
+
 def test_a_changed_config_is_written_and_keepalived_hupped_without_a_restart(
         lb1: Director, tmp_path: Path) -> None:
     assert lb1.run("start").returncode == 0
