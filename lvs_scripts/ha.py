@@ -44,15 +44,20 @@ KEEPALIVED_START_SECONDS = 15.0
 _SAFE_PATH = re.compile(r"/[A-Za-z0-9._/-]+")
 
 
-class HaFiles(Record):
-    """keepalived's files, all in the state directory (root-owned, trusted): its config,
-    its pid files (`-p`, `-r`), the notify hook and the role the hook records."""
+class DaemonFiles(Record):
+    """The files of a daemon we generate a config for (keepalived, BIRD): all in the
+    state directory (root-owned, trusted), named after the tool."""
 
     state_dir: str
     prefix: str  # the tool's name: lvs-director
 
     def _path(self, suffix: str) -> str:
         return os.path.join(self.state_dir, f"{self.prefix}.{suffix}")
+
+
+class HaFiles(DaemonFiles):
+    """keepalived's: its config, its pid files (`-p`, `-r`), the notify hook and the role
+    the hook records."""
 
     @property
     def config_file(self) -> str:
