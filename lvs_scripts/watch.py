@@ -336,14 +336,21 @@ def running_watcher(paths: Paths) -> int:
     if not text.isdigit() or int(text) <= 1:
         raise WatcherNotRunning(f"{where}: {text!r} is not a process id")
     pid = int(text)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not is_watcher(pid):  # a pid left by a watcher killed -9, maybe reused since
         raise WatcherNotRunning(f"no watcher is running: {where} names pid {pid}, which "
-                                "has exited") from None
-    except PermissionError:
-        pass  # it exists; sending the SIGHUP will say whether we may
+                                "has exited or is no `lvs-director watch`")
     return pid
+
+
+def is_watcher(pid: int) -> bool:
+    """Whether pid is a `... watch` process: a SIGHUP must never reach another program
+    that inherited the pid of a watcher killed with -9 (whose pid file stayed)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as file:
+            argv = file.read().split(b"\0")
+    except OSError:
+        return False
+    return b"watch" in argv
 
 
 def read_result(paths: Paths) -> dict[str, Any] | None:
@@ -381,11 +388,8 @@ def watch_reload(paths: Paths, wait_seconds: float, poll_seconds: float = 0.02
             raise LvsError(f"the watcher (pid {pid}) got the SIGHUP but wrote no result in "
                            f"{result_file(paths)} within {wait_seconds:g} s (see its log; "
                            "--wait SECONDS waits longer)")
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            raise WatcherNotRunning(f"the watcher (pid {pid}) exited before it "
-                                    "reloaded") from None
+        if not is_watcher(pid):
+            raise WatcherNotRunning(f"the watcher (pid {pid}) exited before it reloaded")
         time.sleep(poll_seconds)
 
 
