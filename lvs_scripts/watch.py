@@ -180,7 +180,7 @@ class Watcher:
                   "notes": list(dict.fromkeys(report.plan.notes)) if report else []}
         try:
             write_json(self.director.paths, result_file(self.director.paths), result)
-        except OSError as err:
+        except (OSError, LvsError) as err:  # the reload stands; only --via-watcher waits
             log.error("watch: cannot write %s: %s", result_file(self.director.paths), err)
 
     def _saved_health(self) -> dict[Any, Health]:
@@ -299,7 +299,7 @@ def write_json(paths: Paths, target: str, data: dict[str, Any]) -> None:
 def write_pid(paths: Paths) -> None:
     try:
         write_atomically_text(paths, pid_file(paths), f"{os.getpid()}\n")
-    except OSError as err:  # the checks matter more than --via-watcher
+    except (OSError, LvsError) as err:  # the checks matter more than --via-watcher
         log.error("watch: cannot write %s: %s", pid_file(paths), err)
 
 
