@@ -166,7 +166,10 @@ class Watcher:
             self._reconcile = True  # retried as a reload, not as a health apply
             return False
         self.applies += 1
-        self._log_applied(report, read_at)
+        for line in report.outcome.applied:
+            log.info("watch: applied %s", line)
+        log.info("watch: reload: %d change(s) applied; done, with its check, %.2f s after "
+                 "the config was read", len(report.outcome.applied), time.monotonic() - read_at)
         self._write_result(read_at, 0, None, report)
         return True
 

@@ -589,7 +589,7 @@ def test_a_weight_changed_in_the_file_reaches_the_kernel_through_sighup(watched:
              what="weight 7 in ipvsadm -S -n")
     took = time.monotonic() - sent
     assert save_weight(VIP2, "rs1") == WEIGHTS["rs1"]  # only what the file changed
-    applied = lab.syslog.expect(r"watch: \d+ change\(s\) applied in", sent)
+    applied = lab.syslog.expect(r"watch: reload: \d+ change\(s\) applied", sent)
     print(f"\nlab: weight edited, SIGHUP -> seen in ipvsadm -S -n after {took:.2f} s "
           f"(watcher: {applied[1].split(': ', 1)[1]})")
     lab.config.write_text(new.replace(f'"{REALS["rs1"]}", weight = 7 ',
