@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -349,6 +350,8 @@ def test_reload_via_watcher_adds_a_server_like_the_cli(watched: Watched,
     said = json.loads(ran.stdout)
     assert said["via_watcher"] and said["changed"], said
     assert watched.weights() == {RS1: 3, RS2: 2, RS3: 4}  # already when the CLI returns
+    assert re.search(r"watch: reload: \d+ change\(s\) applied; done, with its check, "
+                     r"[0-9.]+ s after", watched.log.read_text())
     assert process.poll() is None
     (tmp_path / "twin").mkdir()
     twin = DirectorMachine(FakeHost(tmp_path / "twin-host"), tmp_path / "twin", config())
