@@ -43,13 +43,19 @@ else:  # pragma: no cover - exercised on old Pythons only
     import tomli as tomllib
 
 DEFAULT_CONFIG = "/etc/lvs/lvs.toml"
-MAX_CONFIG_BYTES = 1 << 20  # a real config is a few KiB; refuse to parse megabytes of junk
+# A config of 100,000 real servers (1,000 services x 100) is about 5 MiB; refuse to parse
+# more than three times that of junk.
+MAX_CONFIG_BYTES = 16 << 20
 MAX_TIMEOUT = 2147483  # INT_MAX / HZ(1000): the kernel stores timeouts in jiffies
 MAX_PERSISTENCE = 2147483
 MAX_WEIGHT = 65535  # ipvsadm refuses more
 MAX_FWMARK = 2**32 - 1  # the kernel's skb->mark is a u32; 0 is "no mark"
 IFNAMSIZ = 16  # the kernel's limit, NUL included: at most 15 bytes
 _UNSPECIFIED = bytes(4)
+# The compiled-config cache (config_cache.py) pays off from here: below, parsing costs
+# less than its fixed cost (pickle's import, the hashes, the open); about 700 real
+# servers (bench/bench.py prints both).
+CACHE_MIN_BYTES = 32 * 1024
 
 T = TypeVar("T")
 
@@ -173,9 +179,35 @@ def _interface_address(text: str) -> IPInterface:
     return iface
 
 
-def load_config(path: str | None = None) -> Config:
-    """Read and validate a config file. Raises ConfigError naming file, key and value."""
+def load_config(path: str | None = None, cache: str | None = None, *,
+                store: bool = True) -> Config:
+    """Read and validate a config file. Raises ConfigError naming file, key and value.
+
+    cache: a cache file (locks.Paths.config_cache) to take the Config from when the file
+    is byte for byte one validated before, and (store) to keep it in after a parse."""
     path = path or os.environ.get("LVS_CONFIG") or DEFAULT_CONFIG
+    raw = _read_config_file(path)
+    compiled = None
+    if cache is not None and len(raw) >= CACHE_MIN_BYTES:
+        from .config_cache import ConfigCache
+
+        compiled = ConfigCache(cache, path, raw)
+        config = compiled.load()
+        if config is not None:
+            return config
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]  # a UTF-8 byte order mark, as some Windows editors write: not TOML
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(path, "", None, f"not UTF-8 text (byte {err.start})") from None
+    config = parse_config(text, path)
+    if compiled is not None and store:
+        compiled.store(config)
+    return config
+
+
+def _read_config_file(path: str) -> bytes:
     try:
         with open(path, "rb") as handle:
             raw = handle.read(MAX_CONFIG_BYTES + 1)
@@ -187,13 +219,7 @@ def load_config(path: str | None = None) -> Config:
                           ) from None
     if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError(path, "", None, f"config file is larger than {MAX_CONFIG_BYTES} bytes")
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]  # a UTF-8 byte order mark, as some Windows editors write: not TOML
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ConfigError(path, "", None, f"not UTF-8 text (byte {err.start})") from None
-    return parse_config(text, path)
+    return raw
 
 
 def parse_config(text: str, path: str = "<string>") -> Config:

@@ -496,7 +496,7 @@ def test_a_directory_is_not_a_config_file(tmp_path: Path) -> None:
     assert "cannot read the config file" in str(info.value)
 
 
-def test_a_file_over_one_mib_is_rejected(tmp_path: Path) -> None:
+def test_a_file_over_the_limit_is_rejected(tmp_path: Path) -> None:
     path = tmp_path / "big.toml"
     padding = MAX_CONFIG_BYTES + 1 - len(MINIMAL) - 2
     path.write_text(MINIMAL + "#" + "x" * padding + "\n", encoding="utf-8")
@@ -507,7 +507,7 @@ def test_a_file_over_one_mib_is_rejected(tmp_path: Path) -> None:
     assert f"larger than {MAX_CONFIG_BYTES} bytes" in str(info.value)
 
 
-def test_a_file_of_exactly_one_mib_is_read(tmp_path: Path) -> None:
+def test_a_file_at_the_limit_is_read(tmp_path: Path) -> None:
     path = tmp_path / "big.toml"
     padding = MAX_CONFIG_BYTES - len(MINIMAL) - 2
     path.write_text(MINIMAL + "#" + "x" * padding + "\n", encoding="utf-8")
