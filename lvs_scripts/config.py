@@ -6,6 +6,7 @@ file, the key (e.g. `service[1].real[2].weight`) and the offending value.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import re
@@ -73,6 +74,8 @@ class _Reader:
     def table(self, data: object, key: str, allowed: tuple[str, ...]) -> Mapping[str, Any]:
         if not isinstance(data, dict):
             raise self.fail(key, data, "must be a table")
+        if data.keys() <= _allowed(allowed):  # once per real server: a set test in C
+            return data
         for name in data:
             if name not in allowed:
                 where = f"{key}.{name}" if key else name  # escaped by ConfigError
@@ -141,6 +144,11 @@ class _Reader:
                             "is not a valid interface name (letters, digits, '.', '_' and "
                             "'-' only)")
         return value
+
+
+@functools.cache
+def _allowed(keys: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(keys)
 
 
 def _host_address(text: str) -> IPAddress:
@@ -630,8 +638,8 @@ def _reals(r: _Reader, s: Mapping[str, Any], where: str, vip: IPAddress | None, 
                           "asked for") + "; only forwarding = \"nat\" can change the port")
         weight = r.integer(rs, "weight", rwhere, 0, MAX_WEIGHT, 1)
         upper, lower = thresholds(r, rs, rwhere)
-        dest = Destination(address=address, port=rport, forwarding=forwarding, weight=weight,
-                           upper=upper, lower=lower, tunnel=tunnel)
+        # Positional, in the field order: a third cheaper than by keyword, per real server.
+        dest = Destination(address, rport, forwarding, weight, upper, lower, tunnel)
         first = seen.setdefault(dest.ident, index)  # one hash of the address, not two
         if first != index:
             raise r.fail(f"{rwhere}.address", str(address),
