@@ -173,6 +173,93 @@ def bench_start_python() -> None:
            "ipvsadm rules", "units (batch = 1)"), rows)
 
 
+# --- reading the config ------------------------------------------------------------------
+
+def services_text(services: int, per_service: int) -> str:
+    """`services` services (VIPs 10.200.x.y) of `per_service` real servers each."""
+    vip, real = ipaddress.ip_address(VIP), ipaddress.ip_address("10.100.0.1")
+    parts = ['[director]\ninterface = "eth0"\narping_count = 0\n']
+    for index in range(services):
+        parts.append(f'[[service]]\nvip = "{vip + index}"\nport = 80\nscheduler = "wrr"\n'
+                     "real = [")
+        parts += [f'  {{ address = "{real + index * per_service + n}", weight = 1 }},'
+                  for n in range(per_service)]
+        parts.append("]\n")
+    return "\n".join(parts)
+
+
+def best_cpu_of(runs: int, func: object) -> float:
+    """Like best_of, in CPU time of this process: the machine may be shared, and other
+    processes' load then inflates wall-clock times far more than ours."""
+    times = []
+    for _ in range(runs):
+        started = time.process_time()
+        func()  # type: ignore[operator]
+        times.append(time.process_time() - started)
+    return min(times)
+
+
+FRESH_LOAD = """
+import resource, sys, time
+from lvs_scripts.config import load_config
+started = time.process_time()
+load_config(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None, store=False)
+print(time.process_time() - started,
+      resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def fresh_load(path: Path, cache: Path | None) -> tuple[float, float]:
+    """load_config in a new process, as a CLI run does it: (CPU seconds, peak RSS MiB)."""
+    argv = [sys.executable, "-c", FRESH_LOAD, str(path)] + ([str(cache)] if cache else [])
+    out = subprocess.run(argv, capture_output=True, text=True, check=True,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT))).stdout.split()
+    return float(out[0]), float(out[1])
+
+
+def per_real(seconds: float, count: int) -> str:
+    return f"{seconds * 1000:.0f} ({seconds * 1e6 / count:.1f})"
+
+
+def bench_config(runs: int = 3) -> None:
+    """Reading the config: tomllib alone, validation, the compiled-config cache missed
+    (parse and store) and hit, per real server; and a new process's load and peak RSS."""
+    import tomllib
+
+    from lvs_scripts.config_cache import ConfigCache
+
+    rows: list[Sequence[object]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for services, per_service in ((1, 1000), (1, 10000), (1000, 100)):
+            count = services * per_service
+            path = Path(tmp) / f"lvs-{count}.toml"
+            text = services_text(services, per_service)
+            path.write_text(text)
+            cache = Path(tmp) / f"lvs-{count}.cache"
+            raw = path.read_bytes()
+            toml_s = best_cpu_of(runs, lambda t=text: tomllib.loads(t))
+            parse_s = best_cpu_of(runs, lambda p=path: load_config(str(p)))
+
+            def miss(p: Path = path, c: Path = cache, r: bytes = raw) -> None:
+                ConfigCache(str(c), str(p), r).store(load_config(str(p)))
+
+            miss_s = best_cpu_of(runs, miss)
+            hit_s = best_cpu_of(runs, lambda p=path, c=cache: load_config(str(p), str(c)))
+            fresh_parse = fresh_load(path, None)
+            fresh_hit = fresh_load(path, cache)
+
+            shape = f"{count:,}" if services == 1 else f"{count:,} ({services:,} x {per_service})"
+            rows.append((shape, f"{len(raw) / 2**20:.1f}", *(
+                per_real(s, count) for s in (toml_s, parse_s, miss_s, hit_s)),
+                f"{per_real(fresh_parse[0], count)}, {fresh_parse[1]:.0f} MiB",
+                f"{per_real(fresh_hit[0], count)}, {fresh_hit[1]:.0f} MiB"))
+    table(f"reading the config: CPU ms (us per real server), best of {runs}; the new "
+          "process's peak RSS",
+          ("real servers", "file MiB", "tomllib alone", "load_config (no cache)",
+           "cache miss: parse + store", "cache hit", "new process, no cache",
+           "new process, cache hit"), rows)
+
+
 # --- cold start ----------------------------------------------------------------------------
 
 # What `lvs-director -c FILE status` imports of ours (cli imports the rest lazily).
@@ -348,6 +435,8 @@ def main() -> int:
     parser.add_argument("--script-max", type=int, default=1000,
                         help="largest N run in the one-process-per-rule style")
     parser.add_argument("--runs", type=int, default=15, help="cold-start repetitions")
+    parser.add_argument("--config", action="store_true",
+                        help="only the table of reading the config")
     args = parser.parse_args()
     print(f"lvs_scripts benchmark, {date.today()}, {platform.node()}, "
           f"{platform.machine()}, Python {platform.python_version()}, "
@@ -355,8 +444,12 @@ def main() -> int:
     if args.kernel:
         bench_kernel([int(n) for n in args.sizes.split(",")], args.script_max)
         return 0
+    if args.config:
+        bench_config()
+        return 0
     bench_planning()
     bench_start_python()
+    bench_config()
     if shutil.which(sys.executable):
         bench_cold_start(args.runs)
     return 0

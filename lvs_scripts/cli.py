@@ -208,11 +208,13 @@ def _failed(args: argparse.Namespace, err: LvsError) -> int:
     return code
 
 
-def checked_config(role: str, path: str) -> Config:
-    """The config file, checked for `role`: raises ConfigError (nothing has run yet)."""
+def checked_config(role: str, path: str, cache: str | None = None,
+                   store: bool = True) -> Config:
+    """The config file, checked for `role`: raises ConfigError (nothing has run yet).
+    cache, store: load_config's compiled-config cache."""
     from .config import load_config
 
-    config = load_config(path)
+    config = load_config(path, cache, store=store)
     config.require_services(role)
     return config
 
@@ -228,8 +230,12 @@ def build_role(role: str, prog: str, config: Config | None, args: argparse.Names
 
 
 def _run(role_name: str, prog: str, args: argparse.Namespace) -> int:
+    from .locks import Paths
+
+    # --dry-run changes nothing, the cache file included; it still reads it.
+    cache = Paths(prog, args.state_dir, args.lock_dir).config_cache
     try:
-        config = checked_config(role_name, args.config)
+        config = checked_config(role_name, args.config, cache, store=not args.dry_run)
     except ConfigError as err:
         if args.action not in ("stop", "status"):
             raise

@@ -46,6 +46,11 @@ class Paths(Record):
         return os.path.join(self.state_dir, f"{self.name}.health.json")
 
     @property
+    def config_cache(self) -> str:
+        """The config file as last validated, compiled (config_cache.py)."""
+        return os.path.join(self.state_dir, f"{self.name}.config.cache")
+
+    @property
     def run_lock(self) -> str:
         return os.path.join(self.state_dir, f"{self.name}.lock")
 

@@ -4,16 +4,22 @@ Every step that compares real servers does so by their identity (`Destination.id
 Counting how often identities are read at N and 2N real servers shows the growth
 exactly: linear code reads about twice as many, a nested loop four times as many. Each
 case here was quadratic once (minutes at 10,000 real servers); bench/bench.py prints the
-times."""
+times. Reading the config is counted more widely, in every Python call it makes, for one
+service of N real servers and for N services: a loop over all services per service
+shows there, not in the identities."""
 
 from __future__ import annotations
 
 import ipaddress
+import sys
 from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
 
 import pytest
 
-from lvs_scripts.config import parse_config
+from lvs_scripts import config as config_module
+from lvs_scripts.config import load_config, parse_config
 from lvs_scripts.director import Director
 from lvs_scripts.model import Destination, Protocol, ServiceKey
 from lvs_scripts.owned import OwnedAddress, OwnedService
@@ -100,3 +106,71 @@ def test_identity_reads_grow_linearly(operation: Callable[[int], None],
         counts.append(reads)
     assert counts[0] >= 150, counts  # the operation does compare real servers
     assert counts[1] <= 2 * counts[0] + 10, counts
+
+
+# --- reading the config: every Python call counted ----------------------------------------
+
+def services_text(services: int, per_service: int) -> str:
+    """`services` services of `per_service` real servers each, every address its own."""
+    vip, real = ipaddress.ip_address("10.200.0.1"), ipaddress.ip_address("10.100.0.1")
+    parts = ['[director]\ninterface = "eth0"\narping_count = 0\n']
+    for index in range(services):
+        entries = ", ".join(f'{{ address = "{real + index * per_service + n}" }}'
+                            for n in range(per_service))
+        parts.append(f'[[service]]\nvip = "{vip + index}"\nport = 80\nreal = [{entries}]\n')
+    return "\n".join(parts)
+
+
+def python_calls(operation: Callable[[], object]) -> int:
+    """How many Python functions `operation` calls, its callees' callees included: a
+    nested loop over the real servers (or services) shows as four times the calls at
+    twice the size, whichever function it is in (ipaddress's comparisons are Python)."""
+    calls = 0
+
+    def profile(frame: FrameType, event: str, arg: object) -> None:
+        nonlocal calls
+        if event == "call":
+            calls += 1
+
+    sys.setprofile(profile)
+    try:
+        operation()
+    finally:
+        sys.setprofile(None)
+    return calls
+
+
+@pytest.mark.parametrize(("services", "per_service"), [(1, 200), (100, 2)],
+                         ids=["1 service x N", "N services x 2"])
+def test_reading_the_config_grows_linearly(services: int, per_service: int) -> None:
+    counts = []
+    for scale in (1, 2):
+        # in the first shape the real servers double, in the second the services do
+        text = services_text(services * (scale if services > 1 else 1),
+                             per_service * (scale if services == 1 else 1))
+        counts.append(python_calls(lambda text=text: parse_config(text)))
+    reals = services * per_service
+    assert counts[0] >= 10 * reals, counts  # the count does see the work per real server
+    assert counts[1] <= 2 * counts[0] + 200, counts
+
+
+@pytest.mark.parametrize(("services", "per_service"), [(1, 200), (100, 2)],
+                         ids=["1 service x N", "N services x 2"])
+def test_a_cached_config_loads_in_linear_work(services: int, per_service: int,
+                                              tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(config_module, "CACHE_MIN_BYTES", 0)
+    cache = str(tmp_path / "config.cache")
+    counts = []
+    for scale in (1, 2):
+        path = tmp_path / f"lvs-{scale}.toml"
+        path.write_text(services_text(services * (scale if services > 1 else 1),
+                                      per_service * (scale if services == 1 else 1)))
+        load_config(str(path), cache)  # a miss: parsed and stored
+        monkeypatch.setattr(config_module, "parse_config", None)  # a hit parses nothing
+        counts.append(python_calls(lambda path=path: load_config(str(path), cache)))
+        monkeypatch.undo()
+        monkeypatch.setattr(config_module, "CACHE_MIN_BYTES", 0)
+    reals = services * per_service
+    assert counts[0] >= reals, counts  # an address built per real server
+    assert counts[1] <= 2 * counts[0] + 100, counts
