@@ -128,7 +128,7 @@ class Watcher:
         from .director import Director
 
         old = self.director
-        config = load_director_config(self.config_path)
+        config = load_director_config(self.config_path, old.paths.config_cache)
         # With [ha], the same member of the pair as at start (--host may have named it); a
         # config without that member is refused here like any other error.
         return Director(config, runner=old.runner, paths=old.paths,
@@ -396,10 +396,12 @@ def watch_reload(paths: Paths, wait_seconds: float, poll_seconds: float = 0.02
         time.sleep(poll_seconds)
 
 
-def load_director_config(path: str) -> Config:
+def load_director_config(path: str, cache: str | None = None) -> Config:
+    """The config, checked as the watcher needs it; through the compiled-config cache
+    (config_cache.py) where one is given, as the CLI reads it."""
     from .config import load_config
 
-    config = load_config(path)
+    config = load_config(path, cache)
     config.require_director()
     config.require_services("director")
     require_check_programs(config)
