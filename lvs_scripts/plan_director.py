@@ -289,7 +289,7 @@ def plan_service_edit(plan: Plan, removals: Plan, service: VirtualService,
     if service.attributes() != seen.attributes():
         plan.add(("ipvsadm", "-E", *service.service_args()),
                  f"service attributes were {' '.join(seen.service_args()[2:])}")
-    if _same_real_servers_in_order(service, seen):
+    if same_real_servers_in_order(service, seen):
         # The usual reload: the kernel lists real servers in the order they were added,
         # which is the config's. Pairwise, without hashing 2 x N addresses (ipaddress
         # hashes in Python: half of a 10,000-server plan).
@@ -315,7 +315,7 @@ def plan_service_edit(plan: Plan, removals: Plan, service: VirtualService,
                          why or "real server no longer configured", drain=wait)
 
 
-def _same_real_servers_in_order(service: VirtualService, seen: VirtualService) -> bool:
+def same_real_servers_in_order(service: VirtualService, seen: VirtualService) -> bool:
     return len(service.destinations) == len(seen.destinations) and all(
         want.port == have.port and want.address == have.address
         for want, have in zip(service.destinations, seen.destinations))

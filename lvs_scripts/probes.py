@@ -86,11 +86,31 @@ def _service_key(tokens: list[str]) -> tuple[ServiceKey, list[str]]:
     return ServiceKey(protocol, address, port), rest
 
 
+# Nearly every line of a large table: an IPv4 DR or NAT real server with a weight and
+# nothing else (print_service_entry's order). Read in one match, with no token loop; any
+# other line (IPv6, TUN, a service) goes through parse_rule.
+_PLAIN_DEST = re.compile(r"-a (-t|-u) (\S+) -r ([0-9.]+):(\d+) -([gm]) -w (\d+)")
+_PLAIN_FORWARDING = {"g": Forwarding.DR, "m": Forwarding.NAT}
+
+
 def parse_ipvs_save(text: str) -> IpvsTable:
     """Parse `ipvsadm -S -n` into services with their destinations, in kernel order."""
     services: dict[ServiceKey, VirtualService] = {}
     dests: dict[ServiceKey, list[Destination]] = {}
+    keys: dict[tuple[str, str], ServiceKey] = {}  # the service part of the plain lines
     for line in text.splitlines():
+        plain = _PLAIN_DEST.fullmatch(line)
+        if plain is not None:
+            flag, where, address, port, forwarding, weight = plain.groups()
+            try:
+                key = keys.get((flag, where))
+                if key is None:
+                    key = keys[flag, where] = _service_key([flag, where])[0]
+                dests.setdefault(key, []).append(Destination(
+                    ipv4(address), int(port), _PLAIN_FORWARDING[forwarding], int(weight)))
+            except ValueError:
+                pass  # not an address: not a rule we can read, as below
+            continue
         try:
             rule = parse_rule(line)
         except (ValueError, IndexError, KeyError):
