@@ -73,7 +73,7 @@ def save_text(count: int, changed: int | None = None) -> str:
 
 
 # The sizes of the host part: 1 service x N real servers, and 100,000 as 1,000 x 100 (the
-# issue's shape: one service of 100,000 is not what anyone runs).
+# issue's shape: one service of 100,000 is not what anyone runs), on one VIP.
 SIZES = (1000, 10000, 100000)
 
 
@@ -82,9 +82,10 @@ def layout(count: int) -> tuple[int, int]:
     return (count // 100, 100) if count >= 100000 else (1, count)
 
 
-def vips(services: int) -> list[str]:
-    base = ipaddress.ip_address(VIP)
-    return [str(base + index) for index in range(services)]
+def ports(services: int) -> list[int]:
+    """The services' ports on the one VIP: 80, or 1000... for 1,000 services (one VIP
+    keeps the comparison on IPVS; 1,000 VIPs would add 1,000 `ip addr add` to start)."""
+    return [80] if services == 1 else list(range(1000, 1000 + services))
 
 
 def multi_config_text(count: int, interface: str = "eth0", changed: int | None = None) -> str:
@@ -93,8 +94,9 @@ def multi_config_text(count: int, interface: str = "eth0", changed: int | None =
     addresses = reals(each)
     lines = [f'[director]\ninterface = "{interface}"\narping_count = 0\n']
     index = 0
-    for vip in vips(services):
-        lines.append(f'[[service]]\nvip = "{vip}"\nport = 80\nscheduler = "wrr"\nreal = [')
+    for port in ports(services):
+        lines.append(f'[[service]]\nvip = "{VIP}"\nport = {port}\nscheduler = "wrr"\n'
+                     "real = [")
         for address in addresses:
             weight = 3 if index == changed else 1
             lines.append(f'  {{ address = "{address}", weight = {weight} }},')
@@ -108,9 +110,9 @@ def multi_save_text(count: int) -> str:
     services, each = layout(count)
     addresses = reals(each)
     lines = []
-    for vip in vips(services):
-        lines.append(f"-A -t {vip}:80 -s wrr")
-        lines += [f"-a -t {vip}:80 -r {address}:80 -g -w 1" for address in addresses]
+    for port in ports(services):
+        lines.append(f"-A -t {VIP}:{port} -s wrr")
+        lines += [f"-a -t {VIP}:{port} -r {address}:80 -g -w 1" for address in addresses]
     return "\n".join(lines) + "\n"
 
 
@@ -120,16 +122,16 @@ def multi_list_text(count: int) -> str:
     lines = ["IP Virtual Server version 1.2.1 (size=4096)",
              "Prot LocalAddress:Port Scheduler Flags",
              "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn"]
-    for vip in vips(services):
-        lines.append(f"TCP  {vip}:80 wrr")
+    for port in ports(services):
+        lines.append(f"TCP  {VIP}:{port} wrr")
         lines += [f"  -> {address}:80".ljust(34) + "Route   1      1          0"
                   for address in reals(each)]
     return "\n".join(lines) + "\n"
 
 
 def owner_of(count: int) -> State:
-    return State.of(*(OwnedService(ServiceKey(Protocol.TCP, ipaddress.ip_address(vip), 80))
-                      for vip in vips(layout(count)[0])))
+    return State.of(*(OwnedService(ServiceKey(Protocol.TCP, ipaddress.ip_address(VIP), port))
+                      for port in ports(layout(count)[0])))
 
 
 def cold_parse(text: str) -> object:
