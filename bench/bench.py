@@ -112,7 +112,8 @@ def multi_save_text(count: int) -> str:
     lines = []
     for port in ports(services):
         lines.append(f"-A -t {VIP}:{port} -s wrr")
-        lines += [f"-a -t {VIP}:{port} -r {address}:80 -g -w 1" for address in addresses]
+        # a real server without a port listens on the service's
+        lines += [f"-a -t {VIP}:{port} -r {address}:{port} -g -w 1" for address in addresses]
     return "\n".join(lines) + "\n"
 
 
@@ -124,7 +125,7 @@ def multi_list_text(count: int) -> str:
              "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn"]
     for port in ports(services):
         lines.append(f"TCP  {VIP}:{port} wrr")
-        lines += [f"  -> {address}:80".ljust(34) + "Route   1      1          0"
+        lines += [f"  -> {address}:{port}".ljust(34) + "Route   1      1          0"
                   for address in reals(each)]
     return "\n".join(lines) + "\n"
 

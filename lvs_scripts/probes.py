@@ -360,12 +360,25 @@ class DestinationCounters:
 Counters = dict[ServiceKey, dict[tuple[IPAddress, int], DestinationCounters]]
 
 
+_PLAIN_COUNTERS = re.compile(r"\s*-> ([0-9.]+):(\d+)\s+(\S+)\s+(\d+)\s+(\d+)\s+(\d+)\s*")
+
+
 def parse_ipvs_list(text: str) -> Counters:
     """`ipvsadm -L -n`: weight and ActiveConn/InActConn of every destination."""
     result: Counters = {}
     current: ServiceKey | None = None
+    dests: dict[tuple[IPAddress, int], DestinationCounters] = {}  # current's, unhashed
     names = {"TCP": Protocol.TCP, "UDP": Protocol.UDP, "SCTP": Protocol.SCTP}
     for line in text.splitlines():
+        plain = _PLAIN_COUNTERS.fullmatch(line)
+        if plain is not None and current is not None:  # an IPv4 real server: most lines
+            where, number, forward, weight, active, inactive = plain.groups()
+            try:
+                dests[ipv4(where), int(number)] = DestinationCounters(
+                    forward, int(weight), int(active), int(inactive))
+            except ValueError:
+                pass
+            continue
         tokens = line.split()
         if len(tokens) >= 2 and tokens[0] in names:
             try:
@@ -374,11 +387,11 @@ def parse_ipvs_list(text: str) -> Counters:
                 current = None
                 continue
             current = ServiceKey(names[tokens[0]], address, port)
-            result[current] = {}
+            result[current] = dests = {}
         elif len(tokens) >= 2 and tokens[0] == "FWM":
             current = ServiceKey(Protocol.FWMARK, None, int(tokens[1]),
                                  len(tokens) > 2 and tokens[2] == "IPv6")
-            result[current] = {}
+            result[current] = dests = {}
         elif len(tokens) == 6 and tokens[0] == "->" and current is not None:
             try:
                 ident = parse_endpoint(tokens[1])
@@ -386,7 +399,7 @@ def parse_ipvs_list(text: str) -> Counters:
                                                int(tokens[5]))
             except ValueError:
                 continue
-            result[current][ident] = counters
+            dests[ident] = counters
     return result
 
 
