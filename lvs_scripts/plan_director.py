@@ -11,7 +11,14 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from .healthstate import HealthView, target_id
-from .model import Config, Destination, DirectorConfig, IPAddress, VirtualService
+from .model import (
+    Config,
+    Destination,
+    DirectorConfig,
+    IPAddress,
+    VirtualService,
+    real_server_options,
+)
 from .owned import (
     AddressAdded,
     Announced,
@@ -232,8 +239,9 @@ def _plan_ipvs(plan: Plan, services: tuple[VirtualService, ...], obs: HostObserv
         if seen is None:
             plan.add(("ipvsadm", "-A", *service.service_args()), "virtual service",
                      ServiceCreated(service.key, service.drain_seconds))
+            head = ("ipvsadm", "-a", *service.key.args())  # once, not per real server
             for dest in service.destinations:
-                plan.add(("ipvsadm", "-a", *service.destination_args(dest)), "real server")
+                plan.add(head + real_server_options(dest), "real server")
             continue
         owned = state.services.get(service.key)
         if owned is None:
