@@ -98,6 +98,8 @@ def parse_ipvs_save(text: str) -> IpvsTable:
     services: dict[ServiceKey, VirtualService] = {}
     dests: dict[ServiceKey, list[Destination]] = {}
     keys: dict[tuple[str, str], ServiceKey] = {}  # the service part of the plain lines
+    # Each address read once: a real server in many services (ports) is one object.
+    addresses: dict[str, ipaddress.IPv4Address] = {}
     for line in text.splitlines():
         plain = _PLAIN_DEST.fullmatch(line)
         if plain is not None:
@@ -106,8 +108,11 @@ def parse_ipvs_save(text: str) -> IpvsTable:
                 key = keys.get((flag, where))
                 if key is None:
                     key = keys[flag, where] = _service_key([flag, where])[0]
+                ip = addresses.get(address)
+                if ip is None:
+                    ip = addresses[address] = ipv4(address)
                 dests.setdefault(key, []).append(Destination(
-                    ipv4(address), int(port), _PLAIN_FORWARDING[forwarding], int(weight)))
+                    ip, int(port), _PLAIN_FORWARDING[forwarding], int(weight)))
             except ValueError:
                 pass  # not an address: not a rule we can read, as below
             continue
@@ -368,13 +373,17 @@ def parse_ipvs_list(text: str) -> Counters:
     result: Counters = {}
     current: ServiceKey | None = None
     dests: dict[tuple[IPAddress, int], DestinationCounters] = {}  # current's, unhashed
+    addresses: dict[str, ipaddress.IPv4Address] = {}  # each read once, as parse_ipvs_save
     names = {"TCP": Protocol.TCP, "UDP": Protocol.UDP, "SCTP": Protocol.SCTP}
     for line in text.splitlines():
         plain = _PLAIN_COUNTERS.fullmatch(line)
         if plain is not None and current is not None:  # an IPv4 real server: most lines
             where, number, forward, weight, active, inactive = plain.groups()
             try:
-                dests[ipv4(where), int(number)] = DestinationCounters(
+                ip = addresses.get(where)
+                if ip is None:
+                    ip = addresses[where] = ipv4(where)
+                dests[ip, int(number)] = DestinationCounters(
                     forward, int(weight), int(active), int(inactive))
             except ValueError:
                 pass
