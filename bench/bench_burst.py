@@ -177,8 +177,8 @@ def main() -> int:
     print(f"  all at weight 0 after   {figures['seconds']:8.2f} s "
           f"(fall x interval = {args.fall * args.interval:g} s)")
     print(f"  applies to the kernel   {figures['changing']:8.0f}   "
-          f"({figures['batches']:.0f} ipvsadm -R, the rest a single ipvsadm -e): one per "
-          "0.2 s window of transitions, and the checks are spread over the interval")
+          f"({figures['batches']:.0f} ipvsadm -R, the rest a single ipvsadm -e): the window "
+          "closes 0.2 s after the last transition, at most interval + 0.2 s after the first")
     print(f"  programs started        {figures['programs']:8.0f}   (with the ipvsadm -S -n that "
           "checks each batch)")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
