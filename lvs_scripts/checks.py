@@ -13,6 +13,8 @@ The engine is one asyncio event loop, no threads:
   phase (so 10,000 targets do not fire together), at most `max_in_flight` at once, feeds
   each result to health.observe and reports transitions through a callback. Its targets
   can be replaced at run time (a reload) without losing the health of those that stay.
+  It wakes once for all the checks due by then (a heap of due times); a tcp check runs
+  on loop callbacks (start_tcp: no task, no future), the others as a task each.
 
 Every check opens its own connection (HTTP without keep-alive): a check that reuses a
 connection says nothing about whether the server still accepts new ones.
@@ -56,6 +58,12 @@ MAX_INTERVAL = 86400.0  # a day; timeouts too
 MAX_RISE_FALL = 100
 MAX_BODY = 64 * 1024  # bytes of an HTTP body read to match `expect`; the rest is not read
 MAX_OUTPUT = 256  # bytes of an exec check's output kept for the reason; the rest is discarded
+# For start_tcp, without importing socket at import time (values of Linux, the only
+# system this runs on; test_checks compares them with the socket and errno modules).
+_SOCK_FLAGS = 1 | 0o4000  # SOCK_STREAM | SOCK_NONBLOCK
+_LINGER_RESET = b"\x01\x00\x00\x00\x00\x00\x00\x00"  # struct linger {1, 0}: close = RST
+_EINPROGRESS = 115
+_EALREADY = 114
 
 
 class CheckSpec(Record):
@@ -251,13 +259,12 @@ async def run_check(spec: CheckSpec, address: str, port: int, vip: str,
     port = spec.port or port
     started = time.monotonic()
     try:
-        if spec.type == "tcp":
-            coro: Awaitable[tuple[bool, str]] = _tcp(address, port)
-        elif spec.type in ("http", "https"):
-            coro = _http(spec, address, port, vip, session)
+        if spec.type == "tcp":  # its own timer: see start_tcp
+            ok, reason = await _tcp(address, port, spec.timeout)
         else:
-            coro = _exec(spec, address, port)
-        ok, reason = await _within(coro, spec.timeout)
+            coro = _http(spec, address, port, vip, session) \
+                if spec.type in ("http", "https") else _exec(spec, address, port)
+            ok, reason = await _within(coro, spec.timeout)
     except asyncio.TimeoutError:
         ok, reason = False, f"timeout after {spec.timeout:g} s"
     except OSError as err:
@@ -288,32 +295,98 @@ async def _within(coro: Awaitable[tuple[bool, str]], timeout: float) -> tuple[bo
     return await asyncio.wait_for(coro, timeout)  # pragma: no cover - Python < 3.11
 
 
-async def _tcp(address: str, port: int) -> tuple[bool, str]:
-    """Connect and close. A bare non-blocking socket and one writer callback: this is the
-    check run thousands of times a second, and loop.sock_connect costs a third more CPU."""
-    import _socket  # the C socket: socket.socket's Python layer is not needed here
+async def _tcp(address: str, port: int, timeout: float) -> tuple[bool, str]:
+    """One tcp check as a coroutine (run_check); the Checker drives start_tcp directly."""
     import asyncio
-    import errno
-    import socket
 
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = _socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+    loop = asyncio.get_running_loop()
+    outcome: asyncio.Future[tuple[bool, str]] = loop.create_future()
+    probe = start_tcp(loop, address, port, timeout,
+                      lambda ok, reason: outcome.set_result((ok, reason)))
     try:
-        code = sock.connect_ex((address, port))
-        if code == errno.EINPROGRESS:
-            loop = asyncio.get_running_loop()
-            ready: asyncio.Future[None] = loop.create_future()
-            loop.add_writer(sock.fileno(), _resolve, ready)
-            try:
-                await ready
-            finally:
-                loop.remove_writer(sock.fileno())
-            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if code:
-            raise OSError(code, os.strerror(code))  # OSError picks the subclass by errno
+        return await outcome
     finally:
+        if probe is not None:  # cancelled from outside: no socket nor timer left behind
+            probe.cancel()
+
+
+def start_tcp(loop: asyncio.AbstractEventLoop, address: str, port: int, timeout: float,
+              done: Callable[[bool, str], None]) -> _TcpProbe | None:
+    """Connect to address:port and close at once; `done(ok, reason)` is called once, maybe
+    before this returns (it returns None then), else from the loop (it returns the probe
+    in flight, which `cancel()` ends without calling `done`).
+
+    This is the check run thousands of times a second, so it is the cheapest correct one
+    asyncio allows: the C socket without socket.socket's Python layer, no task, future or
+    coroutine, a call_later handle as the timeout. A second connect() right after the
+    first costs one system call and finds the handshake over where the server is near
+    (always on loopback, often on a LAN): no poller round trip then. The close sends a
+    reset (SO_LINGER 0), so that no TIME_WAIT socket per check piles up on the checker,
+    and the server's end is freed at once too."""
+    import _socket  # the C socket: socket.socket's Python layer is not needed here
+
+    sock = _socket.socket(_socket.AF_INET6 if ":" in address else _socket.AF_INET,
+                          _SOCK_FLAGS)
+    try:
+        sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_LINGER, _LINGER_RESET)
+        code = sock.connect_ex((address, port))
+        if code == _EINPROGRESS:
+            code = sock.connect_ex((address, port))
+            if code == _EALREADY:
+                return _TcpProbe(loop, sock, timeout, done)
+    except OSError as err:
         sock.close()
-    return True, "ok"
+        done(False, _os_reason(err))
+        return None
+    except Exception as err:  # as in run_check: this check fails, not the checker
+        sock.close()
+        done(False, f"unexpected {type(err).__name__}: {err}"[:MAX_REASON])
+        return None
+    sock.close()
+    if code:
+        done(False, _os_reason(OSError(code, os.strerror(code))))  # the subclass by errno
+    else:
+        done(True, "ok")
+    return None
+
+
+class _TcpProbe:
+    """A tcp check waiting for its handshake: a writer callback and a timer on the loop."""
+
+    __slots__ = ("done", "fd", "loop", "sock", "timer")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: Any, timeout: float,
+                 done: Callable[[bool, str], None] | None) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.done = done
+        self.fd: int = sock.fileno()
+        loop.add_writer(self.fd, self._writable)
+        self.timer = loop.call_later(timeout, self._end, False, f"timeout after {timeout:g} s")
+
+    def _writable(self) -> None:
+        import _socket
+
+        code = self.sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
+        if code:
+            self._end(False, _os_reason(OSError(code, os.strerror(code))))
+        else:
+            self._end(True, "ok")
+
+    def cancel(self) -> None:
+        self.done = None
+        self._end(False, "cancelled")
+
+    def _end(self, ok: bool, reason: str) -> None:
+        if self.sock is None:
+            return
+        self.loop.remove_writer(self.fd)
+        self.timer.cancel()
+        self.sock.close()
+        self.sock = None
+        done, self.done = self.done, None
+        if done is not None:
+            done(ok, reason)
 
 
 async def _http(spec: CheckSpec, address: str, port: int, vip: str,
@@ -551,6 +624,8 @@ class Checker:
         self._waiter: asyncio.Future[None] | None = None
         self._stopping = False
         self._error: BaseException | None = None
+        self._active = 0  # checks started and not yet recorded
+        self._ended: asyncio.Future[None] | None = None  # resolved as the next one ends
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
 
@@ -617,14 +692,19 @@ class Checker:
     @property
     def in_flight(self) -> int:
         """Checks started and not yet recorded."""
-        return len(self._tasks)
+        return self._active
 
     async def settled(self) -> None:
         """Return once no check is under way (a test's clock waits for this)."""
+        while self._active:
+            await self._one_ended()
+
+    async def _one_ended(self) -> None:
         import asyncio
 
-        while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._ended is None:
+            self._ended = asyncio.get_running_loop().create_future()
+        await self._ended
 
     def stop(self) -> None:
         """End run() (for good: a stop that comes before run() starts is not lost)."""
@@ -634,14 +714,10 @@ class Checker:
     async def run(self) -> None:
         """Check until stop(); then wait for the checks under way. A callback's exception
         stops the checker and is raised here."""
-        import asyncio
-
-        slots = asyncio.Semaphore(self.max_in_flight)
         try:
-            await self._loop(slots)
+            await self._loop()
         finally:
-            if self._tasks:
-                await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self.settled()
             if self._session is not None:
                 await self._session.close()
                 self._session = None
@@ -657,13 +733,14 @@ class Checker:
             self._session = new_session()
         return self._session
 
-    async def _loop(self, slots: asyncio.Semaphore) -> None:
-        import asyncio
+    async def _loop(self) -> None:
         import heapq
 
         while not self._stopping and self._error is None:
             now = self.clock()
-            while self._heap and self._heap[0][0] <= now and not self._stopping:
+            # One wake-up for every check due by now, however many.
+            while self._heap and self._heap[0][0] <= now and not self._stopping \
+                    and self._error is None:
                 entry = heapq.heappop(self._heap)
                 slot = self._current(entry)
                 if slot is None:
@@ -677,17 +754,42 @@ class Checker:
                 heapq.heappush(self._heap, (slot.due, entry[1], entry[2], entry[3]))
                 if slot.busy:
                     continue  # still running (only when in-flight slots ran short)
-                await slots.acquire()
-                slot.busy = True
-                task = asyncio.get_running_loop().create_task(self._one(slot, slots))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                while self._active >= self.max_in_flight:
+                    await self._one_ended()
+                self._start(slot)
             if self._stopping or self._error is not None:
                 break
             delay = self._heap[0][0] - self.clock() if self._heap else 3600.0
             await self._wait(max(delay, 0.0))
 
-    async def _one(self, slot: _Slot, slots: asyncio.Semaphore) -> None:
+    def _start(self, slot: _Slot) -> None:
+        """A tcp check of the built-in kind runs on loop callbacks (start_tcp); any other
+        check, or one a test put in, as a task."""
+        import asyncio
+
+        slot.busy = True
+        self._active += 1
+        loop = asyncio.get_running_loop()
+        target = slot.target
+        spec = target.spec
+        if spec.type == "tcp" and self.check is run_check:
+            start_tcp(loop, target.address, spec.port or target.port, spec.timeout,
+                      functools.partial(self._tcp_done, slot, time.monotonic()))
+            return
+        task = loop.create_task(self._one(slot))
+        self._tasks.add(task)  # a reference, so that the task is not collected
+        task.add_done_callback(self._tasks.discard)
+
+    def _tcp_done(self, slot: _Slot, started: float, ok: bool, reason: str) -> None:
+        try:
+            self._record(slot, CheckResult(ok, reason, time.monotonic() - started))
+        except Exception as err:  # a callback's bug stops the checker, loudly
+            self._error = err
+            self._wake()
+        finally:
+            self._release(slot)
+
+    async def _one(self, slot: _Slot) -> None:
         target = slot.target
         try:
             result = await self.check(target.spec, target.address, target.port, target.vip,
@@ -697,8 +799,14 @@ class Checker:
             self._error = err
             self._wake()
         finally:
-            slot.busy = False
-            slots.release()
+            self._release(slot)
+
+    def _release(self, slot: _Slot) -> None:
+        slot.busy = False
+        self._active -= 1
+        if self._ended is not None:
+            _resolve(self._ended)
+            self._ended = None
 
     def _record(self, slot: _Slot, result: CheckResult) -> None:
         key = slot.target.key

@@ -215,22 +215,72 @@ def test_tcp_refused() -> None:
     assert (result.ok, result.reason) == (False, "connection refused")
 
 
+def test_tcp_check_closes_with_a_reset() -> None:
+    """SO_LINGER 0: no TIME_WAIT socket per check on the checker, the server's end freed."""
+    with listening() as sock:
+        assert check(CheckSpec(), sock.getsockname()[1]).ok
+        conn, _peer = sock.accept()
+        with conn, pytest.raises(ConnectionResetError):
+            conn.settimeout(5)
+            conn.recv(1)
+
+
+def test_tcp_handshake_completed_later_through_the_loop() -> None:
+    """A SYN dropped (full backlog) and retransmitted once there is room: the check is
+    not over when connect() returns, and ends from the poller."""
+    with listening(backlog=0) as sock:
+        port = sock.getsockname()[1]
+        fillers = fill_backlog(port)
+        try:
+            async def main() -> CheckResult:
+                task = asyncio.get_running_loop().create_task(
+                    run_check(CheckSpec(timeout=4, interval=5), LOOPBACK, port, VIP))
+                await asyncio.sleep(0)  # the check's connect() has been tried
+                assert not task.done()
+                for _ in fillers:  # make room: the SYN retransmitted after 1 s gets in
+                    sock.accept()[0].close()
+                return await task
+            result = asyncio.run(main())
+        finally:
+            for filler in fillers:
+                filler.close()
+    assert (result.ok, result.reason) == (True, "ok")
+    assert 0.5 < result.duration < 4
+
+
+def test_the_socket_constants_of_start_tcp_are_linux_ones() -> None:
+    import errno
+    import struct
+
+    from lvs_scripts import checks
+
+    assert checks._SOCK_FLAGS == socket.SOCK_STREAM | socket.SOCK_NONBLOCK
+    assert checks._LINGER_RESET == struct.pack("ii", 1, 0)
+    assert (checks._EINPROGRESS, checks._EALREADY) == (errno.EINPROGRESS, errno.EALREADY)
+
+
+def fill_backlog(port: int) -> list[socket.socket]:
+    """Connect until a connect no longer completes (1 or 2 on Linux with backlog 0)."""
+    fillers = []
+    for _ in range(64):
+        filler = socket.socket()
+        fillers.append(filler)
+        filler.settimeout(0.3)
+        try:
+            filler.connect((LOOPBACK, port))
+        except (TimeoutError, socket.timeout):
+            return fillers
+    for filler in fillers:
+        filler.close()
+    pytest.fail("the backlog never filled")
+
+
 def test_tcp_listener_with_a_full_backlog_times_out() -> None:
     """A listener that never accepts and whose queue is full drops SYNs: the connect hangs."""
     with listening(backlog=0) as sock:
         port = sock.getsockname()[1]
-        fillers = []
+        fillers = fill_backlog(port)
         try:
-            for _ in range(64):  # until a connect no longer completes (1 or 2 on Linux)
-                filler = socket.socket()
-                fillers.append(filler)
-                filler.settimeout(0.3)
-                try:
-                    filler.connect((LOOPBACK, port))
-                except (TimeoutError, socket.timeout):
-                    break
-            else:
-                pytest.fail("the backlog never filled")
             result = check(CheckSpec(timeout=0.4), port)
         finally:
             for filler in fillers:
@@ -340,7 +390,7 @@ def test_an_ipv6_vip_as_host_header_is_bracketed() -> None:
 def test_an_unexpected_error_fails_that_check_only(monkeypatch: pytest.MonkeyPatch) -> None:
     import lvs_scripts.checks
 
-    async def broken(address: str, port: int) -> tuple[bool, str]:
+    async def broken(address: str, port: int, timeout: float) -> tuple[bool, str]:
         raise ValueError("odd answer")
     monkeypatch.setattr(lvs_scripts.checks, "_tcp", broken)
     result = check(CheckSpec(), 80)
