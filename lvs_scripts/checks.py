@@ -13,8 +13,9 @@ The engine is one asyncio event loop, no threads:
   phase (so 10,000 targets do not fire together), at most `max_in_flight` at once, feeds
   each result to health.observe and reports transitions through a callback. Its targets
   can be replaced at run time (a reload) without losing the health of those that stay.
-  It wakes once for all the checks due by then (a heap of due times); a tcp check runs
-  on loop callbacks (start_tcp: no task, no future), the others as a task each.
+  It wakes once for all the checks due by then (a heap of due times); a tcp or http
+  check runs on loop callbacks (start_tcp, start_http: no task, no future), the others
+  as a task each.
 
 Every check opens its own connection (HTTP without keep-alive): a check that reuses a
 connection says nothing about whether the server still accepts new ones.
@@ -253,7 +254,8 @@ def require_check_programs(config: Config) -> None:
 async def run_check(spec: CheckSpec, address: str, port: int, vip: str,
                     session: aiohttp.ClientSession | None = None) -> CheckResult:
     """Run one check of the real server address:port (port: the server's; spec.port wins).
-    http/https use `session` (one per scheduler) or a session of their own."""
+    https uses `session` (one per scheduler) or a session of their own; http does not
+    need one (start_http)."""
     import asyncio
 
     port = spec.port or port
@@ -261,9 +263,11 @@ async def run_check(spec: CheckSpec, address: str, port: int, vip: str,
     try:
         if spec.type == "tcp":  # its own timer: see start_tcp
             ok, reason = await _tcp(address, port, spec.timeout)
+        elif spec.type == "http":  # likewise
+            ok, reason = await _plain_http(spec, address, port, vip)
         else:
             coro = _http(spec, address, port, vip, session) \
-                if spec.type in ("http", "https") else _exec(spec, address, port)
+                if spec.type == "https" else _exec(spec, address, port)
             ok, reason = await _within(coro, spec.timeout)
     except asyncio.TimeoutError:
         ok, reason = False, f"timeout after {spec.timeout:g} s"
@@ -299,10 +303,24 @@ async def _tcp(address: str, port: int, timeout: float) -> tuple[bool, str]:
     """One tcp check as a coroutine (run_check); the Checker drives start_tcp directly."""
     import asyncio
 
-    loop = asyncio.get_running_loop()
-    outcome: asyncio.Future[tuple[bool, str]] = loop.create_future()
-    probe = start_tcp(loop, address, port, timeout,
-                      lambda ok, reason: outcome.set_result((ok, reason)))
+    return await _probe(lambda done: start_tcp(asyncio.get_running_loop(), address, port,
+                                               timeout, done))
+
+
+async def _plain_http(spec: CheckSpec, address: str, port: int, vip: str) -> tuple[bool, str]:
+    """One http check as a coroutine (run_check); the Checker drives start_http directly."""
+    import asyncio
+
+    return await _probe(lambda done: start_http(asyncio.get_running_loop(), spec, address,
+                                                port, vip, done))
+
+
+async def _probe(start: Callable[[Callable[[bool, str], None]], _Probe | None]
+                 ) -> tuple[bool, str]:
+    import asyncio
+
+    outcome: asyncio.Future[tuple[bool, str]] = asyncio.get_running_loop().create_future()
+    probe = start(lambda ok, reason: outcome.set_result((ok, reason)))
     try:
         return await outcome
     finally:
@@ -311,7 +329,7 @@ async def _tcp(address: str, port: int, timeout: float) -> tuple[bool, str]:
 
 
 def start_tcp(loop: asyncio.AbstractEventLoop, address: str, port: int, timeout: float,
-              done: Callable[[bool, str], None]) -> _TcpProbe | None:
+              done: Callable[[bool, str], None]) -> _Probe | None:
     """Connect to address:port and close at once; `done(ok, reason)` is called once, maybe
     before this returns (it returns None then), else from the loop (it returns the probe
     in flight, which `cancel()` ends without calling `done`).
@@ -323,35 +341,55 @@ def start_tcp(loop: asyncio.AbstractEventLoop, address: str, port: int, timeout:
     (always on loopback, often on a LAN): no poller round trip then. The close sends a
     reset (SO_LINGER 0), so that no TIME_WAIT socket per check piles up on the checker,
     and the server's end is freed at once too."""
+    try:
+        sock, code = _connect(address, port)
+    except Exception as err:
+        done(False, _exception_reason(err))
+        return None
+    if code == _EALREADY:
+        probe = _Probe(loop, sock, timeout, done)
+        loop.add_writer(probe.fd, probe.connected)
+        return probe
+    sock.close()
+    if code:
+        done(False, _errno_reason(code))
+    else:
+        done(True, "ok")
+    return None
+
+
+def _connect(address: str, port: int) -> tuple[Any, int]:
+    """A non-blocking socket connecting to address:port, and 0 (connected), _EALREADY (in
+    progress) or the errno of the failure."""
     import _socket  # the C socket: socket.socket's Python layer is not needed here
 
     sock = _socket.socket(_socket.AF_INET6 if ":" in address else _socket.AF_INET,
                           _SOCK_FLAGS)
     try:
         sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_LINGER, _LINGER_RESET)
-        code = sock.connect_ex((address, port))
+        code: int = sock.connect_ex((address, port))
         if code == _EINPROGRESS:
             code = sock.connect_ex((address, port))
-            if code == _EALREADY:
-                return _TcpProbe(loop, sock, timeout, done)
-    except OSError as err:
+    except BaseException:
         sock.close()
-        done(False, _os_reason(err))
-        return None
-    except Exception as err:  # as in run_check: this check fails, not the checker
-        sock.close()
-        done(False, f"unexpected {type(err).__name__}: {err}"[:MAX_REASON])
-        return None
-    sock.close()
-    if code:
-        done(False, _os_reason(OSError(code, os.strerror(code))))  # the subclass by errno
-    else:
-        done(True, "ok")
-    return None
+        raise
+    return sock, code
 
 
-class _TcpProbe:
-    """A tcp check waiting for its handshake: a writer callback and a timer on the loop."""
+def _errno_reason(code: int) -> str:
+    return _os_reason(OSError(code, os.strerror(code)))  # OSError picks the subclass
+
+
+def _exception_reason(err: Exception) -> str:
+    if isinstance(err, OSError):
+        return _os_reason(err)
+    # As in run_check: whatever it was fails this check, not the checker.
+    return f"unexpected {type(err).__name__}: {err}"[:MAX_REASON]
+
+
+class _Probe:
+    """A check in flight on loop callbacks: its socket, its timer, and how it ends. As
+    is, a tcp check waiting for its handshake; _HttpProbe goes on from there."""
 
     __slots__ = ("done", "fd", "loop", "sock", "timer")
 
@@ -361,32 +399,243 @@ class _TcpProbe:
         self.sock = sock
         self.done = done
         self.fd: int = sock.fileno()
-        loop.add_writer(self.fd, self._writable)
-        self.timer = loop.call_later(timeout, self._end, False, f"timeout after {timeout:g} s")
+        self.timer = loop.call_later(timeout, self.end, False, f"timeout after {timeout:g} s")
 
-    def _writable(self) -> None:
+    def connected(self) -> None:
+        """The socket is writable: the handshake is over, one way or the other."""
         import _socket
 
+        self.loop.remove_writer(self.fd)
         code = self.sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
         if code:
-            self._end(False, _os_reason(OSError(code, os.strerror(code))))
+            self.end(False, _errno_reason(code))
         else:
-            self._end(True, "ok")
+            self.established()
+
+    def established(self) -> None:
+        self.end(True, "ok")
 
     def cancel(self) -> None:
         self.done = None
-        self._end(False, "cancelled")
+        self.end(False, "cancelled")
 
-    def _end(self, ok: bool, reason: str) -> None:
+    def end(self, ok: bool, reason: str) -> None:
         if self.sock is None:
             return
         self.loop.remove_writer(self.fd)
+        self.loop.remove_reader(self.fd)
         self.timer.cancel()
         self.sock.close()
         self.sock = None
         done, self.done = self.done, None
         if done is not None:
             done(ok, reason)
+
+
+# ---------------------------------------------------------------- http (not https)
+
+def start_http(loop: asyncio.AbstractEventLoop, spec: CheckSpec, address: str, port: int,
+               vip: str, done: Callable[[bool, str], None]) -> _Probe | None:
+    """An http check on loop callbacks, as start_tcp (same connect, timeout and reset):
+    send one GET with `Connection: close`, read the status line and headers (and the body
+    up to MAX_BODY when `expect` has to match it: Content-Length, chunked, or up to the
+    close), judge. aiohttp cost four times as much CPU per check (README, benchmarks),
+    and https stays on it: TLS is where a library is worth its cost."""
+    try:
+        sock, code = _connect(address, port)
+    except Exception as err:
+        done(False, _exception_reason(err))
+        return None
+    if code not in (0, _EALREADY):
+        sock.close()
+        done(False, _errno_reason(code))
+        return None
+    probe = _HttpProbe(loop, sock, spec, _request_bytes(spec.path, spec.host or vip), done)
+    if code == _EALREADY:
+        loop.add_writer(probe.fd, probe.connected)
+    else:
+        probe.established()
+    return probe
+
+
+@functools.lru_cache(maxsize=1024)
+def _request_bytes(path: str, host: str) -> bytes:
+    """The request (path and host are printable ASCII without spaces: parse_check)."""
+    name = f"[{host}]" if ":" in host else host
+    return (f"GET {path} HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n"
+            f"User-Agent: lvs-director-check\r\nAccept: */*\r\n\r\n").encode("ascii")
+
+
+class _HttpProbe(_Probe):
+    __slots__ = ("request", "response", "spec")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: Any, spec: CheckSpec,
+                 request: bytes, done: Callable[[bool, str], None]) -> None:
+        super().__init__(loop, sock, spec.timeout, done)
+        self.spec = spec
+        self.request = request
+        self.response = HttpResponse(spec.status if spec.expect is not None else ())
+
+    def established(self) -> None:
+        self.send()
+
+    def send(self) -> None:
+        try:
+            sent = self.sock.send(self.request)
+        except BlockingIOError:
+            sent = 0
+        except OSError as err:
+            self.end(False, _os_reason(err))
+            return
+        self.request = self.request[sent:]
+        if self.request:  # a full send buffer on a new connection: rare, but possible
+            self.loop.add_writer(self.fd, self.send)
+            return
+        self.loop.remove_writer(self.fd)
+        self.loop.add_reader(self.fd, self.readable)
+
+    def readable(self) -> None:
+        try:
+            data = self.sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError as err:
+            self.end(False, _os_reason(err))
+            return
+        try:
+            complete = self.response.feed(data) if data else self.response.close()
+        except BadResponse as err:
+            self.end(False, f"HTTP: {err}")
+            return
+        if complete:
+            self.end(*_judge(self.spec, self.response.status, bytes(self.response.body)))
+
+
+class BadResponse(Exception):
+    """What a server sent is not an HTTP/1.x response this checker can judge."""
+
+
+class HttpResponse:
+    """An HTTP/1.x response read incrementally: the status line and headers, then (for a
+    status in `body_for`, the ones whose body `expect` must match) the body up to
+    MAX_BODY. `feed(data)` and, at the end of the stream, `close()` return True once
+    there is enough to judge; BadResponse says what was wrong. Interim 1xx responses are
+    skipped; the body is as sent (no decompression: nothing asks for it)."""
+
+    MAX_HEAD = 64 * 1024
+
+    def __init__(self, body_for: tuple[int, ...] = ()) -> None:
+        self.body_for = body_for
+        self.buffer = bytearray()
+        self.status = 0
+        self.body = bytearray()
+        self.framing = ""  # after the head: "length", "chunked" or "close"
+        self.length = 0
+        self.done = False
+
+    def feed(self, data: bytes) -> bool:
+        if self.done:
+            return True
+        self.buffer += data
+        while not self.framing:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self.buffer) > self.MAX_HEAD:
+                    raise BadResponse(f"headers longer than {self.MAX_HEAD} bytes")
+                return False
+            head = bytes(self.buffer[:end])
+            del self.buffer[:end + 4]
+            if self._head(head):
+                self.done = True
+                return True
+        return self._body(eof=False)
+
+    def close(self) -> bool:
+        """The server closed the connection."""
+        if self.done:
+            return True
+        if not self.framing:
+            raise BadResponse("connection closed before the end of the headers"
+                              if self.buffer or self.status else
+                              "connection closed without a response")
+        if self._body(eof=True):
+            return True
+        raise BadResponse("connection closed before the end of the body")
+
+    def _head(self, head: bytes) -> bool:
+        """Read a status line and headers; True when the response can be judged now."""
+        lines = head.split(b"\r\n")
+        parts = lines[0].split(b" ", 2)
+        if len(parts) < 2 or parts[0] not in (b"HTTP/1.1", b"HTTP/1.0") \
+                or len(parts[1]) != 3 or not parts[1].isdigit():
+            raise BadResponse(f"not an HTTP/1.x status line: {lines[0][:60]!r}")
+        self.status = int(parts[1])
+        if self.status < 100:
+            raise BadResponse(f"not an HTTP/1.x status line: {lines[0][:60]!r}")
+        headers: dict[bytes, bytes] = {}
+        for line in lines[1:]:
+            name, colon, value = line.partition(b":")
+            if not colon or not name or name != name.strip():
+                raise BadResponse(f"not a header line: {line[:60]!r}")
+            headers[name.lower()] = value.strip()
+        if 100 <= self.status < 200 and self.status != 101:
+            return False  # an interim response: the real one follows
+        if self.status not in self.body_for:
+            return True
+        return self._framing(headers)
+
+    def _framing(self, headers: dict[bytes, bytes]) -> bool:
+        if b"chunked" in headers.get(b"transfer-encoding", b"").lower():
+            self.framing = "chunked"
+        elif b"content-length" in headers:
+            value = headers[b"content-length"]
+            if not value.isdigit():
+                raise BadResponse(f"bad Content-Length: {value[:30]!r}")
+            self.framing, self.length = "length", int(value)
+        else:
+            self.framing = "close"
+        return self._body(eof=False)
+
+    def _body(self, eof: bool) -> bool:
+        if self.framing == "chunked":
+            self._chunks()
+        else:
+            self.body += self.buffer
+            del self.buffer[:]
+        if len(self.body) >= MAX_BODY:
+            del self.body[MAX_BODY:]  # enough to match: the rest is not read
+            self.done = True
+        elif self.framing == "length" and len(self.body) >= self.length:
+            del self.body[self.length:]
+            self.done = True
+        elif self.framing == "close" and eof:
+            self.done = True
+        return self.done
+
+    def _chunks(self) -> None:
+        """Move the complete chunks from the buffer into the body."""
+        while not self.done:
+            line_end = self.buffer.find(b"\r\n")
+            if line_end < 0:
+                if len(self.buffer) > 1024:
+                    raise BadResponse("a chunk size line longer than 1024 bytes")
+                return
+            size_text = bytes(self.buffer[:line_end]).split(b";", 1)[0].strip()
+            try:
+                size = int(size_text, 16)
+            except ValueError:
+                raise BadResponse(f"bad chunk size: {size_text[:30]!r}") from None
+            if size == 0:  # the last chunk (trailers, if any, are not needed)
+                self.done = True
+                return
+            if len(self.buffer) < line_end + 2 + size + 2:
+                if len(self.body) + len(self.buffer) - line_end - 2 >= MAX_BODY:
+                    # enough of this chunk for the bound: take it, read no more
+                    self.body += self.buffer[line_end + 2:line_end + 2 + size]
+                    del self.buffer[:]
+                return
+            self.body += self.buffer[line_end + 2:line_end + 2 + size]
+            del self.buffer[:line_end + 2 + size + 2]
 
 
 async def _http(spec: CheckSpec, address: str, port: int, vip: str,
@@ -725,9 +974,9 @@ class Checker:
             raise self._error
 
     def _session_for(self, spec: CheckSpec) -> aiohttp.ClientSession | None:
-        """The shared HTTP session, made at the first http(s) check: a director that only
-        has tcp checks never loads aiohttp."""
-        if spec.type not in ("http", "https"):
+        """The shared HTTP session, made at the first https check: a director without
+        https checks never loads aiohttp."""
+        if spec.type != "https":
             return None
         if self._session is None:
             self._session = new_session()
@@ -763,8 +1012,8 @@ class Checker:
             await self._wait(max(delay, 0.0))
 
     def _start(self, slot: _Slot) -> None:
-        """A tcp check of the built-in kind runs on loop callbacks (start_tcp); any other
-        check, or one a test put in, as a task."""
+        """A tcp or http check of the built-in kind runs on loop callbacks (start_tcp,
+        start_http); any other check, or one a test put in, as a task."""
         import asyncio
 
         slot.busy = True
@@ -772,15 +1021,19 @@ class Checker:
         loop = asyncio.get_running_loop()
         target = slot.target
         spec = target.spec
-        if spec.type == "tcp" and self.check is run_check:
-            start_tcp(loop, target.address, spec.port or target.port, spec.timeout,
-                      functools.partial(self._tcp_done, slot, time.monotonic()))
+        if spec.type in ("tcp", "http") and self.check is run_check:
+            done = functools.partial(self._probe_done, slot, time.monotonic())
+            if spec.type == "tcp":
+                start_tcp(loop, target.address, spec.port or target.port, spec.timeout, done)
+            else:
+                start_http(loop, spec, target.address, spec.port or target.port, target.vip,
+                           done)
             return
         task = loop.create_task(self._one(slot))
         self._tasks.add(task)  # a reference, so that the task is not collected
         task.add_done_callback(self._tasks.discard)
 
-    def _tcp_done(self, slot: _Slot, started: float, ok: bool, reason: str) -> None:
+    def _probe_done(self, slot: _Slot, started: float, ok: bool, reason: str) -> None:
         try:
             self._record(slot, CheckResult(ok, reason, time.monotonic() - started))
         except Exception as err:  # a callback's bug stops the checker, loudly

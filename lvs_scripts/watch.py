@@ -192,7 +192,7 @@ class Watcher:
         loop.add_signal_handler(signal.SIGTERM, self.stop)
         loop.add_signal_handler(signal.SIGINT, self.stop)
         targets = targets_of(self.director.config)
-        if any(t.spec.type in ("http", "https") for t in targets):
+        if any(t.spec.type == "https" for t in targets):
             # Imported now, before READY: the first http check would import it inside the
             # loop, stalling every check for the import's time (seconds on a slow CPU).
             import aiohttp  # noqa: F401

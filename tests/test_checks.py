@@ -24,9 +24,11 @@ import pytest
 from aiohttp import web
 
 from lvs_scripts.checks import (
+    BadResponse,
     Checker,
     CheckResult,
     CheckSpec,
+    HttpResponse,
     Target,
     parse_check,
     phase,
@@ -484,6 +486,96 @@ def test_https_status_and_body_are_checked_too(certificate: tuple[Path, Path]) -
     result, _ = http_check(CheckSpec(type="https", path="/error", tls_verify=False),
                            tls=server_tls(certificate, []))
     assert result.reason == "HTTP 500"
+
+
+# ----------------------------------------------------------------- our HTTP/1.x reader
+
+OK_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+
+
+# (what the server sends, in pieces; the statuses whose body is read) -> (status, body)
+# once the stream ends (or before, when enough is there); a string: the BadResponse.
+@pytest.mark.parametrize(("pieces", "body_for", "expected"), [
+    ([OK_HEAD + b"Content-Length: 2\r\n\r\nOK"], (200,), (200, b"OK")),
+    ([OK_HEAD + b"Content-Length: 2\r\n\r\nOK"], (), (200, b"")),  # no expect: no body
+    ([b"HTTP/1.1 500 Internal", b" Server Error\r\nContent-Le", b"ngth: 0\r\n\r", b"\n"],
+     (200,), (500, b"")),  # another status: its body is not read
+    ([OK_HEAD + b"Content-Length: 5\r\n\r\nab", b"cde", b"IGNORED"], (200,), (200, b"abcde")),
+    ([OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n2;ext=1\r\nOK\r\n", b"3\r\n!!",
+      b"!\r\n0\r\n\r\n"], (200,), (200, b"OK!!!")),
+    ([OK_HEAD + b"Transfer-Encoding: Chunked\r\n\r\n", b"A\r\n0123456789\r\n0\r\n",
+      b"Trailer: x\r\n\r\n"], (200,), (200, b"0123456789")),
+    ([b"HTTP/1.0 200 OK\r\n\r\nuntil ", b"the close"], (200,), (200, b"until the close")),
+    ([b"HTTP/1.1 100 Continue\r\n\r\n", b"HTTP/1.1 204 No Content\r\n\r\n"], (200,),
+     (204, b"")),  # an interim response is skipped
+    ([b"HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nOK"], (200,), (200, b"OK")),  # no reason
+    ([OK_HEAD + b"Content-Length: 200000\r\n\r\n" + b"x" * 70_000], (200,),
+     (200, b"x" * 65536)),  # bounded: enough to match
+    ([OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n30D40\r\n" + b"y" * 70_000], (200,),
+     (200, b"y" * 65536)),
+    ([b"SSH-2.0-OpenSSH_9.2\r\n\r\n"], (200,), "not an HTTP/1.x status line: b'SSH-2.0-"
+     "OpenSSH_9.2'"),
+    ([b"HTTP/1.1 2000 OK\r\n\r\n"], (200,), "not an HTTP/1.x status line: b'HTTP/1.1 2000 OK'"),
+    ([b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n"], (200,),
+     "not a header line: b'no colon here'"),
+    ([OK_HEAD + b"Content-Length: -1\r\n\r\n"], (200,), "bad Content-Length: b'-1'"),
+    ([OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n"], (200,),
+     "bad chunk size: b'zz'"),
+    ([OK_HEAD + b"X: " + b"a" * 70_000], (200,), "headers longer than 65536 bytes"),
+    ([], (200,), "connection closed without a response"),
+    ([b"HTTP/1.1 200 OK\r\n"], (200,), "connection closed before the end of the headers"),
+    ([OK_HEAD + b"Content-Length: 5\r\n\r\nab"], (200,),
+     "connection closed before the end of the body"),
+    ([OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n5\r\nab"], (200,),
+     "connection closed before the end of the body"),
+])
+def test_http_response_reader(pieces: list[bytes], body_for: tuple[int, ...],
+                              expected: tuple[int, bytes] | str) -> None:
+    response = HttpResponse(body_for)
+
+    def read() -> tuple[int, bytes]:
+        for piece in pieces:
+            if response.feed(piece):
+                return response.status, bytes(response.body)
+        assert response.close()
+        return response.status, bytes(response.body)
+
+    if isinstance(expected, str):
+        with pytest.raises(BadResponse) as error:
+            read()
+        assert str(error.value) == expected
+    else:
+        assert read() == expected
+
+
+@pytest.mark.parametrize(("answer", "reason"), [
+    (b"", "HTTP: connection closed without a response"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nOK", "HTTP: connection closed before "
+     "the end of the body"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK", "ok"),  # no Connection: close
+])
+def test_http_against_a_raw_server(answer: bytes, reason: str) -> None:
+    """Our reader on the wire: the server reads the request, sends `answer`, closes."""
+    async def main() -> tuple[CheckResult, bytes]:
+        requests: list[bytes] = []
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            requests.append(await reader.readuntil(b"\r\n\r\n"))
+            writer.write(answer)
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handle, LOOPBACK, 0)
+        async with server:
+            port = server.sockets[0].getsockname()[1]
+            result = await run_check(CheckSpec(type="http", path="/h", expect="OK"),
+                                     LOOPBACK, port, VIP)
+            return result, requests[0]
+
+    result, request = asyncio.run(main())
+    assert (result.ok, result.reason) == (reason == "ok", reason)
+    assert request == (f"GET /h HTTP/1.1\r\nHost: {VIP}\r\nConnection: close\r\n"
+                       "User-Agent: lvs-director-check\r\nAccept: */*\r\n\r\n").encode()
 
 
 # ----------------------------------------------------------------- exec
