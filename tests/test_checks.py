@@ -730,6 +730,30 @@ def test_500_targets_on_loopback_each_checked_at_its_interval() -> None:
     assert all(by_target[k] == ["unknown>up"] for k in set(health) - down)
 
 
+def test_http_targets_through_the_checker() -> None:
+    """The scheduler's own http path (start_http on loop callbacks), not run_check's."""
+    good = CheckSpec(type="http", path="/ok", expect="^OK$", interval=1.0, timeout=0.5)
+    bad = CheckSpec(type="http", path="/error", interval=1.0, timeout=0.5, fall=2)
+
+    async def main() -> tuple[Recorder, dict[TargetId, Health], int]:
+        async with http_server() as (server, port):
+            time, recorder = FakeTime(until=3.0), Recorder()
+            checker = make_checker(time, recorder)
+            checker.set_targets(
+                [Target(TargetId("tcp", VIP, vport, LOOPBACK, port), good)
+                 for vport in range(1, 21)] +
+                [Target(TargetId("tcp", VIP, vport, LOOPBACK, port), bad)
+                 for vport in range(21, 26)])
+            await checker.run()
+            return recorder, checker.health, len(server.seen)
+
+    recorder, health, requests = asyncio.run(main())
+    assert set(recorder.counts().values()) == {3} and requests == 25 * 3
+    assert {k.vport for k, h in health.items() if h.state == UP} == set(range(1, 21))
+    assert {k.vport for k, h in health.items() if h.state == DOWN} == set(range(21, 26))
+    assert all(h.reason == "HTTP 500" for k, h in health.items() if k.vport > 20)
+
+
 def test_phases_spread_10000_targets_over_the_interval() -> None:
     phases = [phase(key(port, f"10.0.{port // 250}.{port % 250 + 1}"), 5.0)
               for port in range(10_000)]
