@@ -320,7 +320,11 @@ async def _probe(start: Callable[[Callable[[bool, str], None]], _Probe | None]
     import asyncio
 
     outcome: asyncio.Future[tuple[bool, str]] = asyncio.get_running_loop().create_future()
-    probe = start(lambda ok, reason: outcome.set_result((ok, reason)))
+    def done(ok: bool, reason: str) -> None:
+        if not outcome.done():  # not when cancelled just before
+            outcome.set_result((ok, reason))
+
+    probe = start(done)
     try:
         return await outcome
     finally:
