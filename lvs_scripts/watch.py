@@ -193,7 +193,7 @@ class Watcher:
         loop.add_signal_handler(signal.SIGINT, self.stop)
         targets = targets_of(self.director.config)
         if any(t.spec.type == "https" for t in targets):
-            # Imported now, before READY: the first http check would import it inside the
+            # Imported now, before READY: the first https check would import it inside the
             # loop, stalling every check for the import's time (seconds on a slow CPU).
             import aiohttp  # noqa: F401
         prepare = getattr(self.director.runner, "prepare", None)
