@@ -515,6 +515,10 @@ class _HttpProbe(_Probe):
             self.end(*_judge(self.spec, self.response.status, bytes(self.response.body)))
 
 
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+_LINE_END = re.compile(rb"\r?\n")
+
+
 class BadResponse(Exception):
     """What a server sent is not an HTTP/1.x response this checker can judge."""
 
@@ -542,13 +546,15 @@ class HttpResponse:
             return True
         self.buffer += data
         while not self.framing:
-            end = self.buffer.find(b"\r\n\r\n")
-            if end < 0:
+            # A bare LF ends a line too (RFC 9112 2.2): busybox httpd passes a CGI's
+            # headers on as the script wrote them, and aiohttp took them.
+            end = _HEAD_END.search(self.buffer)
+            if end is None:
                 if len(self.buffer) > self.MAX_HEAD:
                     raise BadResponse(f"headers longer than {self.MAX_HEAD} bytes")
                 return False
-            head = bytes(self.buffer[:end])
-            del self.buffer[:end + 4]
+            head = bytes(self.buffer[:end.start()])
+            del self.buffer[:end.end()]
             if self._head(head):
                 self.done = True
                 return True
@@ -568,7 +574,7 @@ class HttpResponse:
 
     def _head(self, head: bytes) -> bool:
         """Read a status line and headers; True when the response can be judged now."""
-        lines = head.split(b"\r\n")
+        lines = _LINE_END.split(head)
         parts = lines[0].split(b" ", 2)
         if len(parts) < 2 or parts[0] not in (b"HTTP/1.1", b"HTTP/1.0") \
                 or len(parts[1]) != 3 or not parts[1].isdigit():
@@ -619,12 +625,12 @@ class HttpResponse:
     def _chunks(self) -> None:
         """Move the complete chunks from the buffer into the body."""
         while not self.done:
-            line_end = self.buffer.find(b"\r\n")
-            if line_end < 0:
+            newline = self.buffer.find(b"\n")
+            if newline < 0:
                 if len(self.buffer) > 1024:
                     raise BadResponse("a chunk size line longer than 1024 bytes")
                 return
-            size_text = bytes(self.buffer[:line_end]).split(b";", 1)[0].strip()
+            size_text = bytes(self.buffer[:newline]).split(b";", 1)[0].strip()
             try:
                 size = int(size_text, 16)
             except ValueError:
@@ -632,14 +638,17 @@ class HttpResponse:
             if size == 0:  # the last chunk (trailers, if any, are not needed)
                 self.done = True
                 return
-            if len(self.buffer) < line_end + 2 + size + 2:
-                if len(self.body) + len(self.buffer) - line_end - 2 >= MAX_BODY:
+            data = newline + 1
+            after = data + size  # the chunk's own line end: CRLF, or a bare LF
+            if len(self.buffer) < after + 2 and not (
+                    len(self.buffer) == after + 1 and self.buffer[after:] == b"\n"):
+                if len(self.body) + len(self.buffer) - data >= MAX_BODY:
                     # enough of this chunk for the bound: take it, read no more
-                    self.body += self.buffer[line_end + 2:line_end + 2 + size]
+                    self.body += self.buffer[data:after]
                     del self.buffer[:]
                 return
-            self.body += self.buffer[line_end + 2:line_end + 2 + size]
-            del self.buffer[:line_end + 2 + size + 2]
+            self.body += self.buffer[data:after]
+            del self.buffer[:after + (1 if self.buffer[after:after + 1] == b"\n" else 2)]
 
 
 async def _http(spec: CheckSpec, address: str, port: int, vip: str,

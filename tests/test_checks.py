@@ -509,6 +509,12 @@ OK_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
     ([b"HTTP/1.1 100 Continue\r\n\r\n", b"HTTP/1.1 204 No Content\r\n\r\n"], (200,),
      (204, b"")),  # an interim response is skipped
     ([b"HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nOK"], (200,), (200, b"OK")),  # no reason
+    # bare LF line ends, as busybox httpd passes a CGI's output on (found in the lab)
+    ([b"HTTP/1.1 500 Internal Server Error\nContent-Type: text/plain\n\nbroken\n"], (200,),
+     (500, b"")),
+    ([b"HTTP/1.1 200 OK\nContent-Type: text/plain\n", b"\nOK\n"], (200,), (200, b"OK\n")),
+    ([b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\n\n2\nOK\n", b"1\r\n!\n0\n\n"],
+     (200,), (200, b"OK!")),
     ([OK_HEAD + b"Content-Length: 200000\r\n\r\n" + b"x" * 70_000], (200,),
      (200, b"x" * 65536)),  # bounded: enough to match
     ([OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n30D40\r\n" + b"y" * 70_000], (200,),
