@@ -2,10 +2,13 @@
 
 One asyncio event loop runs the check engine (checks.Checker) for every real server of
 every service that has a `[service.check]`. Transitions are logged (one line each) and
-batched: the first one arms a short timer (BATCH_SECONDS); everything that happened by
-then goes to the kernel as one observe -> plan (plan_director.plan_health) -> apply under
-the run lock, so many servers failing at once cost one `ipvsadm -R`, and the watcher never
-races a `start` or `reload` of the CLI. The apply itself (programs, an flock that may have
+batched (BatchWindow): the first one opens a window that closes once no transition came
+for BATCH_SECONDS, or at the latest one check interval after it opened; everything that
+happened by then goes to the kernel as one observe -> plan (plan_director.plan_health) ->
+apply under the run lock, so many servers failing at once cost one `ipvsadm -R` (their
+checks are spread over the interval, so their failures are too), a lone failure still
+goes out after BATCH_SECONDS, and the watcher never races a `start` or `reload` of the
+CLI. The apply itself (programs, an flock that may have
 to wait) runs in a worker thread, so checks go on meanwhile; only one apply runs at a time.
 
 Signals: SIGHUP is `lvs-director reload` without a new process: the config is read again
@@ -35,6 +38,7 @@ real servers and a test host cannot own 192.168.30.x. Nothing else reads it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -57,9 +61,53 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lvs_scripts")
 
-BATCH_SECONDS = 0.2  # transitions within this window go to the kernel as one apply
+BATCH_SECONDS = 0.2  # a batch goes to the kernel once no transition came for this long
 RETRY_SECONDS = 5.0  # after a failed apply (a command failed, the lock was busy)
 TEST_CHECK_MAP = "LVS_TEST_CHECK_MAP"
+
+
+class BatchWindow:
+    """When the transitions gathered so far go to the kernel, as one apply.
+
+    The first transition opens the window; it closes `quiet` seconds after the last one
+    came, or at the latest `cap` seconds after it opened, `cap` being the smallest one
+    that anything in the window asked for. A lone failure waits `quiet`. A burst (a
+    switch dies) reaches us spread over one check interval, because each target is
+    checked at its own phase, so a transition asks for `interval + quiet`: the whole
+    burst goes out as one apply, the quiet time being the margin for checks that fire a
+    little late. The bound: the servers of a burst that died at t show their fall-th
+    failure from t + (fall - 1) * interval on, so the window the first of them opens
+    closes by t + fall * interval + quiet, within the lab's `interval * fall + timeout
+    + 1` once the apply is done. Only a steady trickle of unrelated transitions (never
+    `quiet` apart) opening the window just before a server's own failure can hold that
+    failure back longer, by up to `interval + quiet`.
+
+    Pure (the caller passes the time): tested with numbers, no clock."""
+
+    def __init__(self, quiet: float = BATCH_SECONDS) -> None:
+        self.quiet = quiet
+        self.opened: float | None = None
+        self.last = 0.0
+        self.cap = 0.0
+
+    def add(self, now: float, cap: float) -> None:
+        """One more transition (or another reason to apply) at `now`, asking for an
+        apply at most `cap` seconds after the window opened."""
+        cap = max(cap, self.quiet)
+        if self.opened is None:
+            self.opened, self.cap = now, cap
+        else:
+            self.cap = min(self.cap, cap)
+        self.last = now
+
+    def closes_at(self) -> float | None:
+        """When to apply; None while nothing is gathered."""
+        if self.opened is None:
+            return None
+        return min(self.last + self.quiet, self.opened + self.cap)
+
+    def close(self) -> None:
+        self.opened = None
 
 
 def targets_of(config: Config) -> list[Target]:
@@ -85,6 +133,7 @@ class Watcher:
         self.transitions: dict[tuple[Any, str], int] = {}  # (TargetId, new state) -> count
         self.applies = 0  # applies done (tests and metrics)
         self._pending: asyncio.Event | None = None
+        self._window = BatchWindow()
         self._stopping = False
         self._reread = False  # SIGHUP: read the config file again
         self._reconcile = False  # a full reload is owed (SIGHUP, or a failed one to retry)
@@ -102,10 +151,14 @@ class Watcher:
                 transition.new, transition.reason, counts)
         key = (target.key, transition.new)
         self.transitions[key] = self.transitions.get(key, 0) + 1
-        self._request_apply()
+        self._request_apply(target.spec.interval + BATCH_SECONDS)
 
-    def _request_apply(self) -> None:
+    def _request_apply(self, cap: float = BATCH_SECONDS) -> None:
+        """An apply, at the latest `cap` seconds after the batch opened (BatchWindow: a
+        transition asks for its check's interval, so that a burst is one apply; anything
+        else, a reload or a retry, for BATCH_SECONDS)."""
         if self._pending is not None:
+            self._window.add(asyncio.get_running_loop().time(), cap)
             self._pending.set()
 
     # -- signals
@@ -202,8 +255,8 @@ class Watcher:
         loop.add_signal_handler(signal.SIGTERM, self.stop)
         loop.add_signal_handler(signal.SIGINT, self.stop)
         targets = targets_of(self.director.config)
-        if any(t.spec.type in ("http", "https") for t in targets):
-            # Imported now, before READY: the first http check would import it inside the
+        if any(t.spec.type == "https" for t in targets):
+            # Imported now, before READY: the first https check would import it inside the
             # loop, stalling every check for the import's time (seconds on a slow CPU).
             import aiohttp  # noqa: F401
         prepare = getattr(self.director.runner, "prepare", None)
@@ -229,12 +282,21 @@ class Watcher:
         return 0
 
     async def _applier(self) -> None:
-        assert self._pending is not None  # noqa: S101 - set by run()
+        pending = self._pending
+        assert pending is not None  # noqa: S101 - set by run()
+        loop = asyncio.get_running_loop()
         while True:
-            await self._pending.wait()
-            if not self._reconcile:  # a reload is asked by a person: no window to wait for
-                await asyncio.sleep(BATCH_SECONDS)  # a batching window, not a sync
-            self._pending.clear()
+            await pending.wait()
+            # A batching window (BatchWindow), not a synchronisation: each transition
+            # sets `pending` again and may push the end of the window further. A reload
+            # is asked by a person: it waits for no window.
+            while not self._reconcile and (closes := self._window.closes_at()) is not None \
+                    and (delay := closes - loop.time()) > 0:
+                pending.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(pending.wait(), delay)
+            self._window.close()
+            pending.clear()
             done = await self._reload() if self._reconcile else await self._apply()
             if not done:
                 asyncio.get_running_loop().call_later(RETRY_SECONDS, self._request_apply)
