@@ -263,7 +263,7 @@ class Watcher:
         if prepare is not None:  # the same for the runner's imports (plumbum)
             prepare()
         self.checker.set_targets(targets, self._saved_health())
-        write_pid(self.director.paths)
+        write_pid(self.director.paths, self.director.config.path)
         log.info("watch: checking %d real server(s) of %s", len(self.checker.targets),
                  self.config_path)
         if not await self._apply():  # the kernel as the saved health says, before READY
@@ -346,8 +346,9 @@ class Watcher:
 
 
 def pid_file(paths: Paths) -> str:
-    """Where a running watcher keeps its pid (for `reload --via-watcher`)."""
-    return os.path.join(paths.state_dir, f"{paths.name}.watch.pid")
+    """Where a running watcher keeps its pid and, on a second line, the absolute path of
+    the config file it reads (for `reload`, which goes through it)."""
+    return paths.watch_pid
 
 
 def result_file(paths: Paths) -> str:
@@ -361,9 +362,10 @@ def write_json(paths: Paths, target: str, data: dict[str, Any]) -> None:
     write_atomically_text(paths, target, json.dumps(data, indent=1) + "\n")
 
 
-def write_pid(paths: Paths) -> None:
+def write_pid(paths: Paths, config_path: str) -> None:
     try:
-        write_atomically_text(paths, pid_file(paths), f"{os.getpid()}\n")
+        write_atomically_text(paths, pid_file(paths),
+                              f"{os.getpid()}\n{os.path.abspath(config_path)}\n")
     except (OSError, LvsError) as err:  # the checks matter more than --via-watcher
         log.error("watch: cannot write %s: %s", pid_file(paths), err)
 
@@ -379,8 +381,8 @@ def write_atomically_text(paths: Paths, target: str, text: str) -> None:
 def remove_pid(paths: Paths) -> None:
     """Only our own: a newer watcher may have written its pid meanwhile."""
     try:
-        with open(pid_file(paths), encoding="ascii") as file:
-            if file.read().strip() != str(os.getpid()):
+        with open(pid_file(paths), encoding="utf-8") as file:
+            if file.readline().strip() != str(os.getpid()):
                 return
         os.unlink(pid_file(paths))
     except OSError:
@@ -389,22 +391,32 @@ def remove_pid(paths: Paths) -> None:
 
 def running_watcher(paths: Paths) -> int:
     """The pid of the running watcher, from its pid file; WatcherNotRunning if none."""
+    return running_watcher_config(paths)[0]
+
+
+def running_watcher_config(paths: Paths) -> tuple[int, str | None]:
+    """The running watcher's pid and the config file it reads (None from a pid file of
+    an older version, which wrote the pid alone); WatcherNotRunning if none runs."""
     where = pid_file(paths)
     try:
-        with open(where, encoding="ascii") as file:
-            text = file.read().strip()
+        with open(where, encoding="utf-8") as file:
+            text, _, rest = file.read().partition("\n")
+            text = text.strip()
+            config = rest.strip() or None
     except FileNotFoundError:
         raise WatcherNotRunning(f"no watcher is running: {where} does not exist "
                                 "(start it: lvs-director watch)") from None
     except OSError as err:
         raise WatcherNotRunning(f"{where}: cannot read it: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise WatcherNotRunning(f"{where}: not a pid file") from None
     if not text.isdigit() or int(text) <= 1:
         raise WatcherNotRunning(f"{where}: {text!r} is not a process id")
     pid = int(text)
     if not is_watcher(pid):  # a pid left by a watcher killed -9, maybe reused since
         raise WatcherNotRunning(f"no watcher is running: {where} names pid {pid}, which "
                                 "has exited or is no `lvs-director watch`")
-    return pid
+    return pid, config
 
 
 def is_watcher(pid: int) -> bool:

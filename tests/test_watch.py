@@ -368,8 +368,9 @@ def test_reload_via_watcher_adds_a_server_like_the_cli(watched: Watched,
     assert twin.run("reload").returncode == 0
     assert state_of(watched) == state_of(twin)
     assert watched.host.ipvs_save() == twin.host.ipvs_save()
-    again = watched.run("reload")  # nothing left for the CLI's own reload
-    assert (again.returncode, again.stdout) == (0, "lvs-director reload: nothing to do\n")
+    again = watched.run("reload")  # a plain reload goes through the watcher too
+    assert (again.returncode, again.stdout) == (
+        0, "lvs-director reload: nothing to do (the watcher reloaded)\n")
     watched.web[RS3].status = 500  # and the new one is checked
     watched.wait("rs3 down", lambda: watched.weights()[RS3] == 0)
 
@@ -425,6 +426,36 @@ def test_an_invalid_config_is_refused_and_the_result_says_so(watched: Watched) -
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=DEADLINE) == 0
     assert not (watched.state_dir / "lvs-director.watch.pid").exists()
+
+
+@needs_root
+def test_a_plain_reload_goes_through_the_watcher_of_its_config(watched: Watched,
+                                                               tmp_path: Path) -> None:
+    """Else the watcher's next health apply would put back the weights of the config it
+    read last. A watcher of another file, or one whose pid file names no config (an older
+    version), is not asked."""
+    process = watched.watch()
+    watched.wait("both up", lambda: both_up(watched))
+    watched.config.write_text(config(reals=[(RS1, 1), (RS2, 7)]))
+    ran = watched.run("reload")
+    assert ran.returncode == 0, ran.stderr
+    assert "applied by the watcher" in ran.stdout, ran.stdout
+    assert watched.weights() == {RS1: 1, RS2: 7}
+    watched.web[RS1].status = 500  # a health apply after the reload keeps the new weight
+    watched.wait("rs1 out", lambda: watched.weights()[RS1] == 0)
+    assert watched.weights()[RS2] == 7
+    other = tmp_path / "other.toml"
+    other.write_text(config(reals=[(RS1, 1), (RS2, 3)]))
+    ran = subprocess.run([watched.argv()[0], "-c", str(other), "reload"], env=watched.env,
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert ran.returncode == 0, ran.stderr
+    assert "by the watcher" not in ran.stdout and f"runs with {watched.config}" in ran.stderr
+    assert watched.weights()[RS2] == 3
+    (watched.state_dir / "lvs-director.watch.pid").write_text(f"{process.pid}\n")
+    watched.config.write_text(config(reals=[(RS1, 1), (RS2, 4)]))
+    ran = watched.run("reload")
+    assert ran.returncode == 0 and "by the watcher" not in ran.stdout, ran.stdout
+    assert "another config" in ran.stderr and watched.weights()[RS2] == 4
 
 
 @needs_root
