@@ -136,7 +136,8 @@ def _plan_vips(plan: Plan, config: Config, director: DirectorConfig, obs: HostOb
                      and not state.owns_address(d, vip_cidr(vip))]
         if elsewhere:
             plan.notes.append(f"VIP {vip} is also on {', '.join(elsewhere)}; left there")
-        plan.add(add_vip_argv(vip, director.interface), f"VIP of the services on {vip}",
+        plan.add(add_vip_argv(vip, director.interface, deprecated=True),
+                 f"VIP of the services on {vip}",
                  AddressAdded(director.interface, vip_cidr(vip)))
         unannounced.append(vip)
     return unannounced

@@ -260,14 +260,14 @@ DIRECTOR_CASES = [
     pytest.param(config("dr", vip=VIP6, reals=("fd00:30::111",)),
                  host(DIRECTOR_LINKS, sysctls={"net.ipv6.conf.eth0.ndisc_notify": 0}), [
                      "sysctl -w net.ipv6.conf.eth0.ndisc_notify=1",
-                     f"ip addr add {VIP6}/128 dev eth0",
+                     f"ip addr add {VIP6}/128 dev eth0 preferred_lft 0",
                      f"ipvsadm -A -t [{VIP6}]:80 -s rr",
                      f"ipvsadm -a -t [{VIP6}]:80 -r [fd00:30::111]:80 -g -w 1"],
                  id="ipv6-dr-announced-by-the-kernel"),
     pytest.param(config("tun", 'tun_type = "gue"\ntun_port = 6080', vip=VIP6,
                         reals=("fd00:40::111",)),
                  host(DIRECTOR_LINKS, sysctls={"net.ipv6.conf.eth0.ndisc_notify": 1}), [
-                     f"ip addr add {VIP6}/128 dev eth0",
+                     f"ip addr add {VIP6}/128 dev eth0 preferred_lft 0",
                      f"ipvsadm -A -t [{VIP6}]:80 -s rr",
                      f"ipvsadm -a -t [{VIP6}]:80 -r [fd00:40::111]:80 -i -w 1 --tun-type gue "
                      "--tun-port 6080"], id="ipv6-tun-gue-notify-already-on"),
@@ -543,7 +543,9 @@ real = [ {{ address = "fd00:30::111" }} ]
     assert started.returncode == 0, started.stderr
     assert fake.sysctl("net.ipv6.conf.eth0.ndisc_notify") == "1"
     eth0 = fake.interface("eth0") or {}
-    assert {"local": VIP6, "prefixlen": 128, "scope": "global", "flags": []} in eth0["addrs6"]
+    # Deprecated: never the director's source address (the outer header of IPv6 TUN).
+    assert {"local": VIP6, "prefixlen": 128, "scope": "global",
+            "flags": ["deprecated"]} in eth0["addrs6"]
     stopped = run(fake, tmp_path, DIRECTOR_BIN, director, "stop")
     assert stopped.returncode == 0, stopped.stderr
     assert kernel(fake) == before
