@@ -293,6 +293,29 @@ def test_director_stop_puts_ndisc_notify_back() -> None:
         f"ip addr del {VIP6}/128 dev eth0", "sysctl -w net.ipv6.conf.eth0.ndisc_notify=0"]
 
 
+# What 6.1 printed for the director's VIP added with preferred_lft 0 (the lab).
+DEPRECATED_VIP6 = (f"2: eth0    inet6 {VIP6}/128 scope global deprecated \\       "
+                   "valid_lft forever preferred_lft 0sec")
+
+
+@pytest.mark.parametrize(("addrs", "ours", "expected"), [
+    (addr_lines(("eth0", f"{VIP6}/128")), True,
+     [f"ip addr change {VIP6}/128 dev eth0 preferred_lft 0"]),
+    (DEPRECATED_VIP6, True, []),
+    (addr_lines(("eth0", f"{VIP6}/128")), False, []),  # someone else's: left alone
+], ids=["ours-not-deprecated", "ours-deprecated", "not-ours"])
+def test_director_deprecates_its_ipv6_vip_in_place(addrs: str, ours: bool,
+                                                   expected: list[str]) -> None:
+    """A VIP of ours that an older version added as a preferred address (the source of
+    IPv6 TUN's outer header then, which the real servers drop) is deprecated in place."""
+    cfg = config("tun", vip=VIP6, reals=("fd00:40::111",))
+    owned = [OwnedAddress("eth0", f"{VIP6}/128")] if ours else []
+    state = State.of(OwnedService(cfg.services[0].key), *owned)
+    obs = host(DIRECTOR_LINKS, addrs, sysctls={"net.ipv6.conf.eth0.ndisc_notify": 1})
+    plan = plan_director_start(cfg, obs, state)
+    assert [s.line() for s in plan.steps if s.argv[:2] == ("ip", "addr")] == expected
+
+
 # ------------------------------------------------------------------ the real server's plans
 
 ARP = ["sysctl -w net.ipv4.conf.all.arp_ignore=1", "sysctl -w net.ipv4.conf.all.arp_announce=2"]
