@@ -814,10 +814,13 @@ async def _drain(stream: asyncio.StreamReader | None, keep: int) -> bytes:
 # ---------------------------------------------------------------- many checks
 
 class Target(Record):
-    """One real server to check, as the watcher derives it from the config."""
+    """One real server to check, as the watcher derives it from the config. `host_vip`:
+    the VIP an http check names by default when the key has none (a fwmark service's
+    first match VIP)."""
 
     key: TargetId
     spec: CheckSpec
+    host_vip: str | None = None
 
     @property
     def address(self) -> str:
@@ -829,7 +832,7 @@ class Target(Record):
 
     @property
     def vip(self) -> str:
-        return self.key.vip
+        return self.host_vip or self.key.vip
 
 
 TransitionCallback = Callable[[Target, Transition, Health], None]

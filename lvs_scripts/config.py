@@ -14,7 +14,7 @@ import sys
 from _socket import AF_INET, inet_pton  # the C module alone: socket.py builds enums
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from .errors import ConfigError
 from .model import (
@@ -30,6 +30,7 @@ from .model import (
     HaDirector,
     IPAddress,
     IPInterface,
+    Match,
     Protocol,
     RealServerConfig,
     ServiceKey,
@@ -37,6 +38,9 @@ from .model import (
     VirtualService,
 )
 from .tunnel import TUN_KEYS, Tunnel, check_fou_ports, check_gre_checksums, parse_tunnel
+
+if TYPE_CHECKING:
+    from .checks import CheckSpec
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -653,11 +657,10 @@ def _fwmark_service(r: _Reader, s: Mapping[str, Any], where: str) -> VirtualServ
     packets and IPVS schedules them as one service (config_ipvs.py has the rules)."""
     from .config_ipvs import fwmark_match, service_options
 
-    for name in ("vip", "port", "protocol", "sorry_server", "check"):
+    for name in ("vip", "port", "protocol"):
         if name in s:
             raise r.fail(f"{where}.{name}", s[name], "is not for a fwmark service (its "
-                         "addresses and ports are in match; health checks and sorry servers "
-                         "need a VIP:port service)")
+                         "addresses and ports are in match)")
     mark = r.integer(s, "fwmark", where, 1, MAX_FWMARK)
     match = fwmark_match(r, s, where)
     version = match[0].address.version
@@ -672,10 +675,61 @@ def _fwmark_service(r: _Reader, s: Mapping[str, Any], where: str) -> VirtualServ
             raise r.fail(f"{where}.real[{rindex}].address", str(dest.address),
                          "is a match VIP of the service")
     key = ServiceKey(Protocol.FWMARK, None, mark, ipv6=version == 6)
+    sorry = _fwmark_sorry_server(r, s, where, match, forwarding, tunnel, destinations)
     return VirtualService(key=key, scheduler=scheduler, persistence=persistence,
                           destinations=tuple(destinations), drain_seconds=drain, match=match,
+                          check=_fwmark_check(r, s, where), sorry_server=sorry,
                           **service_options(r, s, where, {m.protocol for m in match},
                                             scheduler, persistence, version))
+
+
+def _fwmark_check(r: _Reader, s: Mapping[str, Any], where: str) -> CheckSpec | None:
+    """A fwmark service's `[service.check]`: as any other, but with its `port` required,
+    since the real servers of a fwmark service have no port of their own (each
+    connection keeps the one the client asked for). One port speaks for the server:
+    its weight in the `-f` service is for all the ports the marks cover."""
+    if "check" not in s:
+        return None
+    from .checks import parse_check
+
+    check = parse_check(s["check"], f"{where}.check", r.path)
+    if check.port is None:
+        raise r.fail(f"{where}.check.port", None,
+                     "is required for a fwmark service: its real servers have no port of "
+                     "their own; name the one to check, e.g. port = 80")
+    return check
+
+
+def _fwmark_sorry_server(r: _Reader, s: Mapping[str, Any], where: str,
+                         match: tuple[Match, ...], forwarding: Forwarding,
+                         tunnel: Tunnel | None, destinations: list[Destination]
+                         ) -> Destination | None:
+    """`sorry_server = "IP"` of a fwmark service: an address without a port (like its
+    real servers, it gets the port each client asked for), of the match VIPs' family,
+    neither a match VIP nor a real server."""
+    if "sorry_server" not in s:
+        return None
+    text = r.string(s, "sorry_server", where)
+    key = f"{where}.sorry_server"
+    try:
+        address = ipaddress.ip_address(text)
+        _host_address(str(address))
+    except ValueError:
+        raise r.fail(key, text, "must be the IP address of a host, without a port (a fwmark "
+                     "service forwards to the port the client asked for)") from None
+    version = match[0].address.version
+    if address.version != version:
+        raise r.fail(key, text, f"is IPv{address.version} but the match VIPs are "
+                     f"IPv{version}; IPVS cannot mix address families")
+    if any(address == m.address for m in match):
+        raise r.fail(key, text, "is a match VIP of the service")
+    for index, dest in enumerate(destinations):
+        if dest.address == address:
+            raise r.fail(key, text, f"is also {where}.real[{index}]; the sorry server must "
+                         "be another host (it is in the table only while no real server is "
+                         "up)")
+    return Destination(address=address, port=0, forwarding=forwarding, weight=1,
+                       tunnel=tunnel)
 
 
 def _sorry_server(r: _Reader, s: Mapping[str, Any], where: str, vip: IPAddress, port: int,

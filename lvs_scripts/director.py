@@ -261,9 +261,12 @@ def _describe_marks(service: VirtualService, obs: HostObservation) -> list[str]:
 def proc_listing_suffices(config: Config) -> bool:
     """/proc/net/ip_vs shows each real server's address, port, forwarding and weight, but
     not a TUN server's tunnel type nor the -x/-y thresholds: a config with those would
-    see every such server differ, and edit it at each apply."""
-    return all(d.tunnel is None and not d.upper and not d.lower
-               for s in config.services for d in s.destinations)
+    see every such server differ, and edit it at each apply. Nor whether a fwmark
+    service is IPv4 or IPv6, part of its identity: parse_proc_ip_vs leaves them out, and
+    a config with one needs ipvsadm for the watcher to see it at all."""
+    return all(s.key.address is not None for s in config.services) and all(
+        d.tunnel is None and not d.upper and not d.lower
+        for s in config.services for d in s.destinations)
 
 
 def proc_ip_vs() -> str:

@@ -44,7 +44,8 @@ STATES = (UP, DOWN, UNKNOWN)
 HEALTH_VERSION = 1
 MAX_COUNT = 100  # rise and fall are at most 100: a longer run of results tells nothing more
 MAX_REASON = 200  # characters of a check's reason kept (and saved)
-PROTOCOLS = ("tcp", "udp", "sctp")
+PROTOCOLS = ("tcp", "udp", "sctp", "fwmark")
+MAX_MARK = 2**32 - 1  # a fwmark target's vport is the mark, a u32
 
 
 class HealthStateError(StateError):
@@ -68,6 +69,9 @@ class TargetId(Record):
         return cached
 
     def __str__(self) -> str:
+        if self.protocol == "fwmark":  # vip is only the family's unspecified address
+            family = " (IPv6)" if ":" in self.vip else ""
+            return f"fwmark {self.vport}{family}->{_endpoint(self.address, self.port)}"
         return f"{self.protocol}:{_endpoint(self.vip, self.vport)}->" \
                f"{_endpoint(self.address, self.port)}"
 
@@ -170,9 +174,11 @@ def _entry(entry: object, where: str) -> tuple[TargetId, Health]:
                                if unknown and missing else
                                f"{where}: unknown field(s) {unknown}" if unknown else
                                f"{where}: missing field(s) {missing}")
-    key = TargetId(protocol=_choice(entry, "protocol", PROTOCOLS, where),
+    protocol = _choice(entry, "protocol", PROTOCOLS, where)
+    key = TargetId(protocol=protocol,
                    vip=_address(entry, "vip", where),
-                   vport=_integer(entry, "vport", 1, 65535, where),
+                   vport=_integer(entry, "vport", 1, MAX_MARK if protocol == "fwmark"
+                                  else 65535, where),
                    address=_address(entry, "address", where),
                    port=_integer(entry, "port", 1, 65535, where))
     since = entry["since"]

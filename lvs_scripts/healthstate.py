@@ -82,8 +82,15 @@ class HealthView(Record, frozen=False):
 
 
 def target_id(service: VirtualService, dest: Destination) -> TargetId:
-    """The health key of a real server of a service (the TargetId of health.py)."""
+    """The health key of a real server of a service (the TargetId of health.py). A fwmark
+    service has no VIP and its real servers no port: its key is the mark, with the
+    unspecified address of its family for the VIP, and the port its check looks at."""
     key = service.key
+    if key.address is None:
+        port = service.check.port if service.check is not None else None
+        vip = ipaddress.IPv6Address(0) if key.ipv6 else ipaddress.IPv4Address(0)
+        return TargetId(protocol=key.protocol.value, vip=str(vip),
+                        vport=key.port, address=str(dest.address), port=port or dest.port)
     return TargetId(protocol=key.protocol.value, vip=str(key.address), vport=key.port,
                     address=str(dest.address), port=dest.port)
 

@@ -655,15 +655,23 @@ def vip_cidr(vip: IPAddress) -> str:
     return f"{vip}/{vip.max_prefixlen}"
 
 
-def add_vip_argv(vip: IPAddress, device: str) -> tuple[str, ...]:
+def add_vip_argv(vip: IPAddress, device: str, deprecated: bool = False) -> tuple[str, ...]:
     """`ip addr add VIP/32 brd VIP dev DEV`: the scripts' form, the prefix made explicit.
     An IPv6 VIP is added with duplicate address detection: on the director the kernel
     announces it (an unsolicited neighbour advertisement, with ndisc_notify) only once
     DAD is over, never for a `nodad` address (seen on Debian's 6.1); on lo and on a
-    tunnel device there is no DAD."""
+    tunnel device there is no DAD.
+
+    `deprecated` (IPv6 only): `preferred_lft 0`, for the director's VIPs. The address
+    still takes and answers everything sent to it, but source address selection avoids
+    it (RFC 6724 rule 3). Without it the newest address wins a tie, the VIP becomes the
+    director's source towards the real servers, and LVS-TUN's outer header then comes
+    from the VIP, which the real server holds itself: ip6_tunnel drops a packet whose
+    outer source is a local address (seen on 6.1, the cause of IPv6 TUN failing)."""
     if vip.version == 4:
         return ("ip", "addr", "add", vip_cidr(vip), "brd", str(vip), "dev", device)
-    return ("ip", "addr", "add", vip_cidr(vip), "dev", device)
+    lifetime = ("preferred_lft", "0") if deprecated else ()
+    return ("ip", "addr", "add", vip_cidr(vip), "dev", device, *lifetime)
 
 
 def plan_unwanted_addresses(plan: Plan, obs: HostObservation, state: State,

@@ -137,16 +137,30 @@ def _plan_vips(plan: Plan, config: Config, director: DirectorConfig, obs: HostOb
         if obs.has_address(director.interface, vip):
             if state.unannounced(director.interface, vip_cidr(vip)):
                 unannounced.append(vip)
+            _plan_deprecate(plan, director.interface, vip, obs, state)
             continue
         # Not where this plan is about to remove it from (a VIP moving to another device).
         elsewhere = [d for d in obs.devices_with(vip) if d != director.interface
                      and not state.owns_address(d, vip_cidr(vip))]
         if elsewhere:
             plan.notes.append(f"VIP {vip} is also on {', '.join(elsewhere)}; left there")
-        plan.add(add_vip_argv(vip, director.interface), f"VIP of the services on {vip}",
+        plan.add(add_vip_argv(vip, director.interface, deprecated=True),
+                 f"VIP of the services on {vip}",
                  AddressAdded(director.interface, vip_cidr(vip)))
         unannounced.append(vip)
     return unannounced
+
+
+def _plan_deprecate(plan: Plan, device: str, vip: IPAddress, obs: HostObservation,
+                    state: State) -> None:
+    """An IPv6 VIP of ours that is not deprecated (added by an older version, or changed
+    by hand) becomes so in place: else it can be the director's source address, which
+    breaks IPv6 TUN (see add_vip_argv). Someone else's address is left alone."""
+    cidr = vip_cidr(vip)
+    if vip.version == 6 and not obs.is_deprecated(device, vip) and \
+            state.owns_address(device, cidr):
+        plan.add(("ip", "addr", "change", cidr, "dev", device, "preferred_lft", "0"),
+                 f"VIP {vip} deprecated: never the director's source address")
 
 
 def _plan_unwanted_addresses(plan: Plan, config: Config, director: DirectorConfig,

@@ -511,6 +511,7 @@ class Address(Record):
     device: str
     interface: IPInterface
     secondary: bool = False
+    deprecated: bool = False  # preferred_lft 0: never picked as a source address
 
 
 def _device(name: str) -> str:
@@ -530,7 +531,8 @@ def parse_ip_addrs(text: str) -> list[Address]:
             iface = ipaddress.ip_interface(tokens[3])
         except ValueError:
             continue
-        found.append(Address(_device(tokens[1]), iface, "secondary" in tokens[4:]))
+        found.append(Address(_device(tokens[1]), iface, "secondary" in tokens[4:],
+                             "deprecated" in tokens[4:]))
     return found
 
 
@@ -776,6 +778,10 @@ class HostObservation(Record, frozen=False):
 
     def has_address(self, device: str, address: IPAddress) -> bool:
         return any(a.device == device and a.interface.ip == address for a in self.addresses)
+
+    def is_deprecated(self, device: str, address: IPAddress) -> bool:
+        return any(a.device == device and a.interface.ip == address and a.deprecated
+                   for a in self.addresses)
 
     def devices_with(self, address: IPAddress) -> list[str]:
         return [a.device for a in self.addresses if a.interface.ip == address]

@@ -50,13 +50,14 @@ from .checks import Checker, CheckResult, CheckSpec, Target, require_check_progr
 from .errors import ConfigError, LvsError, NotRoot, WatcherNotRunning
 from .health import DOWN, Health, Transition
 from .healthstate import HealthView, target_id
+from .record import as_dict
 
 if TYPE_CHECKING:
     import aiohttp
 
     from .director import Director
     from .locks import Paths
-    from .model import Config
+    from .model import Config, VirtualService
     from .role import Report, Role
 
 log = logging.getLogger("lvs_scripts")
@@ -113,9 +114,15 @@ class BatchWindow:
 def targets_of(config: Config) -> list[Target]:
     """Every real server of every service with a check (the sorry server is not checked:
     it is only the fallback)."""
-    return [Target(target_id(service, dest), service.check)
+    return [Target(target_id(service, dest), service.check, _host_vip(service))
             for service in config.services if service.check is not None
             for dest in service.destinations]
+
+
+def _host_vip(service: VirtualService) -> str | None:
+    """A fwmark service has no VIP of its own: its checks name the first match VIP."""
+    return str(service.match[0].address) if service.key.address is None and service.match \
+        else None
 
 
 class Watcher:
@@ -508,6 +515,8 @@ def _mapped_check(mapping: dict[str, tuple[str, int]]) -> Callable[..., Any]:
                     session: aiohttp.ClientSession | None = None) -> CheckResult:
         if address in mapping:
             address, port = mapping[address]
+            if spec.port is not None:  # the map's port wins over the check's own too
+                spec = CheckSpec(**{**as_dict(spec), "port": None})
         return await run_check(spec, address, port, vip, session)
     return check
 

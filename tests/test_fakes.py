@@ -264,6 +264,21 @@ def test_ip_ipv6_addresses_and_their_routes(fakehost: FakeHost) -> None:
     )
 
 
+def test_ip_ipv6_deprecated_address_as_6_1_prints_it(fakehost: FakeHost) -> None:
+    """`preferred_lft 0`: the flag and the lifetime line of Debian's 6.1 in the lab."""
+    assert run(fakehost, "ip", "addr", "add", "2001:db8::10/128", "dev", "eth0",
+               "preferred_lft", "0").rc == 0
+    assert run(fakehost, "ip", "-o", "-6", "addr", "show", "dev", "eth0", "scope",
+               "global").stdout == (
+        "2: eth0    inet6 2001:db8::10/128 scope global deprecated \\       valid_lft "
+        "forever preferred_lft 0sec\n")
+    assert run(fakehost, "ip", "addr", "change", "2001:db8::10/128", "dev", "eth0",
+               "preferred_lft", "forever").rc == 0
+    assert "deprecated" not in run(fakehost, "ip", "-o", "-6", "addr", "show").stdout
+    assert run(fakehost, "ip", "addr", "add", "2001:db8::11/128", "dev", "eth0",
+               "preferred_lft", "60").rc == 99  # expiring lifetimes are not emulated
+
+
 def test_more_host_programs_can_be_allowed(fakehost: FakeHost) -> None:
     assert sh(fakehost, "command -v uname").returncode != 0
     fakehost.allow_host_programs("uname")

@@ -204,7 +204,8 @@ def test_unusual_values_reach_the_director_tools_as_single_items(
         (["ip", "addr", "add", "10.9.0.5/24", "dev", "a-b_c.1"], None),
         # a dotted VLAN name: the key in its slashed form, as for the ARP settings
         (["sysctl", "-w", "net/ipv6/conf/eth0.100/ndisc_notify=1"], None),
-        (["ip", "addr", "add", "2001:db8::10/128", "dev", "eth0.100"], None),
+        (["ip", "addr", "add", "2001:db8::10/128", "dev", "eth0.100", "preferred_lft", "0"],
+         None),
         (["ip", "addr", "add", "192.168.30.254/32", "brd", "192.168.30.254", "dev",
           "eth0.100"], None),
         (["ip", "route", "replace", "default", "via", "192.168.30.1"], None),

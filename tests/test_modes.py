@@ -260,14 +260,14 @@ DIRECTOR_CASES = [
     pytest.param(config("dr", vip=VIP6, reals=("fd00:30::111",)),
                  host(DIRECTOR_LINKS, sysctls={"net.ipv6.conf.eth0.ndisc_notify": 0}), [
                      "sysctl -w net.ipv6.conf.eth0.ndisc_notify=1",
-                     f"ip addr add {VIP6}/128 dev eth0",
+                     f"ip addr add {VIP6}/128 dev eth0 preferred_lft 0",
                      f"ipvsadm -A -t [{VIP6}]:80 -s rr",
                      f"ipvsadm -a -t [{VIP6}]:80 -r [fd00:30::111]:80 -g -w 1"],
                  id="ipv6-dr-announced-by-the-kernel"),
     pytest.param(config("tun", 'tun_type = "gue"\ntun_port = 6080', vip=VIP6,
                         reals=("fd00:40::111",)),
                  host(DIRECTOR_LINKS, sysctls={"net.ipv6.conf.eth0.ndisc_notify": 1}), [
-                     f"ip addr add {VIP6}/128 dev eth0",
+                     f"ip addr add {VIP6}/128 dev eth0 preferred_lft 0",
                      f"ipvsadm -A -t [{VIP6}]:80 -s rr",
                      f"ipvsadm -a -t [{VIP6}]:80 -r [fd00:40::111]:80 -i -w 1 --tun-type gue "
                      "--tun-port 6080"], id="ipv6-tun-gue-notify-already-on"),
@@ -291,6 +291,29 @@ def test_director_stop_puts_ndisc_notify_back() -> None:
     plan_undo(plan, obs, state)
     assert [step.line() for step in plan.steps] == [
         f"ip addr del {VIP6}/128 dev eth0", "sysctl -w net.ipv6.conf.eth0.ndisc_notify=0"]
+
+
+# What 6.1 printed for the director's VIP added with preferred_lft 0 (the lab).
+DEPRECATED_VIP6 = (f"2: eth0    inet6 {VIP6}/128 scope global deprecated \\       "
+                   "valid_lft forever preferred_lft 0sec")
+
+
+@pytest.mark.parametrize(("addrs", "ours", "expected"), [
+    (addr_lines(("eth0", f"{VIP6}/128")), True,
+     [f"ip addr change {VIP6}/128 dev eth0 preferred_lft 0"]),
+    (DEPRECATED_VIP6, True, []),
+    (addr_lines(("eth0", f"{VIP6}/128")), False, []),  # someone else's: left alone
+], ids=["ours-not-deprecated", "ours-deprecated", "not-ours"])
+def test_director_deprecates_its_ipv6_vip_in_place(addrs: str, ours: bool,
+                                                   expected: list[str]) -> None:
+    """A VIP of ours that an older version added as a preferred address (the source of
+    IPv6 TUN's outer header then, which the real servers drop) is deprecated in place."""
+    cfg = config("tun", vip=VIP6, reals=("fd00:40::111",))
+    owned = [OwnedAddress("eth0", f"{VIP6}/128")] if ours else []
+    state = State.of(OwnedService(cfg.services[0].key), *owned)
+    obs = host(DIRECTOR_LINKS, addrs, sysctls={"net.ipv6.conf.eth0.ndisc_notify": 1})
+    plan = plan_director_start(cfg, obs, state)
+    assert [s.line() for s in plan.steps if s.argv[:2] == ("ip", "addr")] == expected
 
 
 # ------------------------------------------------------------------ the real server's plans
@@ -543,7 +566,9 @@ real = [ {{ address = "fd00:30::111" }} ]
     assert started.returncode == 0, started.stderr
     assert fake.sysctl("net.ipv6.conf.eth0.ndisc_notify") == "1"
     eth0 = fake.interface("eth0") or {}
-    assert {"local": VIP6, "prefixlen": 128, "scope": "global", "flags": []} in eth0["addrs6"]
+    # Deprecated: never the director's source address (the outer header of IPv6 TUN).
+    assert {"local": VIP6, "prefixlen": 128, "scope": "global",
+            "flags": ["deprecated"]} in eth0["addrs6"]
     stopped = run(fake, tmp_path, DIRECTOR_BIN, director, "stop")
     assert stopped.returncode == 0, stopped.stderr
     assert kernel(fake) == before

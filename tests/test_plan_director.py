@@ -169,7 +169,7 @@ real = [ { address = "2001:db8::11" } ]
 ''').replace('gateway = "192.168.30.1"', "")), {"links": LINKS}, State(),
                  [  # the kernel sends the unsolicited NA itself, on a nodad add
                   "sysctl -w net.ipv6.conf.eth0.ndisc_notify=1",
-                  "ip addr add 2001:db8::10/128 dev eth0",
+                  "ip addr add 2001:db8::10/128 dev eth0 preferred_lft 0",
                   # brackets are glob characters to a shell: quoted in the printed script
                   "ipvsadm -A -t '[2001:db8::10]:443' -s sh -p 600",
                   "ipvsadm -a -t '[2001:db8::10]:443' -r '[2001:db8::11]:443' -g -w 1"],

@@ -212,3 +212,75 @@ type = "tcp"
     assert len(plan.steps) == 1000
     batches = list(units(plan.steps))
     assert len(batches) == 1 and isinstance(batches[0], Batch)
+
+
+# ------------------------------------------------ fwmark services: one check port, the -f rules
+
+FWMARK = """
+[director]
+interface = "eth0"
+arping_count = 0
+
+[[service]]
+fwmark = 1
+match = [ {{ vip = "192.168.30.254", port = 80 }}, {{ vip = "192.168.30.254", port = 443 }} ]
+scheduler = "wrr"
+persistence = 300
+{sorry}
+real = [
+  {{ address = "192.168.30.111", weight = 1 }},
+  {{ address = "192.168.30.112", weight = 2 }},
+]
+[service.check]
+type = "http"
+port = 80
+on_failure = "{on_failure}"
+"""
+FW_SVC = "-A -f 1 -s wrr -p 300\n"
+FW_RS = "-a -f 1 -r 192.168.30.{}:0 -g -w {}\n"
+FW_OWNED = State.of(OwnedService(ServiceKey(Protocol.FWMARK, None, 1)))
+
+
+def fw(last: int, state: str = DOWN) -> dict[TargetId, Health]:
+    """The health key of a fwmark service's real server: the mark, and the check's port."""
+    return {TargetId("fwmark", "0.0.0.0", 1, f"192.168.30.{last}", 80):  # noqa: S104
+            Health(state, 0, 3, "connection refused", 1.0)}
+
+
+FWMARK_CASES = [
+    ("quiesce: weight 0 in the -f service", "quiesce", "", FW_RS.format(111, 1), fw(111),
+     ["ipvsadm -e -f 1 -r 192.168.30.111:0 -g -w 0"]),
+    ("quiesce: back up, back to its weight", "quiesce", "", FW_RS.format(111, 0),
+     fw(111, UP), ["ipvsadm -e -f 1 -r 192.168.30.111:0 -g -w 1"]),
+    ("remove: deleted from the -f service", "remove", "", FW_RS.format(111, 1), fw(111),
+     ["ipvsadm -d -f 1 -r 192.168.30.111:0"]),
+    ("sorry: all down, the sorry server comes in (port 0: the client's)", "quiesce",
+     'sorry_server = "192.168.30.200"', FW_RS.format(111, 0),
+     {**fw(111), **fw(112)}, ["ipvsadm -e -f 1 -r 192.168.30.112:0 -g -w 0",
+                              "ipvsadm -a -f 1 -r 192.168.30.200:0 -g -w 1"]),
+]
+
+
+@pytest.mark.parametrize(("name", "on_failure", "sorry", "rs1", "health", "expected"),
+                         FWMARK_CASES, ids=[case[0] for case in FWMARK_CASES])
+def test_fwmark_health_plans(name: str, on_failure: str, sorry: str, rs1: str,
+                             health: dict[TargetId, Health], expected: list[str]) -> None:
+    config = parse_config(FWMARK.format(sorry=sorry, on_failure=on_failure), "fw.toml")
+    kernel = observed(FW_SVC + rs1 + FW_RS.format(112, 2))
+    view = HealthView(dict(health))
+    assert [step.line() for step in plan_health(config, kernel, FW_OWNED, view).steps] == \
+        expected
+    reload = plan_director_start(config, kernel, FW_OWNED, view=view)
+    assert [s.line() for s in reload.steps if s.argv[0] == "ipvsadm"] == expected
+
+
+def test_fwmark_targets_check_the_configured_port_and_name_the_match_vip() -> None:
+    from lvs_scripts.watch import targets_of
+
+    config = parse_config(FWMARK.format(sorry="", on_failure="quiesce"), "fw.toml")
+    targets = targets_of(config)
+    assert [(t.address, t.port, t.vip) for t in targets] == [
+        ("192.168.30.111", 80, "192.168.30.254"), ("192.168.30.112", 80, "192.168.30.254")]
+    assert str(targets[0].key) == "fwmark 1->192.168.30.111:80"
+    view = HealthView({**fw(111), **fw(112, UP)})
+    assert from_json(to_json(view), "h.json") == view  # the health file keeps them

@@ -146,7 +146,7 @@ OPTION_CASES = [
                   "ipvsadm -a -t 192.168.30.254:80 -r 192.168.30.111:80 -g -w 1"],
                  id="netmask-of-one-address-is-the-default-and-not-printed"),
     pytest.param(NETMASK6, "", State(),
-                 [NDISC, "ip addr add 2001:db8::1/128 dev eth0",
+                 [NDISC, "ip addr add 2001:db8::1/128 dev eth0 preferred_lft 0",
                   "ipvsadm -A -t '[2001:db8::1]:80' -s wlc -p 600 -M 64",
                   "ipvsadm -a -t '[2001:db8::1]:80' -r '[2001:db8::10]:80' -g -w 1"],
                  id="ipv6-netmask-is-a-prefix-length"),
@@ -255,7 +255,7 @@ real = [ { address = "2001:db8::10" } ]
 """)
     plan = plan_director_start(parse_config(text), observed(), State())
     lines = [step.line() for step in plan.steps]
-    assert lines == [NDISC, "ip addr add 2001:db8::1/128 dev eth0", NFT_F,
+    assert lines == [NDISC, "ip addr add 2001:db8::1/128 dev eth0 preferred_lft 0", NFT_F,
                      "ipvsadm -A -f 2 -6 -s wlc",
                      "ipvsadm -a -f 2 -6 -r '[2001:db8::10]:0' -g -w 1"]
     assert plan.steps[2].stdin is not None
@@ -318,7 +318,7 @@ port = 80
 forwarding = "nat"
 real = [ { address = "2001:db8::10", port = 8080 } ]
 """, "", VS_DEFAULTS, State(),
-                 [NDISC, "ip addr add 2001:db8::1/128 dev eth0",
+                 [NDISC, "ip addr add 2001:db8::1/128 dev eth0 preferred_lft 0",
                   "sysctl -w net.ipv6.conf.all.forwarding=1",
                   "ipvsadm -A -t '[2001:db8::1]:80' -s wlc",
                   "ipvsadm -a -t '[2001:db8::1]:80' -r '[2001:db8::10]:8080' -m -w 1"],

@@ -103,8 +103,8 @@ class WebServer:
 class Watched(DirectorMachine):
     """A started fake director, its two web servers, and `watch` processes."""
 
-    def __init__(self, host: FakeHost, root: Path) -> None:
-        super().__init__(host, root, config())
+    def __init__(self, host: FakeHost, root: Path, text: str | None = None) -> None:
+        super().__init__(host, root, config() if text is None else text)
         self.web = {RS1: WebServer(), RS2: WebServer(), RS3: WebServer()}
         self.env["LVS_TEST_CHECK_MAP"] = ",".join(
             f"{rs}=127.0.0.1:{web.port}" for rs, web in self.web.items())
@@ -208,6 +208,57 @@ def test_a_down_server_stays_out_across_kill_9_until_it_rises(watched: Watched) 
     assert [c["stdin"] or c["argv"] for c in watched.changes()] == [
         ["ipvsadm", "-e", "-t", f"{VIP}:80", "-r", f"{RS2}:80", "-g", "-w", "2"]]
     # a reload meanwhile would not have put it back either: see test_plan_health
+
+
+FWMARK_CONFIG = f"""
+[director]
+interface = "eth0"
+arping_count = 0
+
+[[service]]
+fwmark = 1
+match = [ {{ vip = "{VIP}", port = 80 }}, {{ vip = "{VIP}", port = 443 }} ]
+scheduler = "wrr"
+persistence = 300
+sorry_server = "192.168.30.200"
+real = [
+  {{ address = "{RS1}", weight = 1 }},
+  {{ address = "{RS2}", weight = 2 }},
+]
+
+[service.check]
+type = "http"
+port = 80
+path = "/healthz"
+interval = 0.5
+timeout = 0.4
+rise = 2
+fall = 2
+"""
+
+
+@needs_root
+def test_a_fwmark_service_is_checked_and_its_weights_applied(fakehost: FakeHost,
+                                                            tmp_path: Path) -> None:
+    """The classic http+https service: each real server checked on port 80, its weight
+    in the `-f` service (both ports) following the checks, the sorry server in while
+    none is up, and the health file keyed by the mark."""
+    machine = Watched(fakehost, tmp_path, FWMARK_CONFIG)
+    try:
+        machine.watch()
+        machine.wait("both up", lambda: both_up(machine))
+        machine.web[RS2].status = 500
+        machine.wait("rs2 at 0", lambda: machine.weights() == {RS1: 1, RS2: 0})
+        assert f"fwmark 1->{RS2}:80 up -> down: HTTP 500" in machine.log.read_text()
+        machine.web[RS1].status = 500
+        machine.wait("the sorry server in", lambda: machine.weights() == {
+            RS1: 0, RS2: 0, "192.168.30.200": 1})
+        status = machine.run("status")
+        assert status.returncode == 0, status.stdout
+        machine.web[RS1].status = 200
+        machine.wait("rs1 back, sorry out", lambda: machine.weights() == {RS1: 1, RS2: 0})
+    finally:
+        machine.stop()
 
 
 @needs_root

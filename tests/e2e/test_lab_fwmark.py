@@ -1,12 +1,14 @@
 """Issue 12 on the real kernel: a fwmark service (nftables marks ports 80 and 443 of one
-VIP, one persistent IPVS service), connection thresholds, and stop leaving the director
-exactly as it was (addresses, routes, links, sysctls, the nftables ruleset).
+VIP, one persistent IPVS service), its health check (port 80 speaks for both ports),
+connection thresholds, and stop leaving the director exactly as it was (addresses,
+routes, links, sysctls, the nftables ruleset).
 
 Everything through the CLI, the director and the real servers from one shared file.
 """
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,7 @@ from tests.e2e.labhosts import (
     Done,
     Holder,
     connection_destination,
+    in_ns,
     lvs_env,
     realservers_by_hand,
     run_on,
@@ -79,8 +82,9 @@ def director_snapshot() -> str:
 def serve_443(names: tuple[str, ...]) -> None:
     """A second web server on each real server (plain HTTP on 443: the point is the
     port, not TLS), saying which real server it is, like the one on port 80."""
-    for name in names:
-        sh(name, f"busybox httpd -p 443 -h /run/lab-www/{name}")
+    for name in names:  # once per session: the real servers' namespaces are not renewed
+        sh(name, "busybox netstat -ltn | grep -q ':443 ' || "
+                 f"busybox httpd -p 443 -h /run/lab-www/{name}")
 
 
 def who_answers(port: int, count: int) -> list[str]:
@@ -146,4 +150,67 @@ def test_upper_threshold_one_takes_no_second_concurrent_connection(
     holder.close()
     stopped = cli("director", "stop", config)
     assert stopped.returncode == 0, stopped
+    assert director_snapshot() == before
+
+
+CHECKED_CONFIG = FWMARK_CONFIG.replace("persistence = 300\n", "") + """
+[service.check]
+type = "http"
+port = 80
+interval = 1
+timeout = 0.5
+rise = 1
+fall = 1
+"""
+BLOCK_80 = ("nft add table inet lab_block; nft add chain inet lab_block input '{ type filter "
+            "hook input priority 0; }'; nft add rule inet lab_block input tcp dport 80 drop")
+
+
+def fwmark_weights() -> dict[str, int]:
+    """The weights of the -f 1 service's real servers, by name."""
+    weights = {}
+    for line in sh("director", "ipvsadm -S -n").splitlines():
+        words = line.split()
+        if words[:3] == ["-a", "-f", "1"]:
+            weights[BY_ADDRESS[words[4].rsplit(":", 1)[0]]] = int(words[words.index("-w") + 1])
+    return weights
+
+
+def test_fwmark_service_checked_on_port_80_is_out_for_443_too(
+        fresh: None, configs: Path) -> None:
+    """The watcher checks rs2 on port 80 only; when its port 80 stops answering, rs2 is
+    at weight 0 in the -f service, and the client's requests to 443 (still served by
+    rs2's other web server) go to rs1 alone."""
+    config = configs / "fwmark-checked.toml"
+    config.write_text(CHECKED_CONFIG)
+    serve_443(("rs1", "rs2"))
+    realservers_by_hand(("rs1", "rs2"))
+    before = director_snapshot()
+    assert cli("director", "start", config).returncode == 0
+    log = configs / "watch.log"
+    with log.open("w") as out:
+        watcher = subprocess.Popen(in_ns("director", [str(VENV_BIN / "lvs-director"), "watch"],
+                                         {**lvs_env("director", config), "LVS_SYSLOG": "0"}),
+                                   stdout=out, stderr=out)
+    try:
+        wait_for(lambda: "watch: checking 2 real server(s)" in log.read_text(), 60,
+                 what="the watcher checking")
+        assert sorted(who_answers(443, 4)) == ["rs1", "rs1", "rs2", "rs2"]
+        sh("rs2", BLOCK_80)
+        try:
+            wait_for(lambda: fwmark_weights() == {"rs1": 1, "rs2": 0}, 60,
+                     what="rs2 at weight 0 in the -f service")
+        except AssertionError as err:
+            raise AssertionError(f"{err}; the watcher said:\n{log.read_text()}") from None
+        assert f"fwmark 1->{REALS['rs2']}:80 unknown -> down" in log.read_text() or \
+            f"fwmark 1->{REALS['rs2']}:80 up -> down" in log.read_text(), log.read_text()
+        assert who_answers(443, 4) == ["rs1"] * 4
+        sh("rs2", "nft delete table inet lab_block")
+        wait_for(lambda: fwmark_weights() == {"rs1": 1, "rs2": 1}, 60,
+                 what="rs2 back at its weight")
+    finally:
+        watcher.terminate()
+        watcher.wait(timeout=60)
+        run_on("rs2", ["nft", "delete", "table", "inet", "lab_block"])  # if still there
+    assert cli("director", "stop", config).returncode == 0
     assert director_snapshot() == before

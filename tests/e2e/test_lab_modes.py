@@ -1,10 +1,11 @@
 """TUN, NAT and IPv6 DR on the real kernel (issue 12), each through the CLI on both sides
 from one shared file, with real traffic from the client:
 
-- TUN (ipip and gue) with the real servers far1 and far2 in a subnet of their own
-  behind the router: the requests are answered by both, and the replies bypass the
-  director (OutPkts 0). far1 starts with strict reverse-path filtering, which start
-  must loosen (the decapsulated packets would be dropped) and stop put back;
+- TUN (ipip, gue, gre, and ipip with an IPv6 VIP: ip6ip6) with the real servers far1
+  and far2 in a subnet of their own behind the router: the requests are answered by
+  both, and the replies bypass the director (OutPkts 0). far1 starts with strict
+  reverse-path filtering, which start must loosen (the decapsulated packets would be
+  dropped) and stop put back;
 - NAT with rs1 and rs2: answered through the director (OutPkts > 0), the real servers'
   default routes back to the router after stop;
 - IPv6 DR: a v6 client reaches the VIP; the director's start announces it (the router's
@@ -125,19 +126,33 @@ def service_stats(key: str, conns: int) -> labhosts.Stats:
     return wait_for(read, 15, what=f"{conns} connections on {key}")  # type: ignore[no-any-return]
 
 
-@pytest.mark.parametrize("extra", ["", 'tun_type = "gue"\ntun_port = 6080'],
-                         ids=["ipip", "gue"])
-def test_tun_real_servers_behind_the_router(clean: None, configs: Path, extra: str) -> None:
-    config = write(configs / "tun.toml", "tun", list(FAR.values()), extra)
+FAR6 = {"far1": "fd00:40::111", "far2": "fd00:40::112"}
+
+
+@pytest.mark.parametrize(("extra", "family", "device"), [
+    ("", 4, "tunl0"),
+    ('tun_type = "gue"\ntun_port = 6080', 4, "tunl0"),
+    ('tun_type = "gre"', 4, "gre0"),
+    ("", 6, "ip6tnl0"),
+], ids=["ipip", "gue", "gre", "ipip-ipv6"])
+def test_tun_real_servers_behind_the_router(clean: None, configs: Path, extra: str,
+                                            family: int, device: str) -> None:
+    """IPv6 (ip6ip6): the director's VIP must not be the outer header's source (the real
+    servers hold the VIP and ip6_tunnel drops a packet from a local address): start adds
+    it deprecated, and the requests are answered."""
+    vip, reals = (VIP, FAR) if family == 4 else (VIP6, FAR6)
+    config = write(configs / "tun.toml", "tun", list(reals.values()), extra, vip=vip)
     sh("far1", "sysctl -q -w net.ipv4.conf.all.rp_filter=1")  # strict: drops decapsulated
     hosts = ["director", *FAR]
     before = {h: snapshot(h) for h in hosts}
     cli(hosts, "start", config)
-    assert sh("far1", "sysctl -n net.ipv4.conf.all.rp_filter").strip() == "2"
-    assert VIP in sh("far1", "ip -o addr show dev tunl0")
-    answers = curl(f"http://{VIP}/", 6)
+    if family == 4:
+        assert sh("far1", "sysctl -n net.ipv4.conf.all.rp_filter").strip() == "2"
+    assert vip in sh("far1", f"ip -o addr show dev {device}")
+    host = vip if family == 4 else f"[{vip}]"
+    answers = curl(f"http://{host}/", 6)
     assert sorted(answers) == ["far1"] * 3 + ["far2"] * 3
-    stats = service_stats(f"tcp {VIP}:80", 6)
+    stats = service_stats(f"tcp {host}:80", 6)
     assert stats.inpkts > 0 and stats.outpkts == 0  # the replies went round the director
     status = run_on("far1", [str(VENV_BIN / "lvs-realserver"), "status"],
                     lvs_env("far1", config))

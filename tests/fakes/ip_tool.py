@@ -268,6 +268,14 @@ def link_l2(ifc: dict[str, Any]) -> str:
     return f"    link/ether {ifc['mac']} brd ff:ff:ff:ff:ff:ff"
 
 
+def lifetime(a: dict[str, Any]) -> str:
+    """The lifetime line: `preferred_lft 0sec` for a deprecated address (as 6.1 prints
+    an address added with `preferred_lft 0`)."""
+    if "deprecated" in a.get("flags", []):
+        return LIFETIME.replace("preferred_lft forever", "preferred_lft 0sec")
+    return LIFETIME
+
+
 def addr_body(ifc: dict[str, Any], a: dict[str, Any], family: str) -> str:
     text = f"    {family} {a['local']}/{a['prefixlen']} "
     if family == "inet":
@@ -321,11 +329,18 @@ def addr_modify(run: Run, opts: Opts, args: list[str], action: str) -> int:
     scope: str | None = None
     metric = 0
     flags: list[str] = []
+    preferred: str | None = None
     it = iter(args)
     for word in it:
-        if word in ("peer", "remote", "anycast") or matches(word, "valid_lft") \
-                or matches(word, "preferred_lft"):
+        if word in ("peer", "remote", "anycast") or matches(word, "valid_lft"):
             run.unsupported(f"ip address {word}")
+        elif matches(word, "preferred_lft"):
+            # Only the two lifetimes that never expire on their own: 0 (deprecated at
+            # once, the kernel's IFA_F_DEPRECATED) and forever (the default).
+            value = next_arg(run, it)
+            if value not in ("0", "forever"):
+                run.unsupported(f"ip address preferred_lft {value}")
+            preferred = value
         elif matches(word, "broadcast") or word == "brd":
             value = next_arg(run, it)
             if brd is not None:
@@ -364,7 +379,9 @@ def addr_modify(run: Run, opts: Opts, args: list[str], action: str) -> int:
     assert local is not None
     addr, plen, plen_given = local
     if ":" in addr:
-        return addr_modify_v6(run, dev, addr, plen, action, flags)
+        return addr_modify_v6(run, dev, addr, plen, action, flags, preferred)
+    if preferred is not None:
+        run.unsupported("ip address preferred_lft for IPv4")
     if action == "del" and not plen_given:
         run.eprint(
             "Warning: Executing wildcard deletion to stay compatible with old scripts.\n"
@@ -403,7 +420,7 @@ def addr_modify(run: Run, opts: Opts, args: list[str], action: str) -> int:
 
 
 def addr_modify_v6(run: Run, dev: str, addr: str, plen: int, action: str,
-                   flags: list[str] | None = None) -> int:
+                   flags: list[str] | None = None, preferred: str | None = None) -> int:
     st = run.state
     ifc = model.iface(st, dev)
     if ifc is None:
@@ -415,13 +432,21 @@ def addr_modify_v6(run: Run, dev: str, addr: str, plen: int, action: str,
             die(run, 2, "RTNETLINK answers: Cannot assign requested address")
         ifc["addrs6"].remove(mine[0])
         return 0
+    flags = list(flags or [])
     if mine:
         if action == "add":
             die(run, 2, "RTNETLINK answers: File exists")
+        if preferred is not None:  # change/replace: the kernel sets the new lifetime
+            kept = [f for f in mine[0]["flags"] if f != "deprecated"]
+            mine[0]["flags"] = kept + (["deprecated"] if preferred == "0" else [])
         return 0
+    # No "No such file" for a change here: the kernel's inet6_rtm_newaddr adds a missing
+    # IPv6 address whatever NLM_F_CREATE says ("userspace already relies on" it).
+    if preferred == "0":
+        flags.append("deprecated")
     scope = "link" if addr.lower().startswith("fe80") else "global"
     ifc["addrs6"].append({"local": addr, "prefixlen": plen, "scope": scope,
-                          "flags": list(flags or [])})
+                          "flags": flags})
     return 0
 
 
@@ -510,7 +535,8 @@ def _print_addresses(run: Run, opts: Opts, ifc: dict[str, Any], v4: list[dict[st
     if opts.oneline:
         for family, addrs in (("inet", v4), ("inet6", v6)):
             for a in addrs:
-                run.print(f"{ifc['index']}: {ifc['name']}{addr_body(ifc, a, family)}\\{LIFETIME}")
+                run.print(f"{ifc['index']}: {ifc['name']}{addr_body(ifc, a, family)}\\"
+                          f"{lifetime(a)}")
         return
     if filtered and not (v4 or v6):
         return
@@ -520,7 +546,7 @@ def _print_addresses(run: Run, opts: Opts, ifc: dict[str, Any], v4: list[dict[st
     for family, addrs in (("inet", v4), ("inet6", v6)):
         for a in addrs:
             run.print(addr_body(ifc, a, family))
-            run.print(LIFETIME)
+            run.print(lifetime(a))
 
 
 # ---------------------------------------------------------------- ip link
