@@ -457,10 +457,16 @@ def keepalived_steps(run: Run, argv: list[str], conf: Path, log: BinaryIO,
         before = read_tasks()
         started = time.perf_counter()
         process.send_signal(signal.SIGTERM)
-        wait_until(lambda: process.poll() is not None and listed_reals(read_listing()) == 0,
-                   run.timeout, "keepalived stop")
+        try:
+            wait_until(lambda: process.poll() is not None, run.timeout, "keepalived stop")
+        except StepFailed as err:  # how far it got says whether it was stuck or slow
+            raise StepFailed(f"{err}; {total - listed_reals(read_listing()):,} of {total:,} "
+                             "real servers removed by then") from None
         row.time, row.tasks = time.perf_counter() - started, read_tasks() - before
         row.note = f"exit {process.returncode}"
+        left = listed_reals(read_listing())
+        if left:  # it has exited: nothing will remove them now
+            raise StepFailed(f"exited, leaving {left:,} real servers in the table")
 
 
 def keepalived_memory(parent: int, checkers_pidfile: Path) -> tuple[int | None, str]:
