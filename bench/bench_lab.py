@@ -661,9 +661,14 @@ def main() -> int:
     parser.add_argument("--keepalived-stop-timeout", type=float, default=180,
                         help="seconds keepalived's stop may take (it removes one real server "
                         "at a time: the row then says how far it got)")
+    parser.add_argument("--contenders", default="seed,keepalived,ours",
+                        help="which to run, comma-separated (a short run of one of them)")
     parser.add_argument("--cli-runs", type=int, default=3, help="runs of `lvs-director --help`")
     args = parser.parse_args()
     sizes = [int(n) for n in args.sizes.split(",")]
+    contenders = set(args.contenders.split(","))
+    if not contenders <= {"seed", "keepalived", "ours"}:
+        parser.error(f"--contenders: {args.contenders}: only seed, keepalived, ours")
     for size in sizes:
         bench_table(size)  # a bad size is refused before anything runs
     require_lab("bench_lab.py")
@@ -683,15 +688,19 @@ def main() -> int:
     print("|" + "|".join(" --- " for _ in report.header) + "|", flush=True)
     started = time.perf_counter()
     try:
-        cli_startup(report, args.cli_runs, args.step_timeout, logs)
+        if args.cli_runs > 0:
+            cli_startup(report, args.cli_runs, args.step_timeout, logs)
         rate: list[tuple[float, int]] = []
         for size in sizes:
             with tempfile.TemporaryDirectory(prefix=f"bench-lab-{size}.") as tmp:
                 run = Run(size, bench_table(size), Path(tmp), logs, args.step_timeout, report,
                           args.keepalived_stop_timeout)
-                seed_run(run, args.script_max, rate)
-                keepalived_run(run)
-                ours_run(run)
+                if "seed" in contenders:
+                    seed_run(run, args.script_max, rate)
+                if "keepalived" in contenders:
+                    keepalived_run(run)
+                if "ours" in contenders:
+                    ours_run(run)
     finally:
         listener.kill()
         listener.wait()
