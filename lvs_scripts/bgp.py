@@ -15,13 +15,12 @@ the observation.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 from dataclasses import replace
 from typing import Any
 
 from .errors import LvsError, shown_key
-from .ha import daemon_state_dir, plan_file
+from .ha import DaemonFiles, daemon_state_dir, plan_file
 from .healthstate import HealthView, target_id
 from .locks import Paths
 from .model import BgpConfig, Config, DirectorConfig, IPAddress, Protocol, VirtualService
@@ -38,7 +37,6 @@ from .owned import (
 )
 from .plan import Plan, Settle
 from .probes import BgpSession, HostObservation
-from .record import Record
 from .runner import Runner
 from .state import State
 
@@ -51,14 +49,8 @@ SLOPPY = {Protocol.TCP: "net.ipv4.vs.sloppy_tcp", Protocol.SCTP: "net.ipv4.vs.sl
 BGP_STATES = ("Idle", "Connect", "Active", "OpenSent", "OpenConfirm", "Established", "Close")
 
 
-class BirdFiles(Record):
-    """BIRD's files, all in the state directory (root-owned, trusted)."""
-
-    state_dir: str
-    prefix: str  # the tool's name: lvs-director
-
-    def _path(self, suffix: str) -> str:
-        return os.path.join(self.state_dir, f"{self.prefix}.{suffix}")
+class BirdFiles(DaemonFiles):
+    """BIRD's: its config, pid file and control socket."""
 
     @property
     def config_file(self) -> str:

@@ -22,7 +22,13 @@ from .errors import ConfigError, LvsError, shown_key
 from .healthstate import HealthView
 from .locks import Paths
 from .model import Config, DirectorConfig, HaConfig, HaDirector
-from .owned import FileWritten, KeepalivedStarted, SyncDaemonStarted, SyncDaemonStopped
+from .owned import (
+    FileWritten,
+    KeepalivedAddresses,
+    KeepalivedStarted,
+    SyncDaemonStarted,
+    SyncDaemonStopped,
+)
 from .plan import Plan, Settle
 from .plan_director import plan_director_start
 from .probes import HostObservation, SyncDaemon
@@ -38,15 +44,20 @@ KEEPALIVED_START_SECONDS = 15.0
 _SAFE_PATH = re.compile(r"/[A-Za-z0-9._/-]+")
 
 
-class HaFiles(Record):
-    """keepalived's files, all in the state directory (root-owned, trusted): its config,
-    its pid files (`-p`, `-r`), the notify hook and the role the hook records."""
+class DaemonFiles(Record):
+    """The files of a daemon we generate a config for (keepalived, BIRD): all in the
+    state directory (root-owned, trusted), named after the tool."""
 
     state_dir: str
     prefix: str  # the tool's name: lvs-director
 
     def _path(self, suffix: str) -> str:
         return os.path.join(self.state_dir, f"{self.prefix}.{suffix}")
+
+
+class HaFiles(DaemonFiles):
+    """keepalived's: its config, its pid files (`-p`, `-r`), the notify hook and the role
+    the hook records."""
 
     @property
     def config_file(self) -> str:
@@ -216,8 +227,14 @@ def plan_ha_start(config: Config, member: HaDirector, files: HaFiles, obs: HostO
                          "keepalived's notify hook (records the VRRP role)")
     changed |= plan_file(plan, files.config_file, keepalived_config(config, member, files),
                           "0644", obs, "keepalived's config (VRRP only)")
-    _plan_keepalived(plan, files, obs, changed)
+    _plan_keepalived(plan, files, obs, state, keepalived_addresses(config), changed)
     return plan
+
+
+def keepalived_addresses(config: Config) -> tuple[tuple[str, str], ...]:
+    """(device, cidr) of each VIP keepalived's config makes it add (both blocks)."""
+    device = config.require_director().interface
+    return tuple((device, f"{vip}/{vip.max_prefixlen}") for vip in config.director_vips())
 
 
 def _plan_sync_daemon(plan: Plan, daemon: SyncDaemon, obs: HostObservation,
@@ -252,18 +269,25 @@ def plan_file(plan: Plan, path: str, text: str, mode: str, obs: HostObservation,
     return True
 
 
-def _plan_keepalived(plan: Plan, files: HaFiles, obs: HostObservation,
-                     config_changed: bool) -> None:
+def _plan_keepalived(plan: Plan, files: HaFiles, obs: HostObservation, state: State,
+                     addresses: tuple[tuple[str, str], ...], config_changed: bool) -> None:
     """Start it if ours is not running; if it runs and its config changed, SIGHUP (it
-    re-reads the file and keeps each instance's state); otherwise leave it alone."""
+    re-reads the file and keeps each instance's state); otherwise leave it alone. The
+    record keeps the VIPs its config names, for a stop after it died."""
     seen = obs.keepalived
     if seen is not None and seen.config_file == files.config_file:
+        owned = state.keepalived
+        update = KeepalivedAddresses(addresses)
         if config_changed and seen.pid > 0:
-            plan.add(("kill", "-HUP", str(seen.pid)), "keepalived re-reads its changed config")
+            plan.add(("kill", "-HUP", str(seen.pid)), "keepalived re-reads its changed config",
+                     update)
+        elif owned is not None and owned.addresses != addresses:
+            plan.forget.append(update)
         return
     plan.add(("keepalived", "-P", "-f", files.config_file, "-p", files.pid_file, "-r",
               files.vrrp_pid_file), "keepalived, VRRP only: it adds the VIPs where elected",
-             KeepalivedStarted(files.config_file, files.pid_file, files.vrrp_pid_file),
+             KeepalivedStarted(files.config_file, files.pid_file, files.vrrp_pid_file,
+                               addresses),
              settle=Settle("keepalived has written its pid file", pid_file=files.pid_file,
                            seconds=KEEPALIVED_START_SECONDS))
 

@@ -295,7 +295,7 @@ def observe_owned(state: State, runner: Runner, tolerant: bool) -> HostObservati
         obs.links = o.probe(obs, IP_LINKS, parse_ip_links, {})
     if state.fous:
         obs.tunnels.fou = o.probe(obs, IP_FOU_SHOW, parse_fou_show, set())
-    if state.addresses:
+    if state.addresses or (state.keepalived is not None and state.keepalived.addresses):
         obs.addresses = o.probe(obs, IP_ADDRS, parse_ip_addrs, [])
     if state.route is not None:
         _routes(o, obs, {state.route.family})

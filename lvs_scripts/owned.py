@@ -124,6 +124,10 @@ class OwnedKeepalived(Record):
     config_file: str
     pid_file: str
     vrrp_pid_file: str
+    # The VIPs its config tells it to add, as (device, cidr): a keepalived that dies
+    # (kill -9, a crash) leaves them on the interface, and stop removes them then. Empty
+    # in a record from before version 5 of the state file, until the next start or reload.
+    addresses: tuple[tuple[str, str], ...] = ()
 
     def describe(self) -> str:
         return f"keepalived -f {self.config_file} (pid file {self.pid_file})"
@@ -422,15 +426,36 @@ class KeepalivedStarted(Effect):
     config_file: str
     pid_file: str
     vrrp_pid_file: str
+    addresses: tuple[tuple[str, str], ...] = ()
 
     def slot(self) -> Slot:
         return ("keepalived", None)
 
     def record(self, state: State) -> None:
-        state.keepalived = OwnedKeepalived(self.config_file, self.pid_file, self.vrrp_pid_file)
+        state.keepalived = OwnedKeepalived(self.config_file, self.pid_file, self.vrrp_pid_file,
+                                           self.addresses)
 
     def simulate(self, obs: HostObservation) -> None:
         obs.keepalived = KeepalivedSeen(0, self.config_file)
+
+
+class KeepalivedAddresses(Effect):
+    """The VIPs of our running keepalived's config changed (a reload, which HUPs it), or a
+    record from before version 5 learns them: only the record changes."""
+
+    addresses: tuple[tuple[str, str], ...]
+
+    def slot(self) -> Slot:
+        return ("keepalived", None)
+
+    def record(self, state: State) -> None:
+        owned = state.keepalived
+        if owned is not None:
+            state.keepalived = OwnedKeepalived(owned.config_file, owned.pid_file,
+                                               owned.vrrp_pid_file, self.addresses)
+
+    def simulate(self, obs: HostObservation) -> None:
+        pass
 
 
 class KeepalivedStopped(Effect):
@@ -613,9 +638,9 @@ class BirdStopped(Effect):
 EFFECTS: tuple[type[Effect], ...] = (
     AddressAdded, AddressRemoved, Announced, RouteSet, RouteReleased, ServiceCreated,
     ServiceDeleted, SysctlChanged, SysctlRestored, TimeoutsSet, TimeoutsRestored,
-    FileWritten, FileRemoved, KeepalivedStarted, KeepalivedStopped, SyncDaemonStarted,
-    SyncDaemonStopped, NftTableCreated, NftTableDeleted, LinkCreated, LinkUp, LinkReleased,
-    FouAdded, FouRemoved, BirdStarted, BirdStopped)
+    FileWritten, FileRemoved, KeepalivedStarted, KeepalivedAddresses, KeepalivedStopped,
+    SyncDaemonStarted, SyncDaemonStopped, NftTableCreated, NftTableDeleted, LinkCreated,
+    LinkUp, LinkReleased, FouAdded, FouRemoved, BirdStarted, BirdStopped)
 
 
 # --- undo: what stop (and a start that no longer wants something) does with a record ------
@@ -746,10 +771,15 @@ KEEPALIVED_STOP_SECONDS = 15.0
 def undo_keepalived(plan: Plan, obs: HostObservation, owned: OwnedKeepalived) -> None:
     """SIGTERM, then wait until it has gone: keepalived removes its VIPs on the way out
     and the peer takes them over at once. A keepalived already gone (killed, crashed)
-    leaves only its record; one we did not start is never found here (own pid file, own
-    config file)."""
+    left its VIPs on the interface: those are removed; one we did not start is never found
+    here (own pid file, own config file)."""
     seen = obs.keepalived
     if seen is None or seen.config_file != owned.config_file or seen.pid <= 0:
+        # Gone without its SIGTERM: its VIPs are still here while the peer holds them too.
+        for device, cidr in owned.addresses:
+            if obs.has_address(device, ipaddress.ip_interface(cidr).ip):
+                plan.add(("ip", "addr", "del", cidr, "dev", device),
+                         "a VIP keepalived left behind when it died")
         plan.forget.append(KeepalivedStopped())
         return
     plan.add(("kill", "-TERM", str(seen.pid)), "keepalived: its VIPs move to the peer",

@@ -6,7 +6,8 @@ written atomically (temp file + rename) and holds typed records (owned.py), keye
 structure, never by display text. Version 1 files (lvs_scripts 0.1), version 2 ones
 (before [ha]: no files, keepalived or sync daemons) and version 3 ones (before fwmark
 services, TUN real servers and [bgp]: no nftables tables, tunnel devices, GUE ports or
-BIRD) are read and upgraded in place by the next action that changes the host.
+BIRD) and version 4 ones (keepalived's record without its VIPs) are read and upgraded in
+place by the next action that changes the host.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from .owned import (
 from .probes import Route, SyncDaemon
 from .record import Record, field
 
-STATE_VERSION = 4
+STATE_VERSION = 5
 MAX_STATE_BYTES = 64 << 20  # 100,000 services is about 10 MB
 
 
@@ -176,7 +177,8 @@ class State(Record, frozen=False):
             "keepalived": None if self.keepalived is None else {
                 "config_file": self.keepalived.config_file,
                 "pid_file": self.keepalived.pid_file,
-                "vrrp_pid_file": self.keepalived.vrrp_pid_file},
+                "vrrp_pid_file": self.keepalived.vrrp_pid_file,
+                "addresses": [{"device": d, "cidr": c} for d, c in self.keepalived.addresses]},
             "sync_daemons": [{"state": d.daemon.state, "interface": d.daemon.interface,
                               "syncid": d.daemon.syncid} for d in self.sync_daemons.values()],
             "nft_tables": [{"family": t.family} for t in self.nft_tables.values()],
@@ -381,9 +383,10 @@ def _read_v3(data: dict[str, Any]) -> State:
     if data["keepalived"] is not None:
         k = _table(data["keepalived"], "keepalived", {"config_file", "pid_file",
                                                       "vrrp_pid_file"})
-        state.keepalived = OwnedKeepalived(*(_str(k[name], _PATH, f"keepalived.{name}")
-                                             for name in ("config_file", "pid_file",
-                                                          "vrrp_pid_file")))
+        config_file, pid_file, vrrp_pid_file = (
+            _str(k[name], _PATH, f"keepalived.{name}")
+            for name in ("config_file", "pid_file", "vrrp_pid_file"))
+        state.keepalived = OwnedKeepalived(config_file, pid_file, vrrp_pid_file)
     for i, item in enumerate(_list(data["sync_daemons"], "sync_daemons")):
         d = _table(item, f"sync_daemons[{i}]", {"state", "interface", "syncid"})
         if d["state"] not in ("master", "backup"):
@@ -492,8 +495,31 @@ def _route_v1(r: dict[str, Any]) -> OwnedRoute:
                       None if before is None else Route(before, dev, family=family))
 
 
+def _read_v5(data: dict[str, Any]) -> State:
+    """Version 4 plus the VIPs in keepalived's record (removed by a stop after it died)."""
+    keepalived = data.get("keepalived")
+    addresses: list[Any] = []
+    if isinstance(keepalived, dict):
+        if "addresses" not in keepalived:
+            raise _bad("keepalived", "no addresses")
+        addresses = _list(keepalived["addresses"], "keepalived.addresses")
+        keepalived = {k: v for k, v in keepalived.items() if k != "addresses"}
+    state = _read_v4({**data, "keepalived": keepalived})
+    if state.keepalived is not None:
+        pairs = []
+        for i, item in enumerate(addresses):
+            a = _table(item, f"keepalived.addresses[{i}]", {"device", "cidr"})
+            pairs.append((_str(a["device"], _NAME, f"keepalived.addresses[{i}].device"),
+                          _cidr(a["cidr"], f"keepalived.addresses[{i}].cidr")))
+        k = state.keepalived
+        state.keepalived = OwnedKeepalived(k.config_file, k.pid_file, k.vrrp_pid_file,
+                                           tuple(pairs))
+    return state
+
+
 _READERS: dict[int, Callable[[dict[str, Any]], State]] = {1: _read_v1, 2: _read_v2,
-                                                          3: _read_v3, 4: _read_v4}
+                                                          3: _read_v3, 4: _read_v4,
+                                                          5: _read_v5}
 
 
 # --- load and save ---------------------------------------------------------------------------

@@ -110,19 +110,33 @@ def test_a_backup_without_the_vips_is_running_as_configured(lb1: Director) -> No
     assert not lb1.vip_held()
 
 
-def test_keepalived_killed_is_drift_and_start_brings_it_back(lb1: Director) -> None:
+def start_and_kill_keepalived(lb1: Director) -> int:
+    """Start as master, then kill -9 its keepalived; the dead one's pid."""
     assert lb1.run("start").returncode == 0
     wait_until(lb1.vip_held, "the fake keepalived holds the VIP")
     old = lb1.keepalived_pid()
     os.kill(old, signal.SIGKILL)
     settle(Settle("the killed fake keepalived has gone", gone_pid=old, seconds=10))
     assert lb1.vip_held()  # as with the real one: kill -9 leaves the VIP behind
+    return old
+
+
+def test_keepalived_killed_is_drift_and_start_brings_it_back(lb1: Director) -> None:
+    old = start_and_kill_keepalived(lb1)
     status = lb1.run("status")
     assert status.returncode == 150, status.stdout
     assert "needed: keepalived -P -f" in status.stdout
     assert lb1.run("start").returncode == 0
     assert lb1.keepalived_pid() != old and lb1.host.keepalived_pids() == [
         lb1.keepalived_pid()]
+
+
+def test_stop_after_keepalived_was_killed_removes_the_vip_it_left(lb1: Director) -> None:
+    """Else the stopped director holds the VIP while the peer serves it."""
+    start_and_kill_keepalived(lb1)
+    stop = lb1.run("stop")
+    assert stop.returncode == 0, stop.stderr
+    assert not lb1.vip_held()
 
 
 def test_a_changed_config_is_written_and_keepalived_hupped_without_a_restart(

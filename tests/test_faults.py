@@ -223,7 +223,7 @@ class Bench:
 
     def state(self) -> dict[str, Any]:
         if not self.state_file.exists():
-            return {"version": 4, "addresses": [], "route": None, "services": [],
+            return {"version": 5, "addresses": [], "route": None, "services": [],
                     "sysctls": [], "timeouts": None, "files": [], "keepalived": None,
                     "sync_daemons": [], "nft_tables": [], "links": [], "fous": [],
                     "bird": None}
@@ -291,7 +291,7 @@ def assert_state_matches_kernel(bench: Bench) -> None:
     now = snapshot(bench.host)
     before = bench.pristine
     state = bench.state()
-    assert state["version"] == 4
+    assert state["version"] == 5
     assert sorted((a["device"], a["cidr"]) for a in state["addresses"]) == sorted(
         _v4_addresses(now) - _v4_addresses(before)), "addresses"
     assert sorted(f"{s['protocol']} {s['address']}:{s['port']}" for s in state["services"]

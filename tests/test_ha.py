@@ -111,7 +111,8 @@ CONF = FILES.config_file
 NOTIFY = FILES.notify_script
 CONF_DIGEST = digest(keepalived_config(CONFIG, LB1, FILES))
 NOTIFY_DIGEST = digest(notify_script(FILES))
-KEEPALIVED = OwnedKeepalived(CONF, FILES.pid_file, FILES.vrrp_pid_file)
+KEEPALIVED = OwnedKeepalived(CONF, FILES.pid_file, FILES.vrrp_pid_file,
+                             (("eth0", "192.168.30.254/32"),))
 HTTP = next(iter(parse_ipvs_save(SAVE)))
 RUNNING = State.of(
     OwnedService(HTTP), KEEPALIVED, OwnedSyncDaemon(DAEMONS["master"]),
@@ -179,6 +180,33 @@ def lines(plan: Plan) -> list[str]:
             for s in plan.steps if not (s.ipvs_rule and s.argv[1] == "-a")]
 
 
+def test_the_record_keeps_the_vips_keepalived_adds_and_learns_them_on_reload() -> None:
+    started = plan_ha_start(CONFIG, LB1, FILES, observed(BARE, ipvs="", daemons={}, files={},
+                                                         keepalived=None), State())
+    after = State()
+    for step in started.steps:
+        if step.effect is not None:
+            step.effect.record(after)
+    assert after.keepalived == KEEPALIVED
+    # A record from before state version 5 (no VIPs) learns them, with no command run.
+    old = State.of(*[r for r in RUNNING.records() if r != KEEPALIVED],
+                   OwnedKeepalived(CONF, FILES.pid_file, FILES.vrrp_pid_file))
+    plan = plan_ha_start(CONFIG, LB1, FILES, observed(), old)
+    assert lines(plan) == []
+    for effect in plan.forget:
+        effect.record(old)
+    assert old.keepalived == KEEPALIVED
+    # A changed config: the HUP step carries the new VIPs into the record.
+    changed = observed(files={CONF: "0" * 64, NOTIFY: NOTIFY_DIGEST})
+    hupped = plan_ha_start(VARIANT, member_of(VARIANT, "lb1"), FILES, changed, RUNNING)
+    hup = next(s for s in hupped.steps if s.argv[:2] == ("kill", "-HUP"))
+    assert hup.effect is not None
+    state = State.from_json(RUNNING.to_json(), "copy")
+    hup.effect.record(state)
+    assert state.keepalived is not None and state.keepalived.addresses == (
+        ("eth0", "192.168.30.254/32"), ("eth0", "2001:db8::254/128"))
+
+
 @pytest.mark.parametrize(("obs", "state", "expected"), START_CASES)
 def test_ha_start_plan(obs: HostObservation, state: State, expected: list[str]) -> None:
     plan = plan_ha_start(CONFIG, LB1, FILES, obs, state)
@@ -217,6 +245,10 @@ STOP_CASES = [
                  id="master-stops-keepalived-first"),
     pytest.param(observed(keepalived=None, daemons={}, files={}, ipvs=""), RUNNING, [],
                  id="all-gone-already-records-dropped"),
+    # kill -9 (or a crash) left keepalived's VIP here, while the peer holds it too.
+    pytest.param(observed(MASTER, keepalived=None, daemons={}, files={}, ipvs=""), RUNNING,
+                 ["ip addr del 192.168.30.254/32 dev eth0"],
+                 id="a-dead-keepalived-left-its-vip-stop-removes-it"),
     pytest.param(observed(daemons={"master": SyncDaemon("master", "eth1", 51)},
                           files={CONF: "1" * 64, NOTIFY: NOTIFY_DIGEST}), RUNNING,
                  ["kill -TERM 4242", "ipvsadm -D -t 192.168.30.254:80", f"rm -f {NOTIFY}"],

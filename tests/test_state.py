@@ -30,6 +30,7 @@ from lvs_scripts.owned import (
     FileWritten,
     FouAdded,
     FouRemoved,
+    KeepalivedAddresses,
     KeepalivedStarted,
     KeepalivedStopped,
     LinkCreated,
@@ -70,7 +71,7 @@ from lvs_scripts.probes import (
     SyncDaemon,
     parse_default_routes,
 )
-from lvs_scripts.state import State, load_state, save_state
+from lvs_scripts.state import STATE_VERSION, State, load_state, save_state
 from lvs_scripts.tunnel import FouPort
 from tests.fakes.fakehost import FakeHost
 from tests.hosts import addr_lines, host, link_lines
@@ -101,7 +102,8 @@ FULL = State.of(
     OwnedSysctl("net.ipv4.conf.all.arp_ignore", 0, 1),
     OwnedSysctl("net/ipv4/conf/eth0.100/arp_announce", 0, 2),
     OwnedTimeouts(Timeouts(900, 120, 300), Timeouts(30, 0, 60)),
-    OwnedKeepalived("/run/l/k.conf", "/run/l/k.pid", "/run/l/v.pid"),
+    OwnedKeepalived("/run/l/k.conf", "/run/l/k.pid", "/run/l/v.pid",
+                    (("eth0", "192.168.30.254/32"), ("eth0", "2001:db8::254/128"))),
     OwnedSyncDaemon(SyncDaemon("master", "eth1", 51)),
     OwnedSyncDaemon(SyncDaemon("backup", "eth1", 51)),
     OwnedFile("/run/l/k.conf", "a" * 64),
@@ -140,6 +142,11 @@ EFFECT_CASES: list[tuple[Effect, State, list[Any]]] = [
     (KeepalivedStarted("/run/l/k.conf", "/run/l/k.pid", "/run/l/v.pid"), State(),
      [KEEPALIVED]),
     (KeepalivedStopped(), State.of(KEEPALIVED), []),
+    (KeepalivedAddresses((("eth0", "10.0.0.9/32"),)),
+     State.of(OwnedKeepalived("/run/l/k.conf", "/run/l/k.pid", "/run/l/v.pid")),
+     [OwnedKeepalived("/run/l/k.conf", "/run/l/k.pid", "/run/l/v.pid",
+                      (("eth0", "10.0.0.9/32"),))]),
+    (KeepalivedAddresses((("eth0", "10.0.0.9/32"),)), State(), []),
     (SyncDaemonStarted(SYNC), State(), [OwnedSyncDaemon(SYNC)]),
     (SyncDaemonStopped("master"), State.of(OwnedSyncDaemon(SYNC)), []),
     (NftTableCreated("ip6"), State(), [OwnedNftTable("ip6")]),
@@ -193,7 +200,8 @@ def test_each_effect_simulates_what_its_command_does_to_the_host(effect: Effect)
     before = json.dumps(repr(obs))
     effect.simulate(obs)
     changed = json.dumps(repr(obs)) != before
-    assert changed == (not isinstance(effect, Announced))  # ARP changes other hosts only
+    # ARP changes other hosts only; a record of keepalived's VIPs changes no host
+    assert changed == (not isinstance(effect, (Announced, KeepalivedAddresses)))
 
 
 def test_only_additions_are_written_ahead() -> None:
@@ -243,12 +251,25 @@ def test_every_owned_kind_is_undone_by_stop_and_shown() -> None:
     assert len(FULL.describe()) == len(FULL.records()) == 19
 
 
-# ------------------------------------------------------------------ the file, version 4
+# ------------------------------------------------------------------ the file, version 5
 
-def test_version_4_round_trips_every_kind() -> None:
+def test_version_5_round_trips_every_kind() -> None:
     text = FULL.to_json()
-    assert json.loads(text)["version"] == 4
+    assert json.loads(text)["version"] == 5
     assert State.from_json(text, "f") == FULL
+
+
+def test_a_version_4_file_is_read_and_upgraded() -> None:
+    """A file written before keepalived's record kept its VIPs: the record without them
+    (start or reload fills them in)."""
+    data = json.loads(FULL.to_json())
+    del data["keepalived"]["addresses"]
+    data["version"] = 4
+    state = State.from_json(json.dumps(data), "v4")
+    assert state.upgraded_from == 4
+    assert state.keepalived == OwnedKeepalived("/run/l/k.conf", "/run/l/k.pid", "/run/l/v.pid")
+    assert [r for r in state.records() if not isinstance(r, OwnedKeepalived)] == [
+        r for r in FULL.records() if not isinstance(r, OwnedKeepalived)]
 
 
 def test_a_version_2_file_is_read_and_upgraded() -> None:
@@ -270,11 +291,13 @@ def test_a_version_3_file_is_read_and_upgraded() -> None:
     data = json.loads(FULL.to_json())
     for key in ("nft_tables", "links", "fous", "bird"):
         del data[key]
+    del data["keepalived"]["addresses"]
     data["version"] = 3
     state = State.from_json(json.dumps(data), "v3")
     assert state.upgraded_from == 3
-    assert state.records() == [r for r in FULL.records() if not isinstance(
-        r, (OwnedNftTable, OwnedLink, OwnedFou, OwnedBird))]
+    assert state.records() == [KEEPALIVED if isinstance(r, OwnedKeepalived) else r
+                               for r in FULL.records() if not isinstance(
+                                   r, (OwnedNftTable, OwnedLink, OwnedFou, OwnedBird))]
 
 
 def test_services_are_stored_by_structure_not_by_their_display_text() -> None:
@@ -284,7 +307,15 @@ def test_services_are_stored_by_structure_not_by_their_display_text() -> None:
 
 
 CORRUPT = [
-    ({"version": 5}, "unknown version 5"),
+    ({"version": 6}, "unknown version 6"),
+    ({**json.loads(FULL.to_json()), "keepalived": {
+        "config_file": "/run/l/k.conf", "pid_file": "/run/l/k.pid",
+        "vrrp_pid_file": "/run/l/v.pid"}}, "no addresses"),
+    ({**json.loads(FULL.to_json()), "keepalived": {
+        "config_file": "/run/l/k.conf", "pid_file": "/run/l/k.pid",
+        "vrrp_pid_file": "/run/l/v.pid",
+        "addresses": [{"device": "eth0", "cidr": "192.168.30.254"}]}},
+     "keepalived.addresses[0].cidr"),
     ({**json.loads(FULL.to_json()), "nft_tables": [{"family": "inet"}]},
      "nft_tables[0].family"),
     ({"version": 4}, "no nft_tables"),
@@ -415,7 +446,7 @@ def test_the_next_change_rewrites_a_version_1_file_as_the_current_version(tmp_pa
     assert start.returncode == 0, start.stderr
     assert start.stdout == "lvs-director start: nothing to do\n"
     upgraded = json.loads(state_file.read_text())
-    assert upgraded["version"] == 4
+    assert upgraded["version"] == STATE_VERSION == 5
     assert State.from_json(state_file.read_text(), "v2") == State.from_json(
         (data / "lvs-director.json").read_text(), "v1")
 
