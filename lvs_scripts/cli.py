@@ -46,8 +46,9 @@ def _parser(prog: str, actions: tuple[str, ...], what: str,
     parser = argparse.ArgumentParser(
         prog=prog, description=what,
         epilog="Exit codes (LSB): 0 ok, 1 a command failed, 2 bad arguments, 4 not root, "
-               "5 a program or kernel IPVS support is missing, 6 config missing or invalid. "
-               "status: 0 running as configured, 2 stopped but lock file present, "
+               "5 a program or kernel IPVS support is missing, 6 config missing or invalid"
+               + (", 7 reload --via-watcher but no watcher running. " if drains else ". ")
+               + "status: 0 running as configured, 2 stopped but lock file present, "
                "3 not running, 4 unknown (bad config, missing program, IPVS table not "
                "readable), 150 running but different from the config.")
     parser.add_argument("action", choices=actions)
@@ -85,8 +86,12 @@ def _parser(prog: str, actions: tuple[str, ...], what: str,
         parser.add_argument("--service", metavar="VIP:PORT",
                             help="disable/enable: in this service only (default: in every "
                                  "service that has the real server)")
+        parser.add_argument("--via-watcher", action="store_true",
+                            help="reload/force-reload: have the running `watch` do the "
+                                 "reload (SIGHUP; no new process plans it) and wait up to "
+                                 "--wait seconds for its result; exit 7 if no watcher runs")
     else:
-        parser.set_defaults(no_drain=False, address=None, service=None)
+        parser.set_defaults(no_drain=False, address=None, service=None, via_watcher=False)
     parser.add_argument("--wait", type=_seconds, default=60.0, metavar="SECONDS",
                         help="how long to wait for another run to finish (default 60)")
     return parser
@@ -182,6 +187,12 @@ def _wrong_arguments(args: argparse.Namespace) -> str | None:
         return "takes no ADDRESS or --service (only disable and enable do)"
     if args.dry_run and args.action == "watch":
         return "--dry-run is for start, stop, restart, reload and status"
+    return _wrong_via_watcher(args)
+
+
+def _wrong_via_watcher(args: argparse.Namespace) -> str | None:
+    if args.via_watcher and (args.action not in ("reload", "force-reload") or args.dry_run):
+        return "--via-watcher is for reload and force-reload, without --dry-run"
     return None
 
 
@@ -239,7 +250,35 @@ def _run(role_name: str, prog: str, args: argparse.Namespace) -> int:
         from .watch import watch
 
         return watch(role, args.config, verbose=args.verbose)
-    return _act(prog, role, args)
+    return _via_watcher(prog, role, args) if args.via_watcher else _act(prog, role, args)
+
+
+def _via_watcher(prog: str, role: Role, args: argparse.Namespace) -> int:
+    """reload --via-watcher: the config was checked above (a bad one is exit 6 here,
+    before any signal); the watcher's own result gives the exit code, as the CLI's
+    reload would have had it."""
+    from .watch import watch_reload
+
+    result = watch_reload(role.paths, args.wait)
+    code = int(result["code"])
+    if code != 0:
+        failed = LvsError(f"the watcher's reload failed: {result['error']}")
+        failed.exit_code = code  # 6 for a config it refused, 1 for a command that failed
+        raise failed
+    for line in [*result["notes"], *result["warnings"]]:
+        log.warning("%s", line)
+    applied = result["applied"]
+    summary = f"{prog} {args.action}: " + (
+        f"{len(applied)} change(s) applied by the watcher" if applied else
+        "nothing to do (the watcher reloaded)")
+    log.info("%s", summary)
+    if args.json:
+        _write_json({"code": 0, "action": args.action, "changed": bool(applied),
+                     "applied": applied, "warnings": result["warnings"],
+                     "notes": result["notes"], "via_watcher": True})
+    else:
+        _write(f"{summary}\n")
+    return 0
 
 
 def _admin(prog: str, role: Role, args: argparse.Namespace) -> int:

@@ -98,6 +98,17 @@ class Director(Role):
             plan = plan_health(self.config, self.observe_ipvs(), state, view)
             return Report(action, plan, self._apply(plan, state)), view
 
+    def reload_with_health(self, update: Callable[[HealthView], HealthView],
+                           action: str = "reload") -> tuple[Report, HealthView]:
+        """The watcher's SIGHUP: `lvs-director reload` itself (Role._start: observe, plan,
+        apply, lock file, verify, the state file written the same way), under the same run
+        lock, with the watcher's health saved first so that the plan applies it. One
+        reload path for the CLI and the watcher, not a second planner."""
+        with exclusive(self.paths, self.wait_seconds, self.stop_requested):
+            view = update(self.health_view())
+            save_health(self.paths, view)
+            return self._start(action), view
+
     def observe_ipvs(self) -> HostObservation:
         """The IPVS table alone: all plan_health reads. Read from /proc/net/ip_vs, which
         starts no program (every program start costs tenths of a second on a slow

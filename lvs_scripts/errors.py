@@ -201,3 +201,10 @@ class UsageError(LvsError):
     address that is no real server)."""
 
     exit_code = 2
+
+
+class WatcherNotRunning(LvsError):
+    """`reload --via-watcher` with no `lvs-director watch` running to signal (LSB: 7,
+    "program is not running")."""
+
+    exit_code = 7

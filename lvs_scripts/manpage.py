@@ -36,14 +36,18 @@ ACTIONS = {
                 "back the default route and timeouts it replaced",
         "restart": "stop, then start",
         "reload": "apply the edited config: add what is new, change what differs, drain and "
-                  "then delete the real servers and services it no longer has",
+                  "then delete the real servers and services it no longer has; with "
+                  "--via-watcher the running `watch` does it (SIGHUP) and the exit code is "
+                  "its result's",
         "force-reload": "the same as reload",
         "status": "read the kernel and compare with the config; differences are printed as "
                   "the commands that would repair them; with health checks, each real server's "
                   "health (up, down, disabled, unchecked)",
         "watch": "run the health checker in the foreground: check the real servers of every "
                  "service with a `[service.check]`, set a failed one to weight 0 (or remove it) "
-                 "and put it back once it passes `rise` checks; SIGHUP re-reads the config, "
+                 "and put it back once it passes `rise` checks; SIGHUP is a full reload (as "
+                 "`reload`, in the watcher, its pid in the state directory's "
+                 "lvs-director.watch.pid), "
                  "SIGTERM exits leaving the weights as they are (init script: "
                  "lvs-director-watch)",
         "disable": "`disable ADDRESS [--service VIP:PORT]`: set the real server to weight 0 "

@@ -8,9 +8,20 @@ the run lock, so many servers failing at once cost one `ipvsadm -R`, and the wat
 races a `start` or `reload` of the CLI. The apply itself (programs, an flock that may have
 to wait) runs in a worker thread, so checks go on meanwhile; only one apply runs at a time.
 
-Signals: SIGHUP re-reads the config (an invalid one is logged, naming file, key and
-value, and the old one stays); SIGTERM and SIGINT stop the checks and exit 0, leaving the
-weights as they are (the health reached is saved). Under systemd (Type=notify) it sends
+Signals: SIGHUP is `lvs-director reload` without a new process: the config is read again
+(an invalid one is refused, logged naming file, key and value, and the old one stays),
+the checks are re-targeted (servers that stay keep their health, new ones start unknown,
+which counts as up), then Director.reload_with_health runs the CLI's own reload (services,
+real servers added, drained and removed, VIPs, attributes; lock file; verify) under the
+same run lock, with the health reached applied and the state file written the same way.
+Several SIGHUPs while one reload runs make one more reload after it, never two at once.
+Each outcome is written to `<state dir>/lvs-director.watch-reload.json` (`read_at`, on
+CLOCK_MONOTONIC, is when this reload began reading the config; `code` is the exit code
+the CLI's reload would have had); the watcher's pid is in `lvs-director.watch.pid` there
+while it runs. `lvs-director reload --via-watcher` sends the SIGHUP and waits for that
+file to name a reload begun after it (watch_reload below).
+SIGTERM and SIGINT stop the checks and exit 0, leaving the weights as they are (the
+health reached is saved). Under systemd (Type=notify) it sends
 READY=1 once the first apply is done and WATCHDOG=1 every half WatchdogSec from the loop.
 
 Memory is bounded by the number of targets: per target its health, last check duration
@@ -32,7 +43,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from .checks import Checker, CheckResult, CheckSpec, Target, require_check_programs, run_check
-from .errors import ConfigError, LvsError
+from .errors import ConfigError, LvsError, NotRoot, WatcherNotRunning
 from .health import DOWN, Health, Transition
 from .healthstate import HealthView, target_id
 
@@ -40,8 +51,9 @@ if TYPE_CHECKING:
     import aiohttp
 
     from .director import Director
+    from .locks import Paths
     from .model import Config
-    from .role import Role
+    from .role import Report, Role
 
 log = logging.getLogger("lvs_scripts")
 
@@ -74,6 +86,8 @@ class Watcher:
         self.applies = 0  # applies done (tests and metrics)
         self._pending: asyncio.Event | None = None
         self._stopping = False
+        self._reread = False  # SIGHUP: read the config file again
+        self._reconcile = False  # a full reload is owed (SIGHUP, or a failed one to retry)
 
     # -- callbacks from the checker (on the loop)
 
@@ -102,26 +116,75 @@ class Watcher:
         self.checker.stop()
 
     def reload(self) -> None:
-        """SIGHUP: the new config, or (invalid) the old one kept, saying why."""
+        """SIGHUP (on the loop): a full reload is owed; the applier does it, so that it
+        never runs beside another apply, and SIGHUPs that arrive meanwhile make one more
+        reload after it."""
+        self._reread = self._reconcile = True
+        self._request_apply()
+
+    def _load(self) -> Director:
+        """The config file read again (in a worker thread: parsing 10,000 real servers
+        would stall the checks), as a Director like the one we run."""
         from .director import Director
 
         old = self.director
+        config = load_director_config(self.config_path)
+        # With [ha], the same member of the pair as at start (--host may have named it); a
+        # config without that member is refused here like any other error.
+        return Director(config, runner=old.runner, paths=old.paths,
+                        wait_seconds=old.wait_seconds, drain=old.drain,
+                        host=old.member.name if old.member is not None else None)
+
+    async def _reload(self) -> bool:
+        """The owed reload; False to be retried (a command failed, the lock was busy)."""
+        read_at = time.monotonic()
+        # Cleared before any await: a SIGHUP from now on sets them again, and is owed a
+        # reload of its own (this one may have read the file before it was written).
+        reread, self._reread, self._reconcile = self._reread, False, False
+        if reread:
+            try:
+                director = await asyncio.to_thread(self._load)
+            except LvsError as err:
+                log.error("watch: SIGHUP: config not reloaded, keeping the old one: %s", err)
+                self._write_result(read_at, err.exit_code, str(err))
+                return True
+            self.director = director
+            self.checker.set_targets(targets_of(director.config), self._saved_health())
+            log.info("watch: SIGHUP: config %s reloaded: %d real server(s) checked",
+                     self.config_path, len(self.checker.targets))
+        health = self.checker.health
+
+        def update(view: HealthView) -> HealthView:
+            view.health = health
+            return view
+
         try:
-            config = load_director_config(self.config_path)
-            # With [ha], the same member of the pair as at start (--host may have named
-            # it); a config without that member is refused here like any other error.
-            director = Director(config, runner=old.runner, paths=old.paths,
-                                wait_seconds=old.wait_seconds, drain=old.drain,
-                                host=old.member.name if old.member is not None else None)
+            report, _view = await asyncio.to_thread(self.director.reload_with_health, update)
         except LvsError as err:
-            log.error("watch: SIGHUP: config not reloaded, keeping the old one: %s", err)
-            return
-        self.director = director
-        saved = self._saved_health()
-        self.checker.set_targets(targets_of(config), saved)
-        log.info("watch: SIGHUP: config %s reloaded: %d real server(s) checked",
-                 self.config_path, len(self.checker.targets))
-        self._request_apply()
+            log.error("watch: reload: %s", err)
+            self._write_result(read_at, err.exit_code, str(err))
+            self._reconcile = True  # retried as a reload, not as a health apply
+            return False
+        self.applies += 1
+        for line in report.outcome.applied:
+            log.info("watch: applied %s", line)
+        log.info("watch: reload: %d change(s) applied; done, with its check, %.2f s after "
+                 "the config was read", len(report.outcome.applied), time.monotonic() - read_at)
+        self._write_result(read_at, 0, None, report)
+        return True
+
+    def _write_result(self, read_at: float, code: int, error: str | None,
+                      report: Report | None = None) -> None:
+        result = {"pid": os.getpid(), "read_at": read_at, "done_at": time.monotonic(),
+                  "code": code, "error": error,
+                  "changed": bool(report and report.changed),
+                  "applied": list(report.outcome.applied) if report else [],
+                  "warnings": list(report.outcome.warnings) if report else [],
+                  "notes": list(dict.fromkeys(report.plan.notes)) if report else []}
+        try:
+            write_json(self.director.paths, result_file(self.director.paths), result)
+        except (OSError, LvsError) as err:  # the reload stands; only --via-watcher waits
+            log.error("watch: cannot write %s: %s", result_file(self.director.paths), err)
 
     def _saved_health(self) -> dict[Any, Health]:
         try:
@@ -147,6 +210,7 @@ class Watcher:
         if prepare is not None:  # the same for the runner's imports (plumbum)
             prepare()
         self.checker.set_targets(targets, self._saved_health())
+        write_pid(self.director.paths)
         log.info("watch: checking %d real server(s) of %s", len(self.checker.targets),
                  self.config_path)
         if not await self._apply():  # the kernel as the saved health says, before READY
@@ -161,15 +225,18 @@ class Watcher:
             await asyncio.gather(*helpers, return_exceptions=True)
             self.notify("STOPPING=1")
             await self._apply(save_only=True)
+            remove_pid(self.director.paths)
         return 0
 
     async def _applier(self) -> None:
         assert self._pending is not None  # noqa: S101 - set by run()
         while True:
             await self._pending.wait()
-            await asyncio.sleep(BATCH_SECONDS)  # a batching window, not a synchronisation
+            if not self._reconcile:  # a reload is asked by a person: no window to wait for
+                await asyncio.sleep(BATCH_SECONDS)  # a batching window, not a sync
             self._pending.clear()
-            if not await self._apply():
+            done = await self._reload() if self._reconcile else await self._apply()
+            if not done:
                 asyncio.get_running_loop().call_later(RETRY_SECONDS, self._request_apply)
 
     async def _apply(self, save_only: bool = False) -> bool:
@@ -191,12 +258,16 @@ class Watcher:
             log.error("watch: %s", err)
             return False
         self.applies += 1
+        self._log_applied(report, started)
+        return True
+
+    @staticmethod
+    def _log_applied(report: Report, started: float) -> None:
         for line in report.outcome.applied:
             log.info("watch: applied %s", line)
         if report.outcome.applied:  # how long the kernel took to follow, for the operator
             log.info("watch: %d change(s) applied in %.2f s", len(report.outcome.applied),
                      time.monotonic() - started)
-        return True
 
     async def _watchdog(self) -> None:
         """WATCHDOG=1 at half the interval systemd asked for (WATCHDOG_USEC), from the
@@ -210,6 +281,119 @@ class Watcher:
         while True:
             self.notify("WATCHDOG=1")
             await asyncio.sleep(int(usec) / 2e6)
+
+
+def pid_file(paths: Paths) -> str:
+    """Where a running watcher keeps its pid (for `reload --via-watcher`)."""
+    return os.path.join(paths.state_dir, f"{paths.name}.watch.pid")
+
+
+def result_file(paths: Paths) -> str:
+    """Where the watcher writes the outcome of its last reload."""
+    return os.path.join(paths.state_dir, f"{paths.name}.watch-reload.json")
+
+
+def write_json(paths: Paths, target: str, data: dict[str, Any]) -> None:
+    import json
+
+    write_atomically_text(paths, target, json.dumps(data, indent=1) + "\n")
+
+
+def write_pid(paths: Paths) -> None:
+    try:
+        write_atomically_text(paths, pid_file(paths), f"{os.getpid()}\n")
+    except (OSError, LvsError) as err:  # the checks matter more than --via-watcher
+        log.error("watch: cannot write %s: %s", pid_file(paths), err)
+
+
+def write_atomically_text(paths: Paths, target: str, text: str) -> None:
+    from .locks import ensure_dir
+    from .state import write_atomically
+
+    ensure_dir(paths.state_dir, trusted=True)
+    write_atomically(paths, target, text)
+
+
+def remove_pid(paths: Paths) -> None:
+    """Only our own: a newer watcher may have written its pid meanwhile."""
+    try:
+        with open(pid_file(paths), encoding="ascii") as file:
+            if file.read().strip() != str(os.getpid()):
+                return
+        os.unlink(pid_file(paths))
+    except OSError:
+        pass
+
+
+def running_watcher(paths: Paths) -> int:
+    """The pid of the running watcher, from its pid file; WatcherNotRunning if none."""
+    where = pid_file(paths)
+    try:
+        with open(where, encoding="ascii") as file:
+            text = file.read().strip()
+    except FileNotFoundError:
+        raise WatcherNotRunning(f"no watcher is running: {where} does not exist "
+                                "(start it: lvs-director watch)") from None
+    except OSError as err:
+        raise WatcherNotRunning(f"{where}: cannot read it: {err.strerror}") from None
+    if not text.isdigit() or int(text) <= 1:
+        raise WatcherNotRunning(f"{where}: {text!r} is not a process id")
+    pid = int(text)
+    if not is_watcher(pid):  # a pid left by a watcher killed -9, maybe reused since
+        raise WatcherNotRunning(f"no watcher is running: {where} names pid {pid}, which "
+                                "has exited or is no `lvs-director watch`")
+    return pid
+
+
+def is_watcher(pid: int) -> bool:
+    """Whether pid is a `... watch` process: a SIGHUP must never reach another program
+    that inherited the pid of a watcher killed with -9 (whose pid file stayed)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as file:
+            argv = file.read().split(b"\0")
+    except OSError:
+        return False
+    return b"watch" in argv
+
+
+def read_result(paths: Paths) -> dict[str, Any] | None:
+    import json
+
+    try:
+        with open(result_file(paths), encoding="utf-8") as file:
+            data = json.load(file)
+    except (OSError, ValueError):  # not written yet (or a torn copy: it is replaced whole)
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def watch_reload(paths: Paths, wait_seconds: float, poll_seconds: float = 0.02
+                 ) -> dict[str, Any]:
+    """`lvs-director reload --via-watcher`: SIGHUP to the running watcher, then the result
+    of the first reload it began after the signal (read_at on CLOCK_MONOTONIC, which every
+    process of this boot shares, so a wall-clock step cannot confuse it). Raises
+    WatcherNotRunning, or LvsError when no result came within wait_seconds."""
+    pid = running_watcher(paths)
+    sent = time.monotonic()
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        raise WatcherNotRunning(f"the watcher (pid {pid}) exited before the SIGHUP") from None
+    except PermissionError:
+        raise NotRoot(f"not allowed to signal the watcher (pid {pid})") from None
+    deadline = sent + wait_seconds
+    while True:
+        result = read_result(paths)
+        if result is not None and result.get("pid") == pid and \
+                float(result.get("read_at", 0)) >= sent:
+            return result
+        if time.monotonic() >= deadline:
+            raise LvsError(f"the watcher (pid {pid}) got the SIGHUP but wrote no result in "
+                           f"{result_file(paths)} within {wait_seconds:g} s (see its log; "
+                           "--wait SECONDS waits longer)")
+        if not is_watcher(pid):
+            raise WatcherNotRunning(f"the watcher (pid {pid}) exited before it reloaded")
+        time.sleep(poll_seconds)
 
 
 def load_director_config(path: str) -> Config:

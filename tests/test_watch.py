@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -36,10 +37,15 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0,
 
 VIP = "192.168.30.254"
 RS1, RS2 = "192.168.30.138", "192.168.30.194"
+RS3 = "192.168.30.150"  # in no config at first: what a reload adds
 DEADLINE = 30.0  # generous: a loaded 2-core machine; conditions usually hold in ~2 s
 
 
-def config(weight1: int = 1, extra: str = "") -> str:
+def config(weight1: int = 1, extra: str = "",
+           reals: list[tuple[str, int]] | None = None) -> str:
+    """reals: (address, weight) of each real server, instead of RS1 (weight1) and RS2."""
+    listed = "".join(f'  {{ address = "{address}", weight = {weight} }},\n'
+                     for address, weight in (reals or [(RS1, weight1), (RS2, 2)]))
     return f"""
 [director]
 interface = "eth0"
@@ -50,9 +56,7 @@ vip = "{VIP}"
 port = 80
 scheduler = "wrr"
 real = [
-  {{ address = "{RS1}", weight = {weight1} }},
-  {{ address = "{RS2}", weight = 2 }},
-]
+{listed}]
 
 [service.check]
 type = "http"
@@ -100,7 +104,7 @@ class Watched(DirectorMachine):
 
     def __init__(self, host: FakeHost, root: Path) -> None:
         super().__init__(host, root, config())
-        self.web = {RS1: WebServer(), RS2: WebServer()}
+        self.web = {RS1: WebServer(), RS2: WebServer(), RS3: WebServer()}
         self.env["LVS_TEST_CHECK_MAP"] = ",".join(
             f"{rs}=127.0.0.1:{web.port}" for rs, web in self.web.items())
         self.log = root / "watch.log"
@@ -120,6 +124,10 @@ class Watched(DirectorMachine):
         out = self.host.cmd("ipvsadm", "-S", "-n").stdout
         return {words[4].split(":")[0]: int(words[words.index("-w") + 1])
                 for words in (line.split() for line in out.splitlines()) if words[0] == "-a"}
+
+    @property
+    def paths(self) -> Paths:
+        return Paths("lvs-director", str(self.state_dir), str(self.lock_dir))
 
     def health(self) -> dict[str, str]:
         view = load_health(Paths("lvs-director", str(self.state_dir), str(self.lock_dir)))
@@ -320,3 +328,100 @@ def test_the_runner_is_prepared_before_ready(tmp_path: Path) -> None:
     watcher.notify = notify
     assert asyncio.run(watcher.run()) == 0
     assert events.index("prepare") < events.index("READY=1"), events
+
+
+# ------------------------------------------------- SIGHUP: `lvs-director reload`, in the watcher
+
+def state_of(machine: DirectorMachine) -> dict[str, Any]:
+    return dict(json.loads((machine.state_dir / "lvs-director.json").read_text()))
+
+
+def test_reload_via_watcher_adds_a_server_like_the_cli(watched: Watched,
+                                                       tmp_path: Path) -> None:
+    """A new real server (not only a weight: plan_health alone cannot add one), through
+    `reload --via-watcher`, which returns once the watcher's reload is in the kernel; the
+    state file is what the CLI's reload writes on a twin host."""
+    process = watched.watch()
+    watched.wait("both up", lambda: both_up(watched))
+    new = config(reals=[(RS1, 3), (RS2, 2), (RS3, 4)])
+    watched.config.write_text(new)
+    ran = watched.run("reload", "--via-watcher", "--json")
+    assert ran.returncode == 0, ran.stderr
+    said = json.loads(ran.stdout)
+    assert said["via_watcher"] and said["changed"], said
+    assert watched.weights() == {RS1: 3, RS2: 2, RS3: 4}  # already when the CLI returns
+    assert re.search(r"watch: reload: \d+ change\(s\) applied; done, with its check, "
+                     r"[0-9.]+ s after", watched.log.read_text())
+    assert process.poll() is None
+    (tmp_path / "twin").mkdir()
+    twin = DirectorMachine(FakeHost(tmp_path / "twin-host"), tmp_path / "twin", config())
+    assert twin.run("start").returncode == 0
+    twin.config.write_text(new)
+    assert twin.run("reload").returncode == 0
+    assert state_of(watched) == state_of(twin)
+    assert watched.host.ipvs_save() == twin.host.ipvs_save()
+    again = watched.run("reload")  # nothing left for the CLI's own reload
+    assert (again.returncode, again.stdout) == (0, "lvs-director reload: nothing to do\n")
+    watched.web[RS3].status = 500  # and the new one is checked
+    watched.wait("rs3 down", lambda: watched.weights()[RS3] == 0)
+
+
+def test_sighup_removing_a_server_drains_it_as_reload_does(watched: Watched) -> None:
+    process = watched.watch()
+    watched.wait("both up", lambda: both_up(watched))
+    watched.host.clear_calls()
+    watched.config.write_text(config(reals=[(RS1, 1)]))
+    process.send_signal(signal.SIGHUP)
+    watched.wait("rs2 gone", lambda: watched.weights() == {RS1: 1})
+    changes = [c["stdin"] or c["argv"] for c in watched.changes()]
+    # weight 0 first (connections finish), then (idle: at once) the delete
+    assert changes == [["ipvsadm", "-e", "-t", f"{VIP}:80", "-r", f"{RS2}:80", "-g", "-w", "0"],
+                       ["ipvsadm", "-d", "-t", f"{VIP}:80", "-r", f"{RS2}:80"]], changes
+    watched.wait("rs2 unchecked", lambda: watched.health() == {RS1: UP})
+
+
+def test_a_sighup_during_an_apply_is_a_reload_after_it(watched: Watched) -> None:
+    process = watched.watch()
+    watched.wait("both up", lambda: both_up(watched))
+    watched.host.delay(["ipvsadm", "-e"], 2.0, nth=1)  # the health apply taking rs1 out
+    watched.web[RS1].status = 500
+    watched.wait("the apply under way", lambda: watched.host.delays()[0]["fired"] == 1)
+    watched.config.write_text(config(reals=[(RS1, 1), (RS2, 5), (RS3, 1)]))
+    ran = watched.run("reload", "--via-watcher")
+    assert ran.returncode == 0, ran.stderr
+    # the result waited for is the reload's, begun after the SIGHUP: not the apply's
+    assert watched.weights() == {RS1: 0, RS2: 5, RS3: 1}
+    log = watched.log.read_text()
+    assert log.index(f"-r {RS1}:80 -g -w 0") < log.index("SIGHUP: config"), log
+    assert process.poll() is None
+
+
+def test_an_invalid_config_is_refused_and_the_result_says_so(watched: Watched) -> None:
+    from lvs_scripts.watch import read_result
+
+    process = watched.watch()
+    watched.wait("both up", lambda: both_up(watched))
+    watched.config.write_text(config().replace("rise = 2", "rise = 0"))
+    ran = watched.run("reload", "--via-watcher")  # the CLI refuses it before signalling
+    assert ran.returncode == 6 and "service[0].check.rise" in ran.stderr, ran.stderr
+    assert read_result(watched.paths) is None
+    process.send_signal(signal.SIGHUP)
+    watched.wait("refused", lambda: read_result(watched.paths) is not None)
+    result = read_result(watched.paths)
+    assert result is not None and result["code"] == 6, result
+    assert str(watched.config) in result["error"] and "rise" in result["error"]
+    assert process.poll() is None and watched.weights() == {RS1: 1, RS2: 2}
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=DEADLINE) == 0
+    assert not (watched.state_dir / "lvs-director.watch.pid").exists()
+
+
+def test_reload_via_watcher_without_a_watcher(watched: Watched) -> None:
+    ran = watched.run("reload", "--via-watcher")
+    assert ran.returncode == 7, ran.stderr
+    assert "no watcher is running" in ran.stderr and "watch.pid" in ran.stderr
+    (watched.state_dir / "lvs-director.watch.pid").write_text("999999999\n")
+    ran = watched.run("reload", "--via-watcher")
+    assert ran.returncode == 7 and "has exited" in ran.stderr, ran.stderr
+    ran = watched.run("start", "--via-watcher")
+    assert ran.returncode == 2 and "--via-watcher is for reload" in ran.stderr

@@ -555,3 +555,49 @@ def test_disable_then_enable_rs1_while_traffic_runs_loses_no_request(watched: La
     everything = lab.client.sent(since)
     assert failed(everything) == [], failed(everything)
     print(f"\nlab: disable -> enable of rs1: {len(everything)} requests, none failed")
+
+
+# --- issue 14: a reload through the running watcher ----------------------------------------------
+
+OWN_PIDFILE = RUN_ROOT / "director" / "state" / "lvs-director.watch.pid"  # the watcher's own
+
+
+def save_weight(vip: str, name: str) -> int | None:
+    """rs's weight in VIP's service as `ipvsadm -S -n` lists it (what keepalived's side
+    of the benchmark is timed against too)."""
+    for line in ipvs_save():
+        words = line.split()
+        if words[:3] == ["-a", "-t", f"{vip}:80"] and words[4] == f"{REALS[name]}:80":
+            return int(words[words.index("-w") + 1])
+    return None
+
+
+def test_a_weight_changed_in_the_file_reaches_the_kernel_through_sighup(watched: Lab) -> None:
+    """The benchmark's recipe: edit the config, SIGHUP to the pid in the watcher's own pid
+    file, poll `ipvsadm -S -n` until the weight shows. Then the same through `lvs-director
+    reload --via-watcher`, which returns once the watcher's reload is in the kernel."""
+    lab = watched
+    pid = int(OWN_PIDFILE.read_text())
+    assert pid == lab.watcher_pid()  # init.d's pid file and the watcher's agree
+    new = lab.good.replace(f'"{REALS["rs1"]}", weight = {WEIGHTS["rs1"]} ',
+                           f'"{REALS["rs1"]}", weight = 7 ', 1)
+    assert new != lab.good
+    lab.config.write_text(new)
+    sent = time.monotonic()
+    os.kill(pid, signal.SIGHUP)
+    wait_for(lambda: save_weight(VIP, "rs1") == 7, 60, interval=0.05,
+             what="weight 7 in ipvsadm -S -n")
+    took = time.monotonic() - sent
+    assert save_weight(VIP2, "rs1") == WEIGHTS["rs1"]  # only what the file changed
+    applied = lab.syslog.expect(r"watch: reload: \d+ change\(s\) applied", sent)
+    print(f"\nlab: weight edited, SIGHUP -> seen in ipvsadm -S -n after {took:.2f} s "
+          f"(watcher: {applied[1].split(': ', 1)[1]})")
+    lab.config.write_text(new.replace(f'"{REALS["rs1"]}", weight = 7 ',
+                                      f'"{REALS["rs1"]}", weight = 5 ', 1))
+    begun = time.monotonic()
+    ran = run_on("director", [str(VENV_BIN / "lvs-director"), "reload", "--via-watcher"],
+                 lab.env)
+    assert ran.returncode == 0, ran
+    assert save_weight(VIP, "rs1") == 5  # in the kernel when the CLI returns
+    assert not gone(pid)
+    print(f"lab: reload --via-watcher: {time.monotonic() - begun:.2f} s, CLI start included")
