@@ -25,6 +25,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -55,6 +56,7 @@ class Table:
         self.weights = dict.fromkeys(reals, 1)
         self.listing = listing
         self.programs: list[str] = []  # argv[1] of each program started
+        self.restores: list[float] = []  # when each ipvsadm -R started (monotonic)
         self.write_listing()
 
     def save(self) -> str:
@@ -87,6 +89,7 @@ class Table:
         if argv == ("ipvsadm", "-S", "-n"):
             return Result(argv, 0, self.save(), "")
         if argv == ("ipvsadm", "-R"):
+            self.restores.append(time.monotonic())
             for line in (stdin or "").splitlines():
                 self.edit(line)
         elif argv[:2] == ("ipvsadm", "-e"):
@@ -122,6 +125,13 @@ fall = {fall}
 
 async def burst(watcher: Watcher, table: Table, failing: dict[str, bool], count: int,
                 interval: float) -> dict[str, float]:
+    seen: list[float] = []  # when each transition came
+    forward = watcher.checker.on_transition
+
+    def on_transition(*args: Any) -> None:
+        seen.append(time.monotonic())
+        forward(*args)
+    watcher.checker.on_transition = on_transition
     runner = asyncio.get_running_loop().create_task(watcher.run())
     # Warm-up: every server checked up (its first success) and those applies done.
     while len(watcher.checker.health) < count or any(
@@ -129,6 +139,7 @@ async def burst(watcher: Watcher, table: Table, failing: dict[str, bool], count:
         await asyncio.sleep(0.05)
     await asyncio.sleep(interval)
     programs = len(table.programs)
+    del seen[:]
     started = time.monotonic()
     failing["now"] = True
     while any(w != 0 for w in table.weights.values()):
@@ -137,7 +148,9 @@ async def burst(watcher: Watcher, table: Table, failing: dict[str, bool], count:
     watcher.stop()
     await runner
     ran = table.programs[programs:]
-    return {"programs": len(ran),
+    restores = [t - started for t in table.restores if t >= started]
+    return {"first": seen[0] - started, "last": seen[-1] - started,
+            "restore": restores[0] if restores else float("nan"), "programs": len(ran),
             "changing": sum(p in ("-e", "-R") for p in ran), "batches": ran.count("-R"),
             "seconds": took}
 
@@ -176,9 +189,11 @@ def main() -> int:
           f"{args.fall}) all failing at the same moment")
     print(f"  all at weight 0 after   {figures['seconds']:8.2f} s "
           f"(fall x interval = {args.fall * args.interval:g} s)")
+    print(f"  transitions came from   {figures['first']:8.2f} s to {figures['last']:.2f} s; "
+          f"the first ipvsadm -R started at {figures['restore']:.2f} s")
     print(f"  applies to the kernel   {figures['changing']:8.0f}   "
-          f"({figures['batches']:.0f} ipvsadm -R, the rest a single ipvsadm -e): one per "
-          "0.2 s window of transitions, and the checks are spread over the interval")
+          f"({figures['batches']:.0f} ipvsadm -R, the rest a single ipvsadm -e): the window "
+          "closes 0.2 s after the last transition, at most interval + 0.2 s after the first")
     print(f"  programs started        {figures['programs']:8.0f}   (with the ipvsadm -S -n that "
           "checks each batch)")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

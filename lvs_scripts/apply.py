@@ -25,7 +25,7 @@ from .errors import (
 from .owned import Owned
 from .pids import pid_alive, read_pid
 from .plan import Drain, Outcome, Plan, Settle, Step
-from .probes import IPVS_LIST, IPVS_SAVE, Counters, RuleCheck, parse_ipvs_list, parse_ipvs_save
+from .probes import IPVS_LIST, IPVS_SAVE, Counters, parse_ipvs_list, rules_held
 from .record import Record
 from .render import shell_line
 from .runner import Runner
@@ -200,12 +200,13 @@ def _run_batch(batch: Batch, runner: Runner, state: State, save: Callable[[State
     befores = [_write_ahead(step, state, None) for step in batch.steps]
     save(state)
     runner.run(batch.argv, stdin=batch.stdin, check=False)
-    holds = RuleCheck(parse_ipvs_save(runner.run(IPVS_SAVE).stdout))
+    held = rules_held([step.ipvs_rule or "" for step in batch.steps],
+                      runner.run(IPVS_SAVE).stdout)
     # ipvsadm -R goes on after a refused line: record every rule that took, and save,
     # before re-running the ones that did not (in order, each alone, for its own error).
     missing = []
-    for step, before in zip(batch.steps, befores):
-        if step.ipvs_rule is not None and not holds(step.ipvs_rule):
+    for step, before, holds in zip(batch.steps, befores, held):
+        if step.ipvs_rule is not None and not holds:
             _roll_back(step, before, state, None)
             missing.append(step)
         else:

@@ -13,6 +13,9 @@ The engine is one asyncio event loop, no threads:
   phase (so 10,000 targets do not fire together), at most `max_in_flight` at once, feeds
   each result to health.observe and reports transitions through a callback. Its targets
   can be replaced at run time (a reload) without losing the health of those that stay.
+  It wakes once for all the checks due by then (a heap of due times); a tcp or http
+  check runs on loop callbacks (start_tcp, start_http: no task, no future), the others
+  as a task each.
 
 Every check opens its own connection (HTTP without keep-alive): a check that reuses a
 connection says nothing about whether the server still accepts new ones.
@@ -56,6 +59,12 @@ MAX_INTERVAL = 86400.0  # a day; timeouts too
 MAX_RISE_FALL = 100
 MAX_BODY = 64 * 1024  # bytes of an HTTP body read to match `expect`; the rest is not read
 MAX_OUTPUT = 256  # bytes of an exec check's output kept for the reason; the rest is discarded
+# For start_tcp, without importing socket at import time (values of Linux, the only
+# system this runs on; test_checks compares them with the socket and errno modules).
+_SOCK_FLAGS = 1 | 0o4000  # SOCK_STREAM | SOCK_NONBLOCK
+_LINGER_RESET = b"\x01\x00\x00\x00\x00\x00\x00\x00"  # struct linger {1, 0}: close = RST
+_EINPROGRESS = 115
+_EALREADY = 114
 
 
 class CheckSpec(Record):
@@ -245,19 +254,21 @@ def require_check_programs(config: Config) -> None:
 async def run_check(spec: CheckSpec, address: str, port: int, vip: str,
                     session: aiohttp.ClientSession | None = None) -> CheckResult:
     """Run one check of the real server address:port (port: the server's; spec.port wins).
-    http/https use `session` (one per scheduler) or a session of their own."""
+    https uses `session` (one per scheduler) or a session of their own; http does not
+    need one (start_http)."""
     import asyncio
 
     port = spec.port or port
     started = time.monotonic()
     try:
-        if spec.type == "tcp":
-            coro: Awaitable[tuple[bool, str]] = _tcp(address, port)
-        elif spec.type in ("http", "https"):
-            coro = _http(spec, address, port, vip, session)
+        if spec.type == "tcp":  # its own timer: see start_tcp
+            ok, reason = await _tcp(address, port, spec.timeout)
+        elif spec.type == "http":  # likewise
+            ok, reason = await _plain_http(spec, address, port, vip)
         else:
-            coro = _exec(spec, address, port)
-        ok, reason = await _within(coro, spec.timeout)
+            coro = _http(spec, address, port, vip, session) \
+                if spec.type == "https" else _exec(spec, address, port)
+            ok, reason = await _within(coro, spec.timeout)
     except asyncio.TimeoutError:
         ok, reason = False, f"timeout after {spec.timeout:g} s"
     except OSError as err:
@@ -288,32 +299,356 @@ async def _within(coro: Awaitable[tuple[bool, str]], timeout: float) -> tuple[bo
     return await asyncio.wait_for(coro, timeout)  # pragma: no cover - Python < 3.11
 
 
-async def _tcp(address: str, port: int) -> tuple[bool, str]:
-    """Connect and close. A bare non-blocking socket and one writer callback: this is the
-    check run thousands of times a second, and loop.sock_connect costs a third more CPU."""
-    import _socket  # the C socket: socket.socket's Python layer is not needed here
+async def _tcp(address: str, port: int, timeout: float) -> tuple[bool, str]:
+    """One tcp check as a coroutine (run_check); the Checker drives start_tcp directly."""
     import asyncio
-    import errno
-    import socket
 
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = _socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+    return await _probe(lambda done: start_tcp(asyncio.get_running_loop(), address, port,
+                                               timeout, done))
+
+
+async def _plain_http(spec: CheckSpec, address: str, port: int, vip: str) -> tuple[bool, str]:
+    """One http check as a coroutine (run_check); the Checker drives start_http directly."""
+    import asyncio
+
+    return await _probe(lambda done: start_http(asyncio.get_running_loop(), spec, address,
+                                                port, vip, done))
+
+
+async def _probe(start: Callable[[Callable[[bool, str], None]], _Probe | None]
+                 ) -> tuple[bool, str]:
+    import asyncio
+
+    outcome: asyncio.Future[tuple[bool, str]] = asyncio.get_running_loop().create_future()
+    def done(ok: bool, reason: str) -> None:
+        if not outcome.done():  # not when cancelled just before
+            outcome.set_result((ok, reason))
+
+    probe = start(done)
     try:
-        code = sock.connect_ex((address, port))
-        if code == errno.EINPROGRESS:
-            loop = asyncio.get_running_loop()
-            ready: asyncio.Future[None] = loop.create_future()
-            loop.add_writer(sock.fileno(), _resolve, ready)
-            try:
-                await ready
-            finally:
-                loop.remove_writer(sock.fileno())
-            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if code:
-            raise OSError(code, os.strerror(code))  # OSError picks the subclass by errno
+        return await outcome
     finally:
+        if probe is not None:  # cancelled from outside: no socket nor timer left behind
+            probe.cancel()
+
+
+def start_tcp(loop: asyncio.AbstractEventLoop, address: str, port: int, timeout: float,
+              done: Callable[[bool, str], None]) -> _Probe | None:
+    """Connect to address:port and close at once; `done(ok, reason)` is called once, maybe
+    before this returns (it returns None then), else from the loop (it returns the probe
+    in flight, which `cancel()` ends without calling `done`).
+
+    This is the check run thousands of times a second, so it is the cheapest correct one
+    asyncio allows: the C socket without socket.socket's Python layer, no task, future or
+    coroutine, a call_later handle as the timeout. A second connect() right after the
+    first costs one system call and finds the handshake over where the server is near
+    (always on loopback, often on a LAN): no poller round trip then. The close sends a
+    reset (SO_LINGER 0), so that no TIME_WAIT socket per check piles up on the checker,
+    and the server's end is freed at once too."""
+    try:
+        sock, code = _connect(address, port)
+    except Exception as err:
+        done(False, _exception_reason(err))
+        return None
+    if code == _EALREADY:
+        probe = _Probe(loop, sock, timeout, done)
+        loop.add_writer(probe.fd, probe.connected)
+        return probe
+    sock.close()
+    if code:
+        done(False, _errno_reason(code))
+    else:
+        done(True, "ok")
+    return None
+
+
+def _connect(address: str, port: int) -> tuple[Any, int]:
+    """A non-blocking socket connecting to address:port, and 0 (connected), _EALREADY (in
+    progress) or the errno of the failure."""
+    import _socket  # the C socket: socket.socket's Python layer is not needed here
+
+    sock = _socket.socket(_socket.AF_INET6 if ":" in address else _socket.AF_INET,
+                          _SOCK_FLAGS)
+    try:
+        sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_LINGER, _LINGER_RESET)
+        code: int = sock.connect_ex((address, port))
+        if code == _EINPROGRESS:
+            code = sock.connect_ex((address, port))
+    except BaseException:
         sock.close()
-    return True, "ok"
+        raise
+    return sock, code
+
+
+def _errno_reason(code: int) -> str:
+    return _os_reason(OSError(code, os.strerror(code)))  # OSError picks the subclass
+
+
+def _exception_reason(err: Exception) -> str:
+    if isinstance(err, OSError):
+        return _os_reason(err)
+    # As in run_check: whatever it was fails this check, not the checker.
+    return f"unexpected {type(err).__name__}: {err}"[:MAX_REASON]
+
+
+class _Probe:
+    """A check in flight on loop callbacks: its socket, its timer, and how it ends. As
+    is, a tcp check waiting for its handshake; _HttpProbe goes on from there."""
+
+    __slots__ = ("done", "fd", "loop", "sock", "timer")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: Any, timeout: float,
+                 done: Callable[[bool, str], None] | None) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.done = done
+        self.fd: int = sock.fileno()
+        self.timer = loop.call_later(timeout, self.end, False, f"timeout after {timeout:g} s")
+
+    def connected(self) -> None:
+        """The socket is writable: the handshake is over, one way or the other."""
+        import _socket
+
+        self.loop.remove_writer(self.fd)
+        code = self.sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
+        if code:
+            self.end(False, _errno_reason(code))
+        else:
+            self.established()
+
+    def established(self) -> None:
+        self.end(True, "ok")
+
+    def cancel(self) -> None:
+        self.done = None
+        self.end(False, "cancelled")
+
+    def end(self, ok: bool, reason: str) -> None:
+        if self.sock is None:
+            return
+        self.loop.remove_writer(self.fd)
+        self.loop.remove_reader(self.fd)
+        self.timer.cancel()
+        self.sock.close()
+        self.sock = None
+        done, self.done = self.done, None
+        if done is not None:
+            done(ok, reason)
+
+
+# ---------------------------------------------------------------- http (not https)
+
+def start_http(loop: asyncio.AbstractEventLoop, spec: CheckSpec, address: str, port: int,
+               vip: str, done: Callable[[bool, str], None]) -> _Probe | None:
+    """An http check on loop callbacks, as start_tcp (same connect, timeout and reset):
+    send one GET with `Connection: close`, read the status line and headers (and the body
+    up to MAX_BODY when `expect` has to match it: Content-Length, chunked, or up to the
+    close), judge. aiohttp cost four times as much CPU per check (README, benchmarks),
+    and https stays on it: TLS is where a library is worth its cost."""
+    try:
+        sock, code = _connect(address, port)
+    except Exception as err:
+        done(False, _exception_reason(err))
+        return None
+    if code not in (0, _EALREADY):
+        sock.close()
+        done(False, _errno_reason(code))
+        return None
+    probe = _HttpProbe(loop, sock, spec, _request_bytes(spec.path, spec.host or vip), done)
+    if code == _EALREADY:
+        loop.add_writer(probe.fd, probe.connected)
+    else:
+        probe.established()
+    return probe
+
+
+@functools.lru_cache(maxsize=1024)
+def _request_bytes(path: str, host: str) -> bytes:
+    """The request (path and host are printable ASCII without spaces: parse_check)."""
+    name = f"[{host}]" if ":" in host else host
+    return (f"GET {path} HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n"
+            f"User-Agent: lvs-director-check\r\nAccept: */*\r\n\r\n").encode("ascii")
+
+
+class _HttpProbe(_Probe):
+    __slots__ = ("request", "response", "spec")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: Any, spec: CheckSpec,
+                 request: bytes, done: Callable[[bool, str], None]) -> None:
+        super().__init__(loop, sock, spec.timeout, done)
+        self.spec = spec
+        self.request = request
+        self.response = HttpResponse(spec.status if spec.expect is not None else ())
+
+    def established(self) -> None:
+        self.send()
+
+    def send(self) -> None:
+        try:
+            sent = self.sock.send(self.request)
+        except BlockingIOError:
+            sent = 0
+        except OSError as err:
+            self.end(False, _os_reason(err))
+            return
+        self.request = self.request[sent:]
+        if self.request:  # a full send buffer on a new connection: rare, but possible
+            self.loop.add_writer(self.fd, self.send)
+            return
+        self.loop.remove_writer(self.fd)
+        self.loop.add_reader(self.fd, self.readable)
+
+    def readable(self) -> None:
+        try:
+            data = self.sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError as err:
+            self.end(False, _os_reason(err))
+            return
+        try:
+            complete = self.response.feed(data) if data else self.response.close()
+        except BadResponse as err:
+            self.end(False, f"HTTP: {err}")
+            return
+        if complete:
+            self.end(*_judge(self.spec, self.response.status, bytes(self.response.body)))
+
+
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+_LINE_END = re.compile(rb"\r?\n")
+
+
+class BadResponse(Exception):
+    """What a server sent is not an HTTP/1.x response this checker can judge."""
+
+
+class HttpResponse:
+    """An HTTP/1.x response read incrementally: the status line and headers, then (for a
+    status in `body_for`, the ones whose body `expect` must match) the body up to
+    MAX_BODY. `feed(data)` and, at the end of the stream, `close()` return True once
+    there is enough to judge; BadResponse says what was wrong. Interim 1xx responses are
+    skipped; the body is as sent (no decompression: nothing asks for it)."""
+
+    MAX_HEAD = 64 * 1024
+
+    def __init__(self, body_for: tuple[int, ...] = ()) -> None:
+        self.body_for = body_for
+        self.buffer = bytearray()
+        self.status = 0
+        self.body = bytearray()
+        self.framing = ""  # after the head: "length", "chunked" or "close"
+        self.length = 0
+        self.done = False
+
+    def feed(self, data: bytes) -> bool:
+        if self.done:
+            return True
+        self.buffer += data
+        while not self.framing:
+            # A bare LF ends a line too (RFC 9112 2.2): busybox httpd passes a CGI's
+            # headers on as the script wrote them, and aiohttp took them.
+            end = _HEAD_END.search(self.buffer)
+            if end is None:
+                if len(self.buffer) > self.MAX_HEAD:
+                    raise BadResponse(f"headers longer than {self.MAX_HEAD} bytes")
+                return False
+            head = bytes(self.buffer[:end.start()])
+            del self.buffer[:end.end()]
+            if self._head(head):
+                self.done = True
+                return True
+        return self._body(eof=False)
+
+    def close(self) -> bool:
+        """The server closed the connection."""
+        if self.done:
+            return True
+        if not self.framing:
+            raise BadResponse("connection closed before the end of the headers"
+                              if self.buffer or self.status else
+                              "connection closed without a response")
+        if self._body(eof=True):
+            return True
+        raise BadResponse("connection closed before the end of the body")
+
+    def _head(self, head: bytes) -> bool:
+        """Read a status line and headers; True when the response can be judged now."""
+        lines = _LINE_END.split(head)
+        parts = lines[0].split(b" ", 2)
+        if len(parts) < 2 or parts[0] not in (b"HTTP/1.1", b"HTTP/1.0") \
+                or len(parts[1]) != 3 or not parts[1].isdigit():
+            raise BadResponse(f"not an HTTP/1.x status line: {lines[0][:60]!r}")
+        self.status = int(parts[1])
+        if self.status < 100:
+            raise BadResponse(f"not an HTTP/1.x status line: {lines[0][:60]!r}")
+        headers: dict[bytes, bytes] = {}
+        for line in lines[1:]:
+            name, colon, value = line.partition(b":")
+            if not colon or not name or name != name.strip():
+                raise BadResponse(f"not a header line: {line[:60]!r}")
+            headers[name.lower()] = value.strip()
+        if 100 <= self.status < 200 and self.status != 101:
+            return False  # an interim response: the real one follows
+        if self.status not in self.body_for:
+            return True
+        return self._framing(headers)
+
+    def _framing(self, headers: dict[bytes, bytes]) -> bool:
+        if b"chunked" in headers.get(b"transfer-encoding", b"").lower():
+            self.framing = "chunked"
+        elif b"content-length" in headers:
+            value = headers[b"content-length"]
+            if not value.isdigit():
+                raise BadResponse(f"bad Content-Length: {value[:30]!r}")
+            self.framing, self.length = "length", int(value)
+        else:
+            self.framing = "close"
+        return self._body(eof=False)
+
+    def _body(self, eof: bool) -> bool:
+        if self.framing == "chunked":
+            self._chunks()
+        else:
+            self.body += self.buffer
+            del self.buffer[:]
+        if len(self.body) >= MAX_BODY:
+            del self.body[MAX_BODY:]  # enough to match: the rest is not read
+            self.done = True
+        elif self.framing == "length" and len(self.body) >= self.length:
+            del self.body[self.length:]
+            self.done = True
+        elif self.framing == "close" and eof:
+            self.done = True
+        return self.done
+
+    def _chunks(self) -> None:
+        """Move the complete chunks from the buffer into the body."""
+        while not self.done:
+            newline = self.buffer.find(b"\n")
+            if newline < 0:
+                if len(self.buffer) > 1024:
+                    raise BadResponse("a chunk size line longer than 1024 bytes")
+                return
+            size_text = bytes(self.buffer[:newline]).split(b";", 1)[0].strip()
+            try:
+                size = int(size_text, 16)
+            except ValueError:
+                raise BadResponse(f"bad chunk size: {size_text[:30]!r}") from None
+            if size == 0:  # the last chunk (trailers, if any, are not needed)
+                self.done = True
+                return
+            data = newline + 1
+            after = data + size  # the chunk's own line end: CRLF, or a bare LF
+            if len(self.buffer) < after + 2 and not (
+                    len(self.buffer) == after + 1 and self.buffer[after:] == b"\n"):
+                if len(self.body) + len(self.buffer) - data >= MAX_BODY:
+                    # enough of this chunk for the bound: take it, read no more
+                    self.body += self.buffer[data:after]
+                    del self.buffer[:]
+                return
+            self.body += self.buffer[data:after]
+            del self.buffer[:after + (1 if self.buffer[after:after + 1] == b"\n" else 2)]
 
 
 async def _http(spec: CheckSpec, address: str, port: int, vip: str,
@@ -551,6 +886,8 @@ class Checker:
         self._waiter: asyncio.Future[None] | None = None
         self._stopping = False
         self._error: BaseException | None = None
+        self._active = 0  # checks started and not yet recorded
+        self._ended: asyncio.Future[None] | None = None  # resolved as the next one ends
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
 
@@ -617,14 +954,19 @@ class Checker:
     @property
     def in_flight(self) -> int:
         """Checks started and not yet recorded."""
-        return len(self._tasks)
+        return self._active
 
     async def settled(self) -> None:
         """Return once no check is under way (a test's clock waits for this)."""
+        while self._active:
+            await self._one_ended()
+
+    async def _one_ended(self) -> None:
         import asyncio
 
-        while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._ended is None:
+            self._ended = asyncio.get_running_loop().create_future()
+        await self._ended
 
     def stop(self) -> None:
         """End run() (for good: a stop that comes before run() starts is not lost)."""
@@ -634,14 +976,10 @@ class Checker:
     async def run(self) -> None:
         """Check until stop(); then wait for the checks under way. A callback's exception
         stops the checker and is raised here."""
-        import asyncio
-
-        slots = asyncio.Semaphore(self.max_in_flight)
         try:
-            await self._loop(slots)
+            await self._loop()
         finally:
-            if self._tasks:
-                await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self.settled()
             if self._session is not None:
                 await self._session.close()
                 self._session = None
@@ -649,21 +987,22 @@ class Checker:
             raise self._error
 
     def _session_for(self, spec: CheckSpec) -> aiohttp.ClientSession | None:
-        """The shared HTTP session, made at the first http(s) check: a director that only
-        has tcp checks never loads aiohttp."""
-        if spec.type not in ("http", "https"):
+        """The shared HTTP session, made at the first https check: a director without
+        https checks never loads aiohttp."""
+        if spec.type != "https":
             return None
         if self._session is None:
             self._session = new_session()
         return self._session
 
-    async def _loop(self, slots: asyncio.Semaphore) -> None:
-        import asyncio
+    async def _loop(self) -> None:
         import heapq
 
         while not self._stopping and self._error is None:
             now = self.clock()
-            while self._heap and self._heap[0][0] <= now and not self._stopping:
+            # One wake-up for every check due by now, however many.
+            while self._heap and self._heap[0][0] <= now and not self._stopping \
+                    and self._error is None:
                 entry = heapq.heappop(self._heap)
                 slot = self._current(entry)
                 if slot is None:
@@ -677,17 +1016,46 @@ class Checker:
                 heapq.heappush(self._heap, (slot.due, entry[1], entry[2], entry[3]))
                 if slot.busy:
                     continue  # still running (only when in-flight slots ran short)
-                await slots.acquire()
-                slot.busy = True
-                task = asyncio.get_running_loop().create_task(self._one(slot, slots))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                while self._active >= self.max_in_flight:
+                    await self._one_ended()
+                self._start(slot)
             if self._stopping or self._error is not None:
                 break
             delay = self._heap[0][0] - self.clock() if self._heap else 3600.0
             await self._wait(max(delay, 0.0))
 
-    async def _one(self, slot: _Slot, slots: asyncio.Semaphore) -> None:
+    def _start(self, slot: _Slot) -> None:
+        """A tcp or http check of the built-in kind runs on loop callbacks (start_tcp,
+        start_http); any other check, or one a test put in, as a task."""
+        import asyncio
+
+        slot.busy = True
+        self._active += 1
+        loop = asyncio.get_running_loop()
+        target = slot.target
+        spec = target.spec
+        if spec.type in ("tcp", "http") and self.check is run_check:
+            done = functools.partial(self._probe_done, slot, time.monotonic())
+            if spec.type == "tcp":
+                start_tcp(loop, target.address, spec.port or target.port, spec.timeout, done)
+            else:
+                start_http(loop, spec, target.address, spec.port or target.port, target.vip,
+                           done)
+            return
+        task = loop.create_task(self._one(slot))
+        self._tasks.add(task)  # a reference, so that the task is not collected
+        task.add_done_callback(self._tasks.discard)
+
+    def _probe_done(self, slot: _Slot, started: float, ok: bool, reason: str) -> None:
+        try:
+            self._record(slot, CheckResult(ok, reason, time.monotonic() - started))
+        except Exception as err:  # a callback's bug stops the checker, loudly
+            self._error = err
+            self._wake()
+        finally:
+            self._release(slot)
+
+    async def _one(self, slot: _Slot) -> None:
         target = slot.target
         try:
             result = await self.check(target.spec, target.address, target.port, target.vip,
@@ -697,8 +1065,14 @@ class Checker:
             self._error = err
             self._wake()
         finally:
-            slot.busy = False
-            slots.release()
+            self._release(slot)
+
+    def _release(self, slot: _Slot) -> None:
+        slot.busy = False
+        self._active -= 1
+        if self._ended is not None:
+            _resolve(self._ended)
+            self._ended = None
 
     def _record(self, slot: _Slot, result: CheckResult) -> None:
         key = slot.target.key

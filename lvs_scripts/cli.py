@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError, LvsError, NotRoot
+from .errors import ConfigError, LvsError, NotRoot, WatcherNotRunning
 
 if TYPE_CHECKING:  # the CLI imports the library only once an action runs: --help stays fast
     from .model import Config
@@ -208,11 +208,13 @@ def _failed(args: argparse.Namespace, err: LvsError) -> int:
     return code
 
 
-def checked_config(role: str, path: str) -> Config:
-    """The config file, checked for `role`: raises ConfigError (nothing has run yet)."""
+def checked_config(role: str, path: str, cache: str | None = None,
+                   store: bool = True) -> Config:
+    """The config file, checked for `role`: raises ConfigError (nothing has run yet).
+    cache, store: load_config's compiled-config cache."""
     from .config import load_config
 
-    config = load_config(path)
+    config = load_config(path, cache, store=store)
     config.require_services(role)
     return config
 
@@ -228,8 +230,12 @@ def build_role(role: str, prog: str, config: Config | None, args: argparse.Names
 
 
 def _run(role_name: str, prog: str, args: argparse.Namespace) -> int:
+    from .locks import Paths
+
+    # --dry-run changes nothing, the cache file included; it still reads it.
+    cache = Paths(prog, args.state_dir, args.lock_dir).config_cache
     try:
-        config = checked_config(role_name, args.config)
+        config = checked_config(role_name, args.config, cache, store=not args.dry_run)
     except ConfigError as err:
         if args.action not in ("stop", "status"):
             raise
@@ -250,7 +256,35 @@ def _run(role_name: str, prog: str, args: argparse.Namespace) -> int:
         from .watch import watch
 
         return watch(role, args.config, verbose=args.verbose)
-    return _via_watcher(prog, role, args) if args.via_watcher else _act(prog, role, args)
+    return _change(prog, role, args)
+
+
+def _change(prog: str, role: Role, args: argparse.Namespace) -> int:
+    if args.via_watcher or _watcher_reloads(role, args.action):
+        return _via_watcher(prog, role, args)
+    return _act(prog, role, args)
+
+
+def _watcher_reloads(role: Role, action: str) -> bool:
+    """A plain `reload` goes through a running watcher of the same config file: the
+    watcher's next health apply would otherwise put back the weights of the config it
+    read last. A watcher of another file is left alone, saying so."""
+    if action not in ("reload", "force-reload") or not os.path.exists(role.paths.watch_pid):
+        return False  # the common case decided without importing the watcher
+    from .watch import running_watcher_config
+
+    try:
+        pid, watched = running_watcher_config(role.paths)
+    except WatcherNotRunning:
+        return False
+    ours = os.path.abspath(role.config.path)
+    if watched != ours:
+        log.warning("a watcher (pid %d) runs with %s, not %s: reloaded here; it keeps "
+                    "its own config until it gets a SIGHUP", pid, watched or "another "
+                    "config", ours)
+        return False
+    log.info("a watcher (pid %d) runs with this config: reloading through it", pid)
+    return True
 
 
 def _via_watcher(prog: str, role: Role, args: argparse.Namespace) -> int:

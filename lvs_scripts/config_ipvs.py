@@ -38,6 +38,8 @@ def ipvs_sysctl_key(name: str) -> str:
 def thresholds(r: _Reader, rs: Mapping[str, Any], where: str) -> tuple[int, int]:
     """`upper`/`lower` (ipvsadm -x/-y). The kernel refuses a lower threshold above the
     upper one (ERANGE), and 0 as upper means "no limit", so lower needs upper."""
+    if "upper" not in rs and "lower" not in rs:
+        return 0, 0  # as most real servers have it: no need to look further
     upper = r.integer(rs, "upper", where, 0, MAX_THRESHOLD, 0)
     lower = r.integer(rs, "lower", where, 0, MAX_THRESHOLD, 0)
     if lower and not upper:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable
 from typing import Any, Callable
 
 from .bgp import (
@@ -21,7 +22,12 @@ from .locks import exclusive
 from .model import Config, Destination, HaDirector, IpvsTable, VirtualService
 from .observe import observe_director
 from .plan import Plan
-from .plan_director import plan_director_start, plan_health, unmanaged_notes
+from .plan_director import (
+    plan_director_start,
+    plan_health,
+    same_real_servers_in_order,
+    unmanaged_notes,
+)
 from .probes import (
     IP_ADDRS,
     IPVS_LIST,
@@ -172,17 +178,24 @@ class Director(Role):
             lines += marks
             reals: list[dict[str, Any]] = []
             have = {d.ident: d for d in seen.destinations} if seen else {}
+            # As the planner: in the usual case the kernel lists them in the config's order.
+            actuals: Iterable[Destination | None] = (
+                seen.destinations if seen and same_real_servers_in_order(service, seen)
+                else (have.get(d.ident) for d in service.destinations))
             numbers = counters.get(service.key, {})
-            for dest in service.destinations:
-                actual = have.get(dest.ident)
+            # Nothing to look up per real server without a check or an admin's disable.
+            unchecked = service.check is None and not view.disabled
+            for dest, actual in zip(service.destinations, actuals):
                 count = numbers.get(dest.ident)
-                health = _health_of(service, dest, view)
+                health = ({"state": "unchecked", "reason": None, "since": None} if unchecked
+                          else _health_of(service, dest, view))
+                where = dest.endpoint()
                 lines.append(
-                    f"  -> {dest.endpoint():<28} weight {dest.weight:>5} "
+                    f"  -> {where:<28} weight {dest.weight:>5} "
                     f"(actual {actual.weight if actual else '-':>5})"
                     + (f"  active {count.active} inactive {count.inactive}" if count else "")
                     + f"  {_health_text(health)}")
-                reals.append({"address": dest.endpoint(), "weight": dest.weight,
+                reals.append({"address": where, "weight": dest.weight,
                               "actual_weight": actual.weight if actual else None,
                               "active": count.active if count else None,
                               "inactive": count.inactive if count else None,

@@ -109,6 +109,9 @@ def observe(health: Health, result: CheckResult, spec: CheckSpec,
         successes, failures = 0, min(health.failures + 1, MAX_COUNT)
         new = DOWN if health.state != DOWN and failures >= spec.fall else health.state
     if new == health.state:
+        if (successes, failures, reason) == (health.successes, health.failures,
+                                             health.reason):
+            return health, None  # the steady state: nothing allocated per check
         return Health(health.state, successes, failures, reason, health.since), None
     return (Health(new, successes, failures, reason, now),
             Transition(health.state, new, reason, now))

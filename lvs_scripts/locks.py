@@ -46,6 +46,16 @@ class Paths(Record):
         return os.path.join(self.state_dir, f"{self.name}.health.json")
 
     @property
+    def config_cache(self) -> str:
+        """The config file as last validated, compiled (config_cache.py)."""
+        return os.path.join(self.state_dir, f"{self.name}.config.cache")
+
+    @property
+    def watch_pid(self) -> str:
+        """A running watcher's pid, and the config file it reads (watch.py)."""
+        return os.path.join(self.state_dir, f"{self.name}.watch.pid")
+
+    @property
     def run_lock(self) -> str:
         return os.path.join(self.state_dir, f"{self.name}.lock")
 

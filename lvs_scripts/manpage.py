@@ -36,9 +36,9 @@ ACTIONS = {
                 "back the default route and timeouts it replaced",
         "restart": "stop, then start",
         "reload": "apply the edited config: add what is new, change what differs, drain and "
-                  "then delete the real servers and services it no longer has; with "
-                  "--via-watcher the running `watch` does it (SIGHUP) and the exit code is "
-                  "its result's",
+                  "then delete the real servers and services it no longer has; a running "
+                  "`watch` of the same config file does it (SIGHUP) and the exit code is "
+                  "its result's; --via-watcher insists on that (exit 7 without a watcher)",
         "force-reload": "the same as reload",
         "status": "read the kernel and compare with the config; differences are printed as "
                   "the commands that would repair them; with health checks, each real server's "

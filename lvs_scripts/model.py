@@ -161,15 +161,7 @@ class VirtualService(Record):
     def destination_args(self, dest: Destination) -> tuple[str, ...]:
         """`-t VIP:PORT -r RIP:PORT -g -w N [-x U] [-y L] [--tun-...]`: the part after -a /
         -e, all attributes given because -e resets whatever it is not told."""
-        args = (*self.key.args(), "-r", dest.endpoint(), dest.forwarding.flag, "-w",
-                str(dest.weight))
-        if dest.upper:
-            args += ("-x", str(dest.upper))
-        if dest.lower:
-            args += ("-y", str(dest.lower))
-        if dest.tunnel is not None:
-            args += dest.tunnel.args()
-        return args
+        return (*self.key.args(), *real_server_options(dest))
 
     def vips(self) -> tuple[IPAddress, ...]:
         """The addresses clients reach this service on: its VIP, or a fwmark service's
@@ -307,3 +299,17 @@ class Config(Record):
 
 def _unique(items: Iterable[IPAddress]) -> tuple[IPAddress, ...]:
     return tuple(dict.fromkeys(items))
+
+
+def real_server_options(dest: Destination) -> tuple[str, ...]:
+    """`-r RIP:PORT -g -w N [-x U] [-y L] [--tun-...]`: destination_args after the
+    service's part (which a planner of many real servers writes once per service)."""
+    args: tuple[str, ...] = ("-r", dest.endpoint(), dest.forwarding.flag, "-w",
+                             str(dest.weight))
+    if dest.upper:
+        args += ("-x", str(dest.upper))
+    if dest.lower:
+        args += ("-y", str(dest.lower))
+    if dest.tunnel is not None:
+        args += dest.tunnel.args()
+    return args

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Callable, TypeVar
 
 from .errors import (
@@ -20,6 +21,7 @@ from .probes import (
     IP_ADDRS,
     IP_LINKS,
     IPVS_DAEMONS,
+    IPVS_LIST,
     IPVS_SAVE,
     IPVS_TIMEOUTS,
     HostObservation,
@@ -36,7 +38,7 @@ from .probes import (
     parse_timeouts,
     sysctl_read,
 )
-from .runner import Runner
+from .runner import Result, Runner
 from .state import State
 from .tunnel import (
     FB_TUNNELS,
@@ -369,3 +371,68 @@ def _sysctls(o: Observer, obs: HostObservation, keys: list[str]) -> None:
     if present:
         obs.sysctls = o.probe(obs, sysctl_read(present),
                               lambda text: parse_sysctl_values(present, text), {})
+
+
+# Readings an action may take again after applying its plan (the verification observes the
+# host anew). Each is kept until a command that could change what it shows runs.
+_KEPT = {IP_LINKS: "ip link", IP_ADDRS: "ip addr", ip_default_routes(4): "ip route",
+         ip_default_routes(6): "ip route", IPVS_SAVE: "ipvsadm", IPVS_TIMEOUTS: "ipvsadm"}
+# Commands that change nothing any kept reading shows (besides the kept ones themselves).
+_READ_ONLY = frozenset({IPVS_LIST, IPVS_DAEMONS, ARPING_VERSION, LSMOD, IP_FOU_SHOW,
+                        ("ipvsadm", "-L", "-n", "--thresholds"),
+                        ("ipvsadm", "-L", "-n", "--stats", "--exact")})
+# ip's objects, as the planners write them, and the kept readings each can change: an
+# address change shows in `ip addr` only; a link going down or away takes its addresses
+# and routes with it.
+_IP_OBJECTS = {"addr": ("ip addr",), "address": ("ip addr",), "route": ("ip route",),
+               "neigh": ()}
+# Programs that change none of the kept readings: nft's own tables are not kept (always
+# read anew) and arping only sends packets.
+_NO_KEPT_EFFECT = frozenset({"nft", "arping"})
+
+
+class KnownReadings:
+    """A Runner for one action (start, reload): the first reading of each probe in _KEPT
+    is remembered, and observing again returns it instead of starting the program, until
+    a command runs that could change it. The verification after apply so starts only the
+    probes of what the plan touched, and `ipvsadm -S -n` read by the batch check after
+    `ipvsadm -R` serves the verification when nothing ran in between (the kernel then
+    holds what that reading showed, unless someone else changed it in those milliseconds,
+    which no verification can rule out anyway). Every other command passes through."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        self.kept: dict[tuple[str, ...], Result] = {}
+
+    def run(self, argv: Sequence[str], *, stdin: str | None = None,
+            check: bool = True) -> Result:
+        argv = tuple(argv)
+        kept = self.kept.get(argv) if stdin is None else None
+        if kept is not None:
+            return kept
+        if argv not in _KEPT or stdin is not None:
+            self._forget(argv)
+        result = self.runner.run(argv, stdin=stdin, check=check)
+        if argv in _KEPT and stdin is None and result.returncode == 0:
+            self.kept[argv] = result
+        return result
+
+    def _forget(self, argv: tuple[str, ...]) -> None:
+        """Drop the readings this command could change (all of them for a program this
+        does not know, or an ip object not listed)."""
+        if argv in _READ_ONLY or argv[0] in _NO_KEPT_EFFECT or (
+                argv[0] in ("sysctl", "modprobe") and argv[1:2] == ("-n",)):  # reads
+            return
+        if argv[0] == "ipvsadm":
+            areas: tuple[str, ...] = ("ipvsadm",)
+        elif argv[0] == "ip":
+            words = [word for word in argv[1:] if not word.startswith("-")]
+            if words[1:2] and words[1] in ("show", "list", "get"):
+                return
+            areas = _IP_OBJECTS.get(words[0] if words else "", ("ip link", "ip addr",
+                                                                 "ip route"))
+        else:
+            self.kept.clear()
+            return
+        self.kept = {kept: result for kept, result in self.kept.items()
+                     if _KEPT[kept] not in areas}

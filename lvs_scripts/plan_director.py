@@ -11,7 +11,14 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from .healthstate import HealthView, target_id
-from .model import Config, Destination, DirectorConfig, IPAddress, VirtualService
+from .model import (
+    Config,
+    Destination,
+    DirectorConfig,
+    IPAddress,
+    VirtualService,
+    real_server_options,
+)
 from .owned import (
     AddressAdded,
     Announced,
@@ -232,8 +239,9 @@ def _plan_ipvs(plan: Plan, services: tuple[VirtualService, ...], obs: HostObserv
         if seen is None:
             plan.add(("ipvsadm", "-A", *service.service_args()), "virtual service",
                      ServiceCreated(service.key, service.drain_seconds))
+            head = ("ipvsadm", "-a", *service.key.args())  # once, not per real server
             for dest in service.destinations:
-                plan.add(("ipvsadm", "-a", *service.destination_args(dest)), "real server")
+                plan.add(head + real_server_options(dest), "real server")
             continue
         owned = state.services.get(service.key)
         if owned is None:
@@ -289,7 +297,7 @@ def plan_service_edit(plan: Plan, removals: Plan, service: VirtualService,
     if service.attributes() != seen.attributes():
         plan.add(("ipvsadm", "-E", *service.service_args()),
                  f"service attributes were {' '.join(seen.service_args()[2:])}")
-    if _same_real_servers_in_order(service, seen):
+    if same_real_servers_in_order(service, seen):
         # The usual reload: the kernel lists real servers in the order they were added,
         # which is the config's. Pairwise, without hashing 2 x N addresses (ipaddress
         # hashes in Python: half of a 10,000-server plan).
@@ -315,7 +323,7 @@ def plan_service_edit(plan: Plan, removals: Plan, service: VirtualService,
                          why or "real server no longer configured", drain=wait)
 
 
-def _same_real_servers_in_order(service: VirtualService, seen: VirtualService) -> bool:
+def same_real_servers_in_order(service: VirtualService, seen: VirtualService) -> bool:
     return len(service.destinations) == len(seen.destinations) and all(
         want.port == have.port and want.address == have.address
         for want, have in zip(service.destinations, seen.destinations))

@@ -141,11 +141,20 @@ class Role:
             return self._start(action)
 
     def _start(self, action: str) -> Report:
+        from .observe import KnownReadings
+
         state = self._state_for_change()
-        plan = self.plan_start(self.observe(state), state)
-        report = Report(action, plan, self._apply(plan, state))
-        write_lock(self.paths)
-        self.verify(state)
+        # For this action only, the readings nothing since has changed are not taken
+        # again by the verification (observe.KnownReadings).
+        runner = self.runner
+        self.runner = KnownReadings(runner)
+        try:
+            plan = self.plan_start(self.observe(state), state)
+            report = Report(action, plan, self._apply(plan, state))
+            write_lock(self.paths)
+            self.verify(state)
+        finally:
+            self.runner = runner
         return report
 
     def stop(self) -> Report:

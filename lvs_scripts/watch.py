@@ -2,10 +2,13 @@
 
 One asyncio event loop runs the check engine (checks.Checker) for every real server of
 every service that has a `[service.check]`. Transitions are logged (one line each) and
-batched: the first one arms a short timer (BATCH_SECONDS); everything that happened by
-then goes to the kernel as one observe -> plan (plan_director.plan_health) -> apply under
-the run lock, so many servers failing at once cost one `ipvsadm -R`, and the watcher never
-races a `start` or `reload` of the CLI. The apply itself (programs, an flock that may have
+batched (BatchWindow): the first one opens a window that closes once no transition came
+for BATCH_SECONDS, or at the latest one check interval after it opened; everything that
+happened by then goes to the kernel as one observe -> plan (plan_director.plan_health) ->
+apply under the run lock, so many servers failing at once cost one `ipvsadm -R` (their
+checks are spread over the interval, so their failures are too), a lone failure still
+goes out after BATCH_SECONDS, and the watcher never races a `start` or `reload` of the
+CLI. The apply itself (programs, an flock that may have
 to wait) runs in a worker thread, so checks go on meanwhile; only one apply runs at a time.
 
 Signals: SIGHUP is `lvs-director reload` without a new process: the config is read again
@@ -35,6 +38,7 @@ real servers and a test host cannot own 192.168.30.x. Nothing else reads it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -57,9 +61,53 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lvs_scripts")
 
-BATCH_SECONDS = 0.2  # transitions within this window go to the kernel as one apply
+BATCH_SECONDS = 0.2  # a batch goes to the kernel once no transition came for this long
 RETRY_SECONDS = 5.0  # after a failed apply (a command failed, the lock was busy)
 TEST_CHECK_MAP = "LVS_TEST_CHECK_MAP"
+
+
+class BatchWindow:
+    """When the transitions gathered so far go to the kernel, as one apply.
+
+    The first transition opens the window; it closes `quiet` seconds after the last one
+    came, or at the latest `cap` seconds after it opened, `cap` being the smallest one
+    that anything in the window asked for. A lone failure waits `quiet`. A burst (a
+    switch dies) reaches us spread over one check interval, because each target is
+    checked at its own phase, so a transition asks for `interval + quiet`: the whole
+    burst goes out as one apply, the quiet time being the margin for checks that fire a
+    little late. The bound: the servers of a burst that died at t show their fall-th
+    failure from t + (fall - 1) * interval on, so the window the first of them opens
+    closes by t + fall * interval + quiet, within the lab's `interval * fall + timeout
+    + 1` once the apply is done. Only a steady trickle of unrelated transitions (never
+    `quiet` apart) opening the window just before a server's own failure can hold that
+    failure back longer, by up to `interval + quiet`.
+
+    Pure (the caller passes the time): tested with numbers, no clock."""
+
+    def __init__(self, quiet: float = BATCH_SECONDS) -> None:
+        self.quiet = quiet
+        self.opened: float | None = None
+        self.last = 0.0
+        self.cap = 0.0
+
+    def add(self, now: float, cap: float) -> None:
+        """One more transition (or another reason to apply) at `now`, asking for an
+        apply at most `cap` seconds after the window opened."""
+        cap = max(cap, self.quiet)
+        if self.opened is None:
+            self.opened, self.cap = now, cap
+        else:
+            self.cap = min(self.cap, cap)
+        self.last = now
+
+    def closes_at(self) -> float | None:
+        """When to apply; None while nothing is gathered."""
+        if self.opened is None:
+            return None
+        return min(self.last + self.quiet, self.opened + self.cap)
+
+    def close(self) -> None:
+        self.opened = None
 
 
 def targets_of(config: Config) -> list[Target]:
@@ -85,6 +133,7 @@ class Watcher:
         self.transitions: dict[tuple[Any, str], int] = {}  # (TargetId, new state) -> count
         self.applies = 0  # applies done (tests and metrics)
         self._pending: asyncio.Event | None = None
+        self._window = BatchWindow()
         self._stopping = False
         self._reread = False  # SIGHUP: read the config file again
         self._reconcile = False  # a full reload is owed (SIGHUP, or a failed one to retry)
@@ -102,10 +151,14 @@ class Watcher:
                 transition.new, transition.reason, counts)
         key = (target.key, transition.new)
         self.transitions[key] = self.transitions.get(key, 0) + 1
-        self._request_apply()
+        self._request_apply(target.spec.interval + BATCH_SECONDS)
 
-    def _request_apply(self) -> None:
+    def _request_apply(self, cap: float = BATCH_SECONDS) -> None:
+        """An apply, at the latest `cap` seconds after the batch opened (BatchWindow: a
+        transition asks for its check's interval, so that a burst is one apply; anything
+        else, a reload or a retry, for BATCH_SECONDS)."""
         if self._pending is not None:
+            self._window.add(asyncio.get_running_loop().time(), cap)
             self._pending.set()
 
     # -- signals
@@ -128,7 +181,7 @@ class Watcher:
         from .director import Director
 
         old = self.director
-        config = load_director_config(self.config_path)
+        config = load_director_config(self.config_path, old.paths.config_cache)
         # With [ha], the same member of the pair as at start (--host may have named it); a
         # config without that member is refused here like any other error.
         return Director(config, runner=old.runner, paths=old.paths,
@@ -202,15 +255,15 @@ class Watcher:
         loop.add_signal_handler(signal.SIGTERM, self.stop)
         loop.add_signal_handler(signal.SIGINT, self.stop)
         targets = targets_of(self.director.config)
-        if any(t.spec.type in ("http", "https") for t in targets):
-            # Imported now, before READY: the first http check would import it inside the
+        if any(t.spec.type == "https" for t in targets):
+            # Imported now, before READY: the first https check would import it inside the
             # loop, stalling every check for the import's time (seconds on a slow CPU).
             import aiohttp  # noqa: F401
         prepare = getattr(self.director.runner, "prepare", None)
         if prepare is not None:  # the same for the runner's imports (plumbum)
             prepare()
         self.checker.set_targets(targets, self._saved_health())
-        write_pid(self.director.paths)
+        write_pid(self.director.paths, self.director.config.path)
         log.info("watch: checking %d real server(s) of %s", len(self.checker.targets),
                  self.config_path)
         if not await self._apply():  # the kernel as the saved health says, before READY
@@ -229,12 +282,21 @@ class Watcher:
         return 0
 
     async def _applier(self) -> None:
-        assert self._pending is not None  # noqa: S101 - set by run()
+        pending = self._pending
+        assert pending is not None  # noqa: S101 - set by run()
+        loop = asyncio.get_running_loop()
         while True:
-            await self._pending.wait()
-            if not self._reconcile:  # a reload is asked by a person: no window to wait for
-                await asyncio.sleep(BATCH_SECONDS)  # a batching window, not a sync
-            self._pending.clear()
+            await pending.wait()
+            # A batching window (BatchWindow), not a synchronisation: each transition
+            # sets `pending` again and may push the end of the window further. A reload
+            # is asked by a person: it waits for no window.
+            while not self._reconcile and (closes := self._window.closes_at()) is not None \
+                    and (delay := closes - loop.time()) > 0:
+                pending.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(pending.wait(), delay)
+            self._window.close()
+            pending.clear()
             done = await self._reload() if self._reconcile else await self._apply()
             if not done:
                 asyncio.get_running_loop().call_later(RETRY_SECONDS, self._request_apply)
@@ -284,8 +346,9 @@ class Watcher:
 
 
 def pid_file(paths: Paths) -> str:
-    """Where a running watcher keeps its pid (for `reload --via-watcher`)."""
-    return os.path.join(paths.state_dir, f"{paths.name}.watch.pid")
+    """Where a running watcher keeps its pid and, on a second line, the absolute path of
+    the config file it reads (for `reload`, which goes through it)."""
+    return paths.watch_pid
 
 
 def result_file(paths: Paths) -> str:
@@ -299,9 +362,10 @@ def write_json(paths: Paths, target: str, data: dict[str, Any]) -> None:
     write_atomically_text(paths, target, json.dumps(data, indent=1) + "\n")
 
 
-def write_pid(paths: Paths) -> None:
+def write_pid(paths: Paths, config_path: str) -> None:
     try:
-        write_atomically_text(paths, pid_file(paths), f"{os.getpid()}\n")
+        write_atomically_text(paths, pid_file(paths),
+                              f"{os.getpid()}\n{os.path.abspath(config_path)}\n")
     except (OSError, LvsError) as err:  # the checks matter more than --via-watcher
         log.error("watch: cannot write %s: %s", pid_file(paths), err)
 
@@ -317,8 +381,8 @@ def write_atomically_text(paths: Paths, target: str, text: str) -> None:
 def remove_pid(paths: Paths) -> None:
     """Only our own: a newer watcher may have written its pid meanwhile."""
     try:
-        with open(pid_file(paths), encoding="ascii") as file:
-            if file.read().strip() != str(os.getpid()):
+        with open(pid_file(paths), encoding="utf-8") as file:
+            if file.readline().strip() != str(os.getpid()):
                 return
         os.unlink(pid_file(paths))
     except OSError:
@@ -327,22 +391,32 @@ def remove_pid(paths: Paths) -> None:
 
 def running_watcher(paths: Paths) -> int:
     """The pid of the running watcher, from its pid file; WatcherNotRunning if none."""
+    return running_watcher_config(paths)[0]
+
+
+def running_watcher_config(paths: Paths) -> tuple[int, str | None]:
+    """The running watcher's pid and the config file it reads (None from a pid file of
+    an older version, which wrote the pid alone); WatcherNotRunning if none runs."""
     where = pid_file(paths)
     try:
-        with open(where, encoding="ascii") as file:
-            text = file.read().strip()
+        with open(where, encoding="utf-8") as file:
+            text, _, rest = file.read().partition("\n")
+            text = text.strip()
+            config = rest.strip() or None
     except FileNotFoundError:
         raise WatcherNotRunning(f"no watcher is running: {where} does not exist "
                                 "(start it: lvs-director watch)") from None
     except OSError as err:
         raise WatcherNotRunning(f"{where}: cannot read it: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise WatcherNotRunning(f"{where}: not a pid file") from None
     if not text.isdigit() or int(text) <= 1:
         raise WatcherNotRunning(f"{where}: {text!r} is not a process id")
     pid = int(text)
     if not is_watcher(pid):  # a pid left by a watcher killed -9, maybe reused since
         raise WatcherNotRunning(f"no watcher is running: {where} names pid {pid}, which "
                                 "has exited or is no `lvs-director watch`")
-    return pid
+    return pid, config
 
 
 def is_watcher(pid: int) -> bool:
@@ -396,10 +470,12 @@ def watch_reload(paths: Paths, wait_seconds: float, poll_seconds: float = 0.02
         time.sleep(poll_seconds)
 
 
-def load_director_config(path: str) -> Config:
+def load_director_config(path: str, cache: str | None = None) -> Config:
+    """The config, checked as the watcher needs it; through the compiled-config cache
+    (config_cache.py) where one is given, as the CLI reads it."""
     from .config import load_config
 
-    config = load_config(path)
+    config = load_config(path, cache)
     config.require_director()
     config.require_services("director")
     require_check_programs(config)

@@ -24,9 +24,11 @@ import pytest
 from aiohttp import web
 
 from lvs_scripts.checks import (
+    BadResponse,
     Checker,
     CheckResult,
     CheckSpec,
+    HttpResponse,
     Target,
     parse_check,
     phase,
@@ -215,22 +217,72 @@ def test_tcp_refused() -> None:
     assert (result.ok, result.reason) == (False, "connection refused")
 
 
+def test_tcp_check_closes_with_a_reset() -> None:
+    """SO_LINGER 0: no TIME_WAIT socket per check on the checker, the server's end freed."""
+    with listening() as sock:
+        assert check(CheckSpec(), sock.getsockname()[1]).ok
+        conn, _peer = sock.accept()
+        with conn, pytest.raises(ConnectionResetError):
+            conn.settimeout(5)
+            conn.recv(1)
+
+
+def test_tcp_handshake_completed_later_through_the_loop() -> None:
+    """A SYN dropped (full backlog) and retransmitted once there is room: the check is
+    not over when connect() returns, and ends from the poller."""
+    with listening(backlog=0) as sock:
+        port = sock.getsockname()[1]
+        fillers = fill_backlog(port)
+        try:
+            async def main() -> CheckResult:
+                task = asyncio.get_running_loop().create_task(
+                    run_check(CheckSpec(timeout=4, interval=5), LOOPBACK, port, VIP))
+                await asyncio.sleep(0)  # the check's connect() has been tried
+                assert not task.done()
+                for _ in fillers:  # make room: the SYN retransmitted after 1 s gets in
+                    sock.accept()[0].close()
+                return await task
+            result = asyncio.run(main())
+        finally:
+            for filler in fillers:
+                filler.close()
+    assert (result.ok, result.reason) == (True, "ok")
+    assert 0.5 < result.duration < 4
+
+
+def test_the_socket_constants_of_start_tcp_are_linux_ones() -> None:
+    import errno
+    import struct
+
+    from lvs_scripts import checks
+
+    assert checks._SOCK_FLAGS == socket.SOCK_STREAM | socket.SOCK_NONBLOCK
+    assert checks._LINGER_RESET == struct.pack("ii", 1, 0)
+    assert (checks._EINPROGRESS, checks._EALREADY) == (errno.EINPROGRESS, errno.EALREADY)
+
+
+def fill_backlog(port: int) -> list[socket.socket]:
+    """Connect until a connect no longer completes (1 or 2 on Linux with backlog 0)."""
+    fillers = []
+    for _ in range(64):
+        filler = socket.socket()
+        fillers.append(filler)
+        filler.settimeout(0.3)
+        try:
+            filler.connect((LOOPBACK, port))
+        except (TimeoutError, socket.timeout):
+            return fillers
+    for filler in fillers:
+        filler.close()
+    pytest.fail("the backlog never filled")
+
+
 def test_tcp_listener_with_a_full_backlog_times_out() -> None:
     """A listener that never accepts and whose queue is full drops SYNs: the connect hangs."""
     with listening(backlog=0) as sock:
         port = sock.getsockname()[1]
-        fillers = []
+        fillers = fill_backlog(port)
         try:
-            for _ in range(64):  # until a connect no longer completes (1 or 2 on Linux)
-                filler = socket.socket()
-                fillers.append(filler)
-                filler.settimeout(0.3)
-                try:
-                    filler.connect((LOOPBACK, port))
-                except (TimeoutError, socket.timeout):
-                    break
-            else:
-                pytest.fail("the backlog never filled")
             result = check(CheckSpec(timeout=0.4), port)
         finally:
             for filler in fillers:
@@ -340,7 +392,7 @@ def test_an_ipv6_vip_as_host_header_is_bracketed() -> None:
 def test_an_unexpected_error_fails_that_check_only(monkeypatch: pytest.MonkeyPatch) -> None:
     import lvs_scripts.checks
 
-    async def broken(address: str, port: int) -> tuple[bool, str]:
+    async def broken(address: str, port: int, timeout: float) -> tuple[bool, str]:
         raise ValueError("odd answer")
     monkeypatch.setattr(lvs_scripts.checks, "_tcp", broken)
     result = check(CheckSpec(), 80)
@@ -434,6 +486,102 @@ def test_https_status_and_body_are_checked_too(certificate: tuple[Path, Path]) -
     result, _ = http_check(CheckSpec(type="https", path="/error", tls_verify=False),
                            tls=server_tls(certificate, []))
     assert result.reason == "HTTP 500"
+
+
+# ----------------------------------------------------------------- our HTTP/1.x reader
+
+OK_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+
+
+# (what the server sends, in pieces; the statuses whose body is read) -> (status, body)
+# once the stream ends (or before, when enough is there); a string: the BadResponse.
+@pytest.mark.parametrize(("pieces", "body_for", "expected"), [
+    ([OK_HEAD + b"Content-Length: 2\r\n\r\nOK"], (200,), (200, b"OK")),
+    ([OK_HEAD + b"Content-Length: 2\r\n\r\nOK"], (), (200, b"")),  # no expect: no body
+    ([b"HTTP/1.1 500 Internal", b" Server Error\r\nContent-Le", b"ngth: 0\r\n\r", b"\n"],
+     (200,), (500, b"")),  # another status: its body is not read
+    ([OK_HEAD + b"Content-Length: 5\r\n\r\nab", b"cde", b"IGNORED"], (200,), (200, b"abcde")),
+    ([OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n2;ext=1\r\nOK\r\n", b"3\r\n!!",
+      b"!\r\n0\r\n\r\n"], (200,), (200, b"OK!!!")),
+    ([OK_HEAD + b"Transfer-Encoding: Chunked\r\n\r\n", b"A\r\n0123456789\r\n0\r\n",
+      b"Trailer: x\r\n\r\n"], (200,), (200, b"0123456789")),
+    ([b"HTTP/1.0 200 OK\r\n\r\nuntil ", b"the close"], (200,), (200, b"until the close")),
+    ([b"HTTP/1.1 100 Continue\r\n\r\n", b"HTTP/1.1 204 No Content\r\n\r\n"], (200,),
+     (204, b"")),  # an interim response is skipped
+    ([b"HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nOK"], (200,), (200, b"OK")),  # no reason
+    # bare LF line ends, as busybox httpd passes a CGI's output on (found in the lab)
+    ([b"HTTP/1.1 500 Internal Server Error\nContent-Type: text/plain\n\nbroken\n"], (200,),
+     (500, b"")),
+    ([b"HTTP/1.1 200 OK\nContent-Type: text/plain\n", b"\nOK\n"], (200,), (200, b"OK\n")),
+    ([b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\n\n2\nOK\n", b"1\r\n!\n0\n\n"],
+     (200,), (200, b"OK!")),
+    ([OK_HEAD + b"Content-Length: 200000\r\n\r\n" + b"x" * 70_000], (200,),
+     (200, b"x" * 65536)),  # bounded: enough to match
+    ([OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n30D40\r\n" + b"y" * 70_000], (200,),
+     (200, b"y" * 65536)),
+    ([b"SSH-2.0-OpenSSH_9.2\r\n\r\n"], (200,), "not an HTTP/1.x status line: b'SSH-2.0-"
+     "OpenSSH_9.2'"),
+    ([b"HTTP/1.1 2000 OK\r\n\r\n"], (200,), "not an HTTP/1.x status line: b'HTTP/1.1 2000 OK'"),
+    ([b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n"], (200,),
+     "not a header line: b'no colon here'"),
+    ([OK_HEAD + b"Content-Length: -1\r\n\r\n"], (200,), "bad Content-Length: b'-1'"),
+    ([OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n"], (200,),
+     "bad chunk size: b'zz'"),
+    ([OK_HEAD + b"X: " + b"a" * 70_000], (200,), "headers longer than 65536 bytes"),
+    ([], (200,), "connection closed without a response"),
+    ([b"HTTP/1.1 200 OK\r\n"], (200,), "connection closed before the end of the headers"),
+    ([OK_HEAD + b"Content-Length: 5\r\n\r\nab"], (200,),
+     "connection closed before the end of the body"),
+    ([OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n5\r\nab"], (200,),
+     "connection closed before the end of the body"),
+])
+def test_http_response_reader(pieces: list[bytes], body_for: tuple[int, ...],
+                              expected: tuple[int, bytes] | str) -> None:
+    response = HttpResponse(body_for)
+
+    def read() -> tuple[int, bytes]:
+        for piece in pieces:
+            if response.feed(piece):
+                return response.status, bytes(response.body)
+        assert response.close()
+        return response.status, bytes(response.body)
+
+    if isinstance(expected, str):
+        with pytest.raises(BadResponse) as error:
+            read()
+        assert str(error.value) == expected
+    else:
+        assert read() == expected
+
+
+@pytest.mark.parametrize(("answer", "reason"), [
+    (b"", "HTTP: connection closed without a response"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nOK", "HTTP: connection closed before "
+     "the end of the body"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK", "ok"),  # no Connection: close
+])
+def test_http_against_a_raw_server(answer: bytes, reason: str) -> None:
+    """Our reader on the wire: the server reads the request, sends `answer`, closes."""
+    async def main() -> tuple[CheckResult, bytes]:
+        requests: list[bytes] = []
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            requests.append(await reader.readuntil(b"\r\n\r\n"))
+            writer.write(answer)
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handle, LOOPBACK, 0)
+        async with server:
+            port = server.sockets[0].getsockname()[1]
+            result = await run_check(CheckSpec(type="http", path="/h", expect="OK"),
+                                     LOOPBACK, port, VIP)
+            return result, requests[0]
+
+    result, request = asyncio.run(main())
+    assert (result.ok, result.reason) == (reason == "ok", reason)
+    assert request == (f"GET /h HTTP/1.1\r\nHost: {VIP}\r\nConnection: close\r\n"
+                       "User-Agent: lvs-director-check\r\nAccept: */*\r\n\r\n").encode()
 
 
 # ----------------------------------------------------------------- exec
@@ -586,6 +734,30 @@ def test_500_targets_on_loopback_each_checked_at_its_interval() -> None:
         by_target.setdefault(target_key, []).append(f"{transition.old}>{transition.new}")
     assert all(by_target[k] == ["unknown>down"] for k in down)
     assert all(by_target[k] == ["unknown>up"] for k in set(health) - down)
+
+
+def test_http_targets_through_the_checker() -> None:
+    """The scheduler's own http path (start_http on loop callbacks), not run_check's."""
+    good = CheckSpec(type="http", path="/ok", expect="^OK$", interval=1.0, timeout=0.5)
+    bad = CheckSpec(type="http", path="/error", interval=1.0, timeout=0.5, fall=2)
+
+    async def main() -> tuple[Recorder, dict[TargetId, Health], int]:
+        async with http_server() as (server, port):
+            time, recorder = FakeTime(until=3.0), Recorder()
+            checker = make_checker(time, recorder)
+            checker.set_targets(
+                [Target(TargetId("tcp", VIP, vport, LOOPBACK, port), good)
+                 for vport in range(1, 21)] +
+                [Target(TargetId("tcp", VIP, vport, LOOPBACK, port), bad)
+                 for vport in range(21, 26)])
+            await checker.run()
+            return recorder, checker.health, len(server.seen)
+
+    recorder, health, requests = asyncio.run(main())
+    assert set(recorder.counts().values()) == {3} and requests == 25 * 3
+    assert {k.vport for k, h in health.items() if h.state == UP} == set(range(1, 21))
+    assert {k.vport for k, h in health.items() if h.state == DOWN} == set(range(21, 26))
+    assert all(h.reason == "HTTP 500" for k, h in health.items() if k.vport > 20)
 
 
 def test_phases_spread_10000_targets_over_the_interval() -> None:

@@ -407,6 +407,38 @@ def test_host_addresses_are_accepted(address: str) -> None:
     assert config.services[0].key.address == ip_address(address)
 
 
+def _host_address_by_ipaddress(text: str) -> object:
+    """The rules of config._host_address written with ipaddress alone, as they were before
+    its IPv4 fast path: what it must still accept and refuse."""
+    address = ip_address(text)
+    if "%" in text or address.is_unspecified or address.is_multicast or address.is_loopback \
+            or address.is_reserved or (address.version == 6 and address.ipv4_mapped):
+        raise ValueError(text)
+    return address
+
+
+@pytest.mark.parametrize("text", [
+    "10.0.0.1", "0.0.0.1", "0.0.0.0", "0.1.2.3", "1.0.0.0", "126.255.255.255",  # noqa: S104
+    "127.0.0.1",
+    "127.255.255.254", "128.0.0.0", "223.255.255.255", "224.0.0.0", "239.1.2.3",
+    "240.0.0.1", "255.255.255.255", "1.2.3.255", "1.2.3.256", "01.2.3.4", "1.2.3.04",
+    "1.2.3.00", "1.2.3", "1.2.3.4.5", "1.2.3.4.", ".1.2.3.4", "1..2.3", "0x1.2.3.4",
+    " 1.2.3.4", "1.2.3.4 ", "1.2.3.4\n", "1.2.3.4\0", "1.2.3.4%eth0", "\u0661.2.3.4",
+    "1.2.3.\uff14", "1.2.3.4/32", "", "1", "4294967295", "::1.2.3.4", "::ffff:1.2.3.4",
+    "2001:db8::1", "fe80::1%eth0", "::", "ff02::1", "::1"])
+def test_host_address_fast_path_agrees_with_ipaddress(text: str) -> None:
+    from lvs_scripts.config import _host_address
+
+    try:
+        want: object = _host_address_by_ipaddress(text)
+    except ValueError:
+        with pytest.raises(ValueError):
+            _host_address(text)
+        return
+    got = _host_address(text)
+    assert (type(got), got) == (type(want), want)
+
+
 # --- where the config comes from ----------------------------------------------------------
 def test_lvs_config_env_var_is_used_when_no_path_is_given(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -464,7 +496,7 @@ def test_a_directory_is_not_a_config_file(tmp_path: Path) -> None:
     assert "cannot read the config file" in str(info.value)
 
 
-def test_a_file_over_one_mib_is_rejected(tmp_path: Path) -> None:
+def test_a_file_over_the_limit_is_rejected(tmp_path: Path) -> None:
     path = tmp_path / "big.toml"
     padding = MAX_CONFIG_BYTES + 1 - len(MINIMAL) - 2
     path.write_text(MINIMAL + "#" + "x" * padding + "\n", encoding="utf-8")
@@ -475,7 +507,7 @@ def test_a_file_over_one_mib_is_rejected(tmp_path: Path) -> None:
     assert f"larger than {MAX_CONFIG_BYTES} bytes" in str(info.value)
 
 
-def test_a_file_of_exactly_one_mib_is_read(tmp_path: Path) -> None:
+def test_a_file_at_the_limit_is_read(tmp_path: Path) -> None:
     path = tmp_path / "big.toml"
     padding = MAX_CONFIG_BYTES - len(MINIMAL) - 2
     path.write_text(MINIMAL + "#" + "x" * padding + "\n", encoding="utf-8")

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -280,3 +281,37 @@ def test_the_generators_reach_valid_configs() -> None:
                        "gateway": V6[2], "timeouts": {"udp": 5}}}, False),
     )]
     assert all(config is not None for config in valid)
+
+
+# --- the IPv4 fast path of config._host_address ---------------------------------------------
+VALID_OCTET = st.one_of(st.integers(0, 255).map(str), st.sampled_from(["0", "127", "224",
+                                                                        "240", "255"]))
+OCTET = st.one_of(VALID_OCTET, st.integers(0, 300).map(str),
+                  st.integers(0, 255).map(lambda n: f"0{n}"),
+                  st.sampled_from(["", "0x1", " 1", "1 ", "+1", "-1", "\u0661", "1e2"]))
+DOTTED = st.one_of(st.lists(VALID_OCTET, min_size=4, max_size=4).map(".".join),
+                   st.lists(OCTET, min_size=1, max_size=5).map(".".join))
+
+
+@FAST
+@given(st.one_of(DOTTED, st.text(alphabet="0123456789.:%abcdef/ ", max_size=20)))
+def test_host_address_fast_path_accepts_what_ipaddress_accepts(text: str) -> None:
+    """_host_address parses IPv4 with inet_pton; it must accept and refuse exactly what
+    ipaddress.ip_address (with the host rules) does, and build the same address."""
+    import ipaddress
+
+    from lvs_scripts.config import _host_address
+
+    try:
+        want = ipaddress.ip_address(text)
+        if "%" in text or want.is_unspecified or want.is_multicast or want.is_loopback or \
+                want.is_reserved or (want.version == 6 and want.ipv4_mapped):
+            raise ValueError(text)
+    except ValueError:
+        event("refused")
+        with pytest.raises(ValueError):
+            _host_address(text)
+        return
+    event("accepted")
+    got = _host_address(text)
+    assert (type(got), got) == (type(want), want)

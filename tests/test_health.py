@@ -11,6 +11,7 @@ from lvs_scripts.checks import CheckResult, CheckSpec
 from lvs_scripts.errors import StateError
 from lvs_scripts.health import (
     DOWN,
+    MAX_COUNT,
     UNKNOWN,
     UP,
     Health,
@@ -171,3 +172,13 @@ def test_invalid_saved_state_is_refused_with_the_entry_and_field(data: object,
 
 def test_the_good_entry_is_accepted() -> None:  # so that each refusal above is one field's
     assert health_from_data(doc(good_entry())) == {KEY: Health(DOWN, 1, 0, "ok", 3.0)}
+
+
+def test_a_steady_state_keeps_the_same_record() -> None:
+    """Thousands of checks a second: an unchanged health is not built again."""
+    spec = CheckSpec(rise=2, fall=3)
+    health = Health(UP, MAX_COUNT, 0, "ok", 5.0)
+    same, transition = observe(health, CheckResult(True, "ok", 0.01), spec, 9.0)
+    assert same is health and transition is None
+    changed, _ = observe(health, CheckResult(False, "connection refused", 0.01), spec, 9.0)
+    assert changed == Health(UP, 0, 1, "connection refused", 5.0)

@@ -4,23 +4,34 @@ Every step that compares real servers does so by their identity (`Destination.id
 Counting how often identities are read at N and 2N real servers shows the growth
 exactly: linear code reads about twice as many, a nested loop four times as many. Each
 case here was quadratic once (minutes at 10,000 real servers); bench/bench.py prints the
-times."""
+times. Reading the config is counted more widely, in every Python call it makes, for one
+service of N real servers and for N services: a loop over all services per service
+shows there, not in the identities."""
 
 from __future__ import annotations
 
 import ipaddress
+import os
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
 
 import pytest
 
-from lvs_scripts.config import parse_config
+from lvs_scripts import config as config_module
+from lvs_scripts.config import load_config, parse_config
 from lvs_scripts.director import Director
 from lvs_scripts.model import Destination, Protocol, ServiceKey
 from lvs_scripts.owned import OwnedAddress, OwnedService
 from lvs_scripts.plan_director import plan_director_start
-from lvs_scripts.probes import HostObservation, RuleCheck, parse_ipvs_save
+from lvs_scripts.probes import HostObservation, RuleCheck, parse_ipvs_save, rules_held
 from lvs_scripts.runner import Result
 from lvs_scripts.state import State
+from tests.fakes.fakehost import FakeHost
+
+ROOT = Path(__file__).resolve().parent.parent
 
 VIP = "10.200.0.1"
 OWNED = State.of(OwnedService(ServiceKey(Protocol.TCP, ipaddress.ip_address(VIP), 80)),
@@ -100,3 +111,146 @@ def test_identity_reads_grow_linearly(operation: Callable[[int], None],
         counts.append(reads)
     assert counts[0] >= 150, counts  # the operation does compare real servers
     assert counts[1] <= 2 * counts[0] + 10, counts
+
+
+# --- reading the config: every Python call counted ----------------------------------------
+
+def services_text(services: int, per_service: int) -> str:
+    """`services` services of `per_service` real servers each, every address its own."""
+    vip, real = ipaddress.ip_address("10.200.0.1"), ipaddress.ip_address("10.100.0.1")
+    parts = ['[director]\ninterface = "eth0"\narping_count = 0\n']
+    for index in range(services):
+        entries = ", ".join(f'{{ address = "{real + index * per_service + n}" }}'
+                            for n in range(per_service))
+        parts.append(f'[[service]]\nvip = "{vip + index}"\nport = 80\nreal = [{entries}]\n')
+    return "\n".join(parts)
+
+
+def python_calls(operation: Callable[[], object]) -> int:
+    """How many Python functions `operation` calls, its callees' callees included: a
+    nested loop over the real servers (or services) shows as four times the calls at
+    twice the size, whichever function it is in (ipaddress's comparisons are Python)."""
+    calls = 0
+
+    def profile(frame: FrameType, event: str, arg: object) -> None:
+        nonlocal calls
+        if event == "call":
+            calls += 1
+
+    sys.setprofile(profile)
+    try:
+        operation()
+    finally:
+        sys.setprofile(None)
+    return calls
+
+
+@pytest.mark.parametrize(("services", "per_service"), [(1, 200), (100, 2)],
+                         ids=["1 service x N", "N services x 2"])
+def test_reading_the_config_grows_linearly(services: int, per_service: int) -> None:
+    counts = []
+    for scale in (1, 2):
+        # in the first shape the real servers double, in the second the services do
+        text = services_text(services * (scale if services > 1 else 1),
+                             per_service * (scale if services == 1 else 1))
+        counts.append(python_calls(lambda text=text: parse_config(text)))
+    reals = services * per_service
+    assert counts[0] >= 10 * reals, counts  # the count does see the work per real server
+    assert counts[1] <= 2 * counts[0] + 200, counts
+
+
+@pytest.mark.parametrize(("services", "per_service"), [(1, 200), (100, 2)],
+                         ids=["1 service x N", "N services x 2"])
+def test_a_cached_config_loads_in_linear_work(services: int, per_service: int,
+                                              tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(config_module, "CACHE_MIN_BYTES", 0)
+    cache = str(tmp_path / "config.cache")
+    counts = []
+    for scale in (1, 2):
+        path = tmp_path / f"lvs-{scale}.toml"
+        path.write_text(services_text(services * (scale if services > 1 else 1),
+                                      per_service * (scale if services == 1 else 1)))
+        load_config(str(path), cache)  # a miss: parsed and stored
+        monkeypatch.setattr(config_module, "parse_config", None)  # a hit parses nothing
+        counts.append(python_calls(lambda path=path: load_config(str(path), cache)))
+        monkeypatch.undo()
+        monkeypatch.setattr(config_module, "CACHE_MIN_BYTES", 0)
+    reals = services * per_service
+    assert counts[0] >= reals, counts  # an address built per real server
+    assert counts[1] <= 2 * counts[0] + 100, counts
+
+
+def test_batch_check_builds_objects_only_for_the_rules_that_differ(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batch check compares text: the rules printed as planned need no object, at any
+    size; only a rule that did not take is parsed and looked up."""
+    checked: list[str] = []
+    original = RuleCheck.__call__
+
+    def counted(self: RuleCheck, line: str) -> bool:
+        checked.append(line)
+        return original(self, line)
+
+    monkeypatch.setattr(RuleCheck, "__call__", counted)
+    for count in (150, 300):
+        checked.clear()
+        wanted = save_text(count).replace("-w 2", "-w 1").splitlines()  # reload's target
+        held = rules_held(wanted, save_text(count))
+        assert held.count(False) == 1 and checked == [wanted[count // 2 + 1]]
+
+
+# 100,000 real servers as the issue has them: 1,000 services x 100.
+SERVICES, EACH = 1000, 100
+
+
+def big_config(changed: int | None = None) -> str:
+    """On one VIP (ports 1000...): 1,000 VIPs would be 1,000 `ip addr add`, each a fake
+    reading and writing the whole table's JSON file."""
+    parts = ['[director]\ninterface = "eth0"\narping_count = 0\n']
+    for index in range(SERVICES):
+        parts.append(f'[[service]]\nvip = "{VIP}"\nport = {1000 + index}\n'
+                     'scheduler = "wrr"\nreal = [\n')
+        parts += [f'  {{ address = "{a}", weight = {3 if (index, n) == (0, changed) else 1} '
+                  "},\n" for n, a in enumerate(reals(EACH))]
+        parts.append("]\n")
+    return "".join(parts)
+
+
+@pytest.mark.skipif(os.environ.get("LVS_TEST_SLOW") != "1",
+                    reason="slow (5-15 minutes, most of it the fake ipvsadm's JSON table): "
+                    "LVS_TEST_SLOW=1 runs it")
+def test_start_reload_status_stop_at_100000_real_servers(fakehost: FakeHost,
+                                                         tmp_path: Path) -> None:
+    """Through the CLI against the fake host (minutes: each fake ipvsadm call reads and
+    writes the whole table as JSON): every action correct, one batch for start, one rule
+    for reload, and no program more than at 3 real servers."""
+    config = tmp_path / "lvs.toml"
+    config.write_text(big_config())
+    env = dict(fakehost.env, LVS_SYSLOG="0", LVS_STATE_DIR=str(tmp_path / "state"),
+               LVS_LOCK_DIR=str(tmp_path / "lock"), PYTHONPATH=str(ROOT),
+               LVS_TEST_PROC_IP_VS=str(tmp_path / "no-proc-ip-vs"))
+
+    def cli(action: str, code: int = 0) -> list[str]:
+        fakehost.clear_calls()
+        ran = subprocess.run([sys.executable, str(ROOT / "bin" / "lvs-director"), "-c",
+                              str(config), action], env=env, capture_output=True,
+                             text=True, check=False, timeout=1800)
+        assert ran.returncode == code, ran.stderr[-2000:]
+        return [" ".join(argv[:3]) for argv in fakehost.argvs()]
+
+    assert cli("start").count("ipvsadm -R") == 1
+    table = parse_ipvs_save(fakehost.cmd("ipvsadm", "-S", "-n").stdout)
+    assert len(table) == SERVICES
+    assert sum(len(s.destinations) for s in table.values()) == SERVICES * EACH
+    config.write_text(big_config(changed=7))
+    assert cli("reload") == ["ip -o link", "ip -o addr", "ipvsadm -S -n", "ipvsadm -e -t",
+                             "ipvsadm -S -n"]
+    weights = {d.weight for s in parse_ipvs_save(fakehost.cmd("ipvsadm", "-S", "-n").stdout
+                                                 ).values() for d in s.destinations}
+    assert weights == {1, 3}
+    assert cli("status") == ["ip -o link", "ip -o addr", "ipvsadm -S -n", "ipvsadm -L -n"]
+    config.write_text(big_config())  # status 150: one weight differs from the config now
+    cli("status", code=150)
+    assert cli("stop").count("ipvsadm -D") == SERVICES
+    assert parse_ipvs_save(fakehost.cmd("ipvsadm", "-S", "-n").stdout) == {}

@@ -29,10 +29,11 @@ import pytest
 from lvs_scripts.health import DOWN, UP
 from lvs_scripts.healthstate import load_health
 from lvs_scripts.locks import Paths
+from lvs_scripts.watch import BATCH_SECONDS, BatchWindow
 from tests.fakes.fakehost import FakeHost
 from tests.machines import DirectorMachine, wait_for
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0,
+needs_root = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="real runs exit 4 without root; run as root (make test)")
 
 VIP = "192.168.30.254"
@@ -162,6 +163,7 @@ def both_up(machine: Watched) -> bool:
     return machine.health() == {RS1: UP, RS2: UP}
 
 
+@needs_root
 def test_fall_is_one_batch_rise_puts_the_weights_back(watched: Watched) -> None:
     watched.watch()
     watched.wait("both up", lambda: both_up(watched))
@@ -189,6 +191,7 @@ def test_fall_is_one_batch_rise_puts_the_weights_back(watched: Watched) -> None:
     assert watched.weights() == {RS1: 0, RS2: 2}  # left as they were
 
 
+@needs_root
 def test_a_down_server_stays_out_across_kill_9_until_it_rises(watched: Watched) -> None:
     process = watched.watch()
     watched.web[RS2].status = 500
@@ -207,6 +210,7 @@ def test_a_down_server_stays_out_across_kill_9_until_it_rises(watched: Watched) 
     # a reload meanwhile would not have put it back either: see test_plan_health
 
 
+@needs_root
 def test_sighup_good_and_bad(watched: Watched) -> None:
     process = watched.watch()
     watched.wait("both up", lambda: both_up(watched))
@@ -225,6 +229,7 @@ def test_sighup_good_and_bad(watched: Watched) -> None:
     watched.wait("rs1 down", lambda: watched.weights() == {RS1: 0, RS2: 2})
 
 
+@needs_root
 def test_disable_and_enable_while_watching(watched: Watched) -> None:
     watched.watch()
     watched.wait("both up", lambda: both_up(watched))
@@ -248,6 +253,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@needs_root
 def test_metrics_and_systemd_notifications(watched: Watched, tmp_path: Path) -> None:
     import socket
     import urllib.request
@@ -291,6 +297,7 @@ def test_metrics_and_systemd_notifications(watched: Watched, tmp_path: Path) -> 
     notify.close()
 
 
+@needs_root
 def test_the_runner_is_prepared_before_ready(tmp_path: Path) -> None:
     """The lab measured 1.4-2.2 s from a transition to its one `ipvsadm -e`: the first
     program the watcher ran imported plumbum then. The runner's imports are done before
@@ -336,6 +343,7 @@ def state_of(machine: DirectorMachine) -> dict[str, Any]:
     return dict(json.loads((machine.state_dir / "lvs-director.json").read_text()))
 
 
+@needs_root
 def test_reload_via_watcher_adds_a_server_like_the_cli(watched: Watched,
                                                        tmp_path: Path) -> None:
     """A new real server (not only a weight: plan_health alone cannot add one), through
@@ -360,12 +368,14 @@ def test_reload_via_watcher_adds_a_server_like_the_cli(watched: Watched,
     assert twin.run("reload").returncode == 0
     assert state_of(watched) == state_of(twin)
     assert watched.host.ipvs_save() == twin.host.ipvs_save()
-    again = watched.run("reload")  # nothing left for the CLI's own reload
-    assert (again.returncode, again.stdout) == (0, "lvs-director reload: nothing to do\n")
+    again = watched.run("reload")  # a plain reload goes through the watcher too
+    assert (again.returncode, again.stdout) == (
+        0, "lvs-director reload: nothing to do (the watcher reloaded)\n")
     watched.web[RS3].status = 500  # and the new one is checked
     watched.wait("rs3 down", lambda: watched.weights()[RS3] == 0)
 
 
+@needs_root
 def test_sighup_removing_a_server_drains_it_as_reload_does(watched: Watched) -> None:
     process = watched.watch()
     watched.wait("both up", lambda: both_up(watched))
@@ -380,6 +390,7 @@ def test_sighup_removing_a_server_drains_it_as_reload_does(watched: Watched) -> 
     watched.wait("rs2 unchecked", lambda: watched.health() == {RS1: UP})
 
 
+@needs_root
 def test_a_sighup_during_an_apply_is_a_reload_after_it(watched: Watched) -> None:
     process = watched.watch()
     watched.wait("both up", lambda: both_up(watched))
@@ -396,6 +407,7 @@ def test_a_sighup_during_an_apply_is_a_reload_after_it(watched: Watched) -> None
     assert process.poll() is None
 
 
+@needs_root
 def test_an_invalid_config_is_refused_and_the_result_says_so(watched: Watched) -> None:
     from lvs_scripts.watch import read_result
 
@@ -416,6 +428,37 @@ def test_an_invalid_config_is_refused_and_the_result_says_so(watched: Watched) -
     assert not (watched.state_dir / "lvs-director.watch.pid").exists()
 
 
+@needs_root
+def test_a_plain_reload_goes_through_the_watcher_of_its_config(watched: Watched,
+                                                               tmp_path: Path) -> None:
+    """Else the watcher's next health apply would put back the weights of the config it
+    read last. A watcher of another file, or one whose pid file names no config (an older
+    version), is not asked."""
+    process = watched.watch()
+    watched.wait("both up", lambda: both_up(watched))
+    watched.config.write_text(config(reals=[(RS1, 1), (RS2, 7)]))
+    ran = watched.run("reload")
+    assert ran.returncode == 0, ran.stderr
+    assert "applied by the watcher" in ran.stdout, ran.stdout
+    assert watched.weights() == {RS1: 1, RS2: 7}
+    watched.web[RS1].status = 500  # a health apply after the reload keeps the new weight
+    watched.wait("rs1 out", lambda: watched.weights()[RS1] == 0)
+    assert watched.weights()[RS2] == 7
+    other = tmp_path / "other.toml"
+    other.write_text(config(reals=[(RS1, 1), (RS2, 3)]))
+    ran = subprocess.run([watched.argv()[0], "-c", str(other), "reload"], env=watched.env,
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert ran.returncode == 0, ran.stderr
+    assert "by the watcher" not in ran.stdout and f"runs with {watched.config}" in ran.stderr
+    assert watched.weights()[RS2] == 3
+    (watched.state_dir / "lvs-director.watch.pid").write_text(f"{process.pid}\n")
+    watched.config.write_text(config(reals=[(RS1, 1), (RS2, 4)]))
+    ran = watched.run("reload")
+    assert ran.returncode == 0 and "by the watcher" not in ran.stdout, ran.stdout
+    assert "another config" in ran.stderr and watched.weights()[RS2] == 4
+
+
+@needs_root
 def test_reload_via_watcher_without_a_watcher(watched: Watched) -> None:
     ran = watched.run("reload", "--via-watcher")
     assert ran.returncode == 7, ran.stderr
@@ -425,3 +468,40 @@ def test_reload_via_watcher_without_a_watcher(watched: Watched) -> None:
     assert ran.returncode == 7 and "has exited" in ran.stderr, ran.stderr
     ran = watched.run("start", "--via-watcher")
     assert ran.returncode == 2 and "--via-watcher is for reload" in ran.stderr
+
+
+# ---------------------------------------------------------------- the batching window
+
+# (seconds, cap) of each request to apply, in order; when the window closes (None: not
+# yet) once the last of them came. Quiet time 0.2 s; a transition asks for its check's
+# interval + 0.2 (here interval 2: cap 2.2), a reload or a retry for 0.2.
+@pytest.mark.parametrize(("requests", "closes"), [
+    ([], None),
+    ([(10.0, 2.2)], 10.2),  # a lone failure goes out after the quiet time, as before
+    ([(10.0, 2.2), (10.1, 2.2)], 10.3),  # each one pushes the end on
+    ([(10.0, 0.2)], 10.2),  # a reload
+    # a burst spread over the interval (checks at their own phases), one every 10 ms:
+    # one apply, at the cap, not one per quiet time
+    ([(10.0 + i * 0.01, 2.2) for i in range(300)], 12.2),
+    ([(10.0, 2.2), (10.5, 1.2)], 10.7),  # quiet after the last
+    ([(10.0 + i * 0.1, 5.2) for i in range(10)] + [(11.0, 1.2)], 11.2),  # smallest cap
+    ([(10.0, 0.05)], 10.2),  # never earlier than the quiet time
+])
+def test_batch_window(requests: list[tuple[float, float]], closes: float | None) -> None:
+    window = BatchWindow(BATCH_SECONDS)
+    for now, cap in requests:
+        window.add(now, cap)
+    assert window.closes_at() == (pytest.approx(closes) if closes is not None else None)
+
+
+def test_a_closed_window_opens_again_at_the_next_request() -> None:
+    window = BatchWindow(0.2)
+    for i in range(100):
+        window.add(i * 0.01, 2.2)
+    window.close()
+    assert window.closes_at() is None
+    window.add(50.0, 2.2)
+    assert window.closes_at() == pytest.approx(50.2)
+    for i in range(1, 400):
+        window.add(50.0 + i * 0.01, 2.2)
+    assert window.closes_at() == pytest.approx(52.2)  # cap from 50.0, not from the first

@@ -224,7 +224,7 @@ def gone(pid: int) -> bool:
     """Ended (a zombie counts: whoever reaps it in the VM is no concern of the test)."""
     try:
         return "\nState:\tZ" in Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # reaped while being read: ESRCH
         return True
 
 

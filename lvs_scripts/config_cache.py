@@ -1,0 +1,184 @@
+"""The compiled-config cache: a validated Config kept, pickled, in the state directory.
+
+Reading 10,000 real servers costs about 80 ms in tomllib alone and as much again to
+validate them; unpickling the Config they became costs about 20 ms. So a run whose
+config file is byte for byte the one an earlier run validated takes that Config back.
+
+What keys it (`_key`): the file's exact bytes (a hash of the content, not its mtime),
+its path (a Config carries it, for messages), the Python version (pickle and ipaddress
+come with it) and every module of this package, by name, size, mtime and inode: a new
+release or an edited checkout is a miss. Nothing else goes into a Config: what depends
+on the machine (`--host` and the [ha] member, the interfaces, an exec check's program)
+is checked after loading, on every run, from whichever Config it got.
+
+What it is not trusted with: errors. Only a Config that parse_config returned is
+stored, so a bad file is parsed, and refused with the usual message, every time. A
+cache file that does not load, or is not a Config of that path, is ignored (then the
+file is parsed). Unpickling runs code chosen by whoever wrote the cache, so it is read
+only from a directory and a file that root (or whoever runs us) owns and nobody else
+can write (locks.check_trusted, as for the state file), never through a symbolic
+link; it is written mode 0600. A user who cannot read or write the state directory
+(status as non-root) just parses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import hashlib
+import logging
+import os
+import stat
+import sys
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from .errors import StateError
+from .locks import check_trusted
+
+if TYPE_CHECKING:
+    from .model import Config
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"lvs-scripts config cache 1\n"
+PROTOCOL = 5  # pickle's protocol: fixed, so that the key need not name it
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _code_stamp() -> bytes:
+    """The package's modules as the file system has them: any change of code (a new
+    release, an edit) changes what a config file compiles to."""
+    stamps = sorted(
+        f"{entry.name} {info.st_size} {info.st_mtime_ns} {info.st_ino}"
+        for entry in os.scandir(_PACKAGE) if entry.name.endswith(".py")
+        for info in (entry.stat(follow_symlinks=True),))
+    return "\n".join([sys.version, *stamps]).encode()
+
+
+def _key(path: str, raw: bytes) -> bytes:
+    digest = hashlib.sha256(MAGIC)
+    for part in (_code_stamp(), os.fsencode(path)):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    digest.update(raw)
+    return digest.digest()
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off while a Config is unpickled: its objects
+    form no cycles, but at 100,000 real servers the collector's passes over all of them
+    took more than the unpickling (318 ms against 142 here). Reference counting frees
+    them all the same."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+class ConfigCache:
+    """The cache of one config file's bytes, in one cache file."""
+
+    def __init__(self, file: str, path: str, raw: bytes) -> None:
+        self.file = file
+        self.path = path
+        try:
+            self.key: bytes | None = _key(path, raw)
+        except OSError as err:  # the package's directory unreadable: no cache, no harm
+            log.debug("config cache: no key (%s)", err)
+            self.key = None
+
+    def load(self) -> Config | None:
+        """The Config stored for exactly these bytes, or None (then parse)."""
+        if self.key is None:
+            return None
+        data = self._read()
+        header = MAGIC + self.key
+        if data is None or not data.startswith(header):
+            return None
+        return self._unpickle(memoryview(data)[len(header):])
+
+    def _read(self) -> bytes | None:
+        try:
+            self._check_dir()
+            fd = os.open(self.file, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except (OSError, StateError) as err:  # none yet, a link, not ours: parse
+            log.debug("config cache %s not read: %s", self.file, err)
+            return None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                return None
+            check_trusted(self.file, info)
+            with os.fdopen(fd, "rb", closefd=False) as handle:
+                return handle.read()
+        except (OSError, StateError) as err:
+            log.debug("config cache %s not read: %s", self.file, err)
+            return None
+        finally:
+            os.close(fd)
+
+    def _check_dir(self) -> None:
+        directory = os.path.dirname(self.file) or "."
+        info = os.lstat(directory)
+        if not stat.S_ISDIR(info.st_mode):
+            raise StateError(f"{directory}: is not a directory")
+        check_trusted(directory, info)
+
+    def _unpickle(self, payload: memoryview) -> Config | None:
+        import pickle
+
+        from .model import Config
+
+        try:
+            with collector_paused():
+                config = pickle.loads(payload)  # noqa: S301 - trusted, ours (see above)
+        # A damaged or foreign file can fail in any way unpickling can (EOFError,
+        # UnpicklingError, a missing class, ...): every one of them means "parse".
+        except Exception as err:
+            log.debug("config cache %s ignored: %s", self.file, err)
+            return None
+        if not isinstance(config, Config) or config.path != self.path:
+            log.debug("config cache %s ignored: not a config of %s", self.file, self.path)
+            return None
+        return config
+
+    def store(self, config: Config) -> None:
+        """Keep a Config that parse_config returned (never one that failed: there is
+        none). Only into an existing, trusted, writable directory; a failure to write
+        costs the next run a parse, nothing more."""
+        if self.key is None:
+            return
+        directory = os.path.dirname(self.file) or "."
+        try:
+            self._check_dir()
+        except (OSError, StateError) as err:
+            log.debug("config cache not written: %s", err)
+            return
+        if not os.access(directory, os.W_OK):
+            return
+        import pickle
+
+        data = MAGIC + self.key + pickle.dumps(config, protocol=PROTOCOL)
+        temporary = os.path.join(directory, f".{os.path.basename(self.file)}.{os.getpid()}")
+        try:
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600)
+            try:
+                os.fchmod(fd, 0o600)  # whatever the umask: the content decides root's work
+                with os.fdopen(fd, "wb", closefd=False) as handle:
+                    handle.write(data)
+            finally:
+                os.close(fd)
+            os.replace(temporary, self.file)
+        except OSError as err:
+            log.debug("config cache %s not written: %s", self.file, err)
+            try:
+                os.unlink(temporary)
+            except OSError:
+                pass
