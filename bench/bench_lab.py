@@ -549,6 +549,11 @@ def ours_steps(run: Run, conf: Path, env: dict[str, str]) -> None:
         check_table(set(), run.timeout, "ours stop")
 
 
+def reload_lines(log: Path) -> int:
+    """How many reloads the watcher has logged as done (or failed): `watch: reload: ...`."""
+    return log.read_bytes().count(b"watch: reload: ")
+
+
 def via_watcher() -> bool:
     """Whether this checkout's CLI has `reload --via-watcher` (issue 14's reload through the
     watcher, branch wip-hup): its rows are left out where it has not."""
@@ -560,7 +565,8 @@ def watcher_steps(run: Run, cli: list[str], conf: Path, env: dict[str, str],
     """`lvs-director watch` until READY=1, then one weight changed and SIGHUP; then
     another changed and `lvs-director reload --via-watcher` where the CLI has it."""
     ready = Ready(run.tmp / "notify")
-    log = open(run.logs / f"watch-{run.size}.log", "ab")  # closed in finally
+    log_path = run.logs / f"watch-{run.size}.log"
+    log = open(log_path, "ab")  # closed in finally
     process: subprocess.Popen[bytes] | None = None
     try:
         with step(run.report, run.row("watcher up (READY=1)", "ours (watch)")) as row:
@@ -575,6 +581,7 @@ def watcher_steps(run: Run, cli: list[str], conf: Path, env: dict[str, str],
             conf.write_text(ours_config(run.services, weights))
             changed = list(weights)[-1]
             watched = process
+            reloads = reload_lines(log_path)
             before = read_tasks()
             started = time.perf_counter()
             watched.send_signal(signal.SIGHUP)
@@ -583,6 +590,11 @@ def watcher_steps(run: Run, cli: list[str], conf: Path, env: dict[str, str],
             row.time, row.tasks = time.perf_counter() - started, read_tasks() - before
             if watched.poll() is not None:
                 raise StepFailed(f"the watcher exited ({watched.returncode}) on SIGHUP")
+            if via_watcher():  # a full reload, which checks the kernel after: wait for it
+                wait_until(lambda: reload_lines(log_path) > reloads, run.timeout,
+                           "the watcher's reload line")
+                row.note = (f"its reload done, its check included, after "
+                            f"{time.perf_counter() - started:.2f} s (its log line)")
             row.rss_kb = hwm_of(watched.pid)
             check_table(expected_rules(run.services, weights), run.timeout, "watcher reload")
         if via_watcher():
@@ -596,7 +608,7 @@ def watcher_steps(run: Run, cli: list[str], conf: Path, env: dict[str, str],
                     raise StepFailed(f"exit {code}")
                 check_table(expected_rules(run.services, via_weights), run.timeout,
                             "reload --via-watcher")
-                row.note = f"watcher's VmHWM {megabytes(hwm_of(process.pid))} MB"
+                row.note = f"the watcher's VmHWM {megabytes(hwm_of(process.pid))} MB"
     finally:
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGTERM)

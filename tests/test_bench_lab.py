@@ -216,3 +216,14 @@ def test_refuses_to_run_outside_the_lab() -> None:
     assert done.returncode != 0
     assert "runs only inside the lab VM" in done.stderr
     assert done.stdout == ""  # nothing measured, nothing set up
+
+
+def test_reload_lines_counts_the_watchers_done_and_failed_reloads(tmp_path: Path) -> None:
+    log = tmp_path / "watch.log"
+    log.write_bytes(b"lvs-director: watch: SIGHUP: config x reloaded: 3 real server(s) checked\n")
+    assert lab.reload_lines(log) == 0
+    with open(log, "ab") as out:
+        out.write(b"lvs-director: watch: reload: 1 change(s) applied; done, with its check, "
+                  b"0.50 s after the config was read\n"
+                  b"lvs-director: watch: reload: lvs.toml: service[0].port: 0: bad\n")
+    assert lab.reload_lines(log) == 2
