@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv check unit lab-test test demo demo-ha dry-run bench bench-checks clean deb deb-deps man \
+.PHONY: venv check unit lab-test test demo demo-ha dry-run bench bench-lab bench-checks clean deb deb-deps man \
 	readme package-test
 
 venv: $(VENV)/.installed
@@ -91,6 +91,10 @@ dry-run: venv
 
 bench: venv
 	$(BIN)/python bench/bench.py
+
+# Ours, keepalived and the seed's style side by side on the lab VM's kernel (about 30 min).
+bench-lab: venv
+	$(BIN)/python -m lab run --vm-timeout 3600 -- $(BIN)/python bench/bench_lab.py
 
 # Health checks: checks/s, CPU per 1,000 checks, peak RSS (loopback listeners only).
 bench-checks: venv

@@ -478,18 +478,35 @@ def sh(*argv: str, stdin: str | None = None) -> None:
     subprocess.run(argv, input=stdin, text=True, check=True, stdout=subprocess.DEVNULL)
 
 
+def require_lab(what: str) -> None:
+    """Exit unless inside the lab VM: what follows changes addresses and IPVS rules."""
+    if os.environ.get("LVS_LAB") != "1" or not Path("/proc/net/ip_vs").exists():
+        sys.exit(f"{what} runs only inside the lab VM (python -m lab run -- ...): "
+                 "it changes addresses and IPVS rules")
+
+
+def vip_interface(name: str = "bench0", peer: str = "bench1") -> None:
+    """An interface of our own for the VIPs: the VM has no network card (-nic none)."""
+    if subprocess.run(["ip", "link", "show", name], capture_output=True,
+                      check=False).returncode != 0:
+        sh("ip", "link", "add", name, "type", "veth", "peer", "name", peer)
+        sh("ip", "link", "set", name, "up")
+
+
+def run_seed_script(lines: Sequence[str]) -> float:
+    """The original scripts' style: one ipvsadm process per rule, from a shell (`sh -e`,
+    so the first failing rule stops it). Returns its seconds."""
+    started = time.perf_counter()
+    sh("sh", "-e", stdin="\n".join(lines) + "\n")
+    return time.perf_counter() - started
+
+
 def bench_kernel(sizes: list[int], script_max: int) -> None:
     from lvs_scripts.director import Director
     from lvs_scripts.locks import Paths
 
-    if os.environ.get("LVS_LAB") != "1" or not Path("/proc/net/ip_vs").exists():
-        sys.exit("bench --kernel runs only inside the lab VM (python -m lab run -- ...): "
-                 "it changes addresses and IPVS rules")
-    # An interface of our own for the VIP: the VM has no network card (-nic none).
-    if subprocess.run(["ip", "link", "show", "bench0"], capture_output=True,
-                      check=False).returncode != 0:
-        sh("ip", "link", "add", "bench0", "type", "veth", "peer", "name", "bench1")
-        sh("ip", "link", "set", "bench0", "up")
+    require_lab("bench --kernel")
+    vip_interface()
     # The rows time start inside one Python process; what a CLI call adds on top (Python,
     # plumbum and our imports) is measured once here, and plumbum is loaded before row 1.
     started = time.perf_counter()
@@ -509,12 +526,9 @@ def bench_kernel(sizes: list[int], script_max: int) -> None:
         sh("ipvsadm", "-C")
         script_s: float | None = None
         if count <= script_max:
-            # The original scripts' style: one ipvsadm process per rule, from a shell.
             lines = [f"ipvsadm -A -t {VIP}:80 -s wrr"] + [
                 f"ipvsadm -a -t {VIP}:80 -r {address}:80 -g -w 1" for address in reals(count)]
-            started = time.perf_counter()
-            sh("sh", "-e", stdin="\n".join(lines) + "\n")
-            script_s = time.perf_counter() - started
+            script_s = run_seed_script(lines)
             sh("ipvsadm", "-C")
         with tempfile.TemporaryDirectory() as tmp:
             config_file = Path(tmp) / "lvs.toml"
