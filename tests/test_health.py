@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +14,7 @@ from lvs_scripts.errors import StateError
 from lvs_scripts.health import (
     DOWN,
     MAX_COUNT,
+    MAX_REASON,
     UNKNOWN,
     UP,
     Health,
@@ -185,3 +188,21 @@ def test_a_steady_state_keeps_the_same_record() -> None:
     assert same is health and transition is None
     changed, _ = observe(health, CheckResult(False, "connection refused", 0.01), spec, 9.0)
     assert changed == Health(UP, 0, 1, "connection refused", 5.0)
+
+
+def test_the_health_file_of_100000_targets_at_their_largest_is_read_back(
+        tmp_path: Path) -> None:
+    """Issue 14's largest table (the lab's side-by-side run found the watcher refusing its
+    own file at 100,000 targets): every target IPv6, down, with the longest reason."""
+    from lvs_scripts.healthstate import MAX_FILE_BYTES, HealthView, load_health, save_health
+    from lvs_scripts.locks import Paths
+
+    first = ipaddress.ip_address("2001:db8:ffff:ffff:ffff:ffff:ffff:0")
+    view = HealthView({
+        TargetId("sctp", str(first + 0x1000 + n // 100), 65535, str(first + 0x10000 + n),
+                 65535): Health(DOWN, 0, MAX_COUNT, "x" * MAX_REASON, 1764470000.123456)
+        for n in range(100_000)})
+    paths = Paths("lvs-director", str(tmp_path / "state"), str(tmp_path / "lock"))
+    save_health(paths, view)
+    assert Path(paths.health_file).stat().st_size <= MAX_FILE_BYTES
+    assert load_health(paths) == view
