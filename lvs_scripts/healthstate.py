@@ -17,6 +17,7 @@ run lock, each reading the file first and replacing only its own part.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import os
@@ -178,18 +179,39 @@ def load_health(paths: Paths) -> HealthView:
         raw = handle.read(MAX_FILE_BYTES + 1)
     if len(raw) > MAX_FILE_BYTES:
         raise _corrupt(path, f"larger than {MAX_FILE_BYTES} bytes")
+    digest = hashlib.sha256(raw).digest()
+    known = _KNOWN.get(path)
+    if known is not None and known[0] == digest:
+        return _copy(known[1])
     try:
-        return from_json(raw.decode("utf-8"), path)
+        view = from_json(raw.decode("utf-8"), path)
     except UnicodeDecodeError:
         raise _corrupt(path, "not UTF-8 text") from None
+    _KNOWN[path] = (digest, _copy(view))
+    return view
+
+
+# The view this process last wrote or read, by the digest of the file's bytes: reading
+# and checking 10,000 entries again costs about 0.3 s here (seconds on a slow CPU), and a
+# reload reads the file several times (the watcher, the plan, its verification). Exact:
+# a byte that differs is a different digest, so a file someone else wrote is read anew.
+_KNOWN: dict[str, tuple[bytes, HealthView]] = {}
+
+
+def _copy(view: HealthView) -> HealthView:
+    """Callers change the view they get (update functions): each gets its own containers
+    (the entries themselves are immutable records)."""
+    return HealthView(dict(view.health), list(view.disabled))
 
 
 def save_health(paths: Paths, view: HealthView) -> None:
     from .state import write_atomically
 
     ensure_dir(paths.state_dir, trusted=True)
+    text = to_json(view)
     try:
-        write_atomically(paths, paths.health_file, to_json(view))
+        write_atomically(paths, paths.health_file, text)
     except OSError as err:
         raise StateError(f"{paths.health_file}: cannot write the health state: "
                          f"{err.strerror}") from None
+    _KNOWN[paths.health_file] = (hashlib.sha256(text.encode("utf-8")).digest(), _copy(view))
