@@ -102,10 +102,20 @@ def target_id(service: VirtualService, dest: Destination) -> TargetId:
 # ----------------------------------------------------------------- the file
 
 def to_json(view: HealthView) -> str:
+    """One entry a line (the file diffs well), each through json's C encoder: an indented
+    dump takes json's Python encoder, three times slower at 10,000 targets."""
+    def lines(items: list[dict[str, Any]], pad: str) -> str:
+        return "[" + ",".join(f"\n{pad} {json.dumps(item, sort_keys=True)}"
+                              for item in items) + (f"\n{pad}]" if items else "]")
+
     disabled = [{"address": d.address, "vip": d.vip, "vport": d.vport}
                 for d in view.disabled]
-    return json.dumps({"version": FILE_VERSION, "health": health_to_data(view.health),
-                       "disabled": disabled}, indent=1, sort_keys=True)
+    health = health_to_data(view.health)
+    rest = {k: v for k, v in health.items() if k != "targets"}
+    return (f'{{\n "disabled": {lines(disabled, " ")},\n "health": {{'
+            + "".join(f"\n  {json.dumps(k)}: {json.dumps(v)}," for k, v in sorted(rest.items()))
+            + f'\n  "targets": {lines(health["targets"], "  ")}\n }},\n'
+            f' "version": {FILE_VERSION}\n}}')
 
 
 def from_json(text: str, path: str) -> HealthView:

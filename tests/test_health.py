@@ -237,3 +237,18 @@ def test_the_health_file_is_parsed_again_only_when_its_bytes_changed(
     Path(paths.health_file).write_text(to_json(other))  # another process's write
     assert load_health(paths) == other and len(parsed) == 1
     assert load_health(paths) == other and len(parsed) == 1
+
+
+def test_the_health_file_is_json_with_one_target_a_line() -> None:
+    from lvs_scripts.healthstate import Disabled, HealthView, to_json
+
+    healths = {TargetId("tcp", "192.0.2.1", 80, f"192.0.2.{n}", 80): Health(UP, 2, 0, "ok", 1.0)
+               for n in range(11, 14)}
+    for view in (HealthView(), HealthView(healths, [Disabled("192.0.2.9")])):
+        text = to_json(view)
+        assert json.loads(text) == {"version": 1, "health": health_to_data(view.health),
+                                    "disabled": [{"address": d.address, "vip": d.vip,
+                                                  "vport": d.vport} for d in view.disabled]}
+        for key in view.health:
+            assert sum(f'"address": "{key.address}"' in line
+                       for line in text.splitlines()) == 1
