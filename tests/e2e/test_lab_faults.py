@@ -74,7 +74,7 @@ def test_kernel_refuses_the_scheduler_then_stop_puts_the_host_back(fresh: None) 
         "route": None, "services": [], "sysctls": [],
         "timeouts": {"previous": [900, 120, 300], "value": [30, 5, 60]},
         "files": [], "keepalived": None, "sync_daemons": [], "bird": None, "nft_tables": [],
-        "links": [], "fous": [], "version": 4}
+        "links": [], "fous": [], "version": 5}
     assert ipvs_save() == []
 
     stopped = initd("director", "stop")
