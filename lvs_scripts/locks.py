@@ -52,8 +52,13 @@ class Paths(Record):
 
     @property
     def watch_pid(self) -> str:
-        """A running watcher's pid, and the config file it reads (watch.py)."""
+        """A running watcher's pid (watch.py)."""
         return os.path.join(self.state_dir, f"{self.name}.watch.pid")
+
+    @property
+    def watch_config(self) -> str:
+        """The absolute path of the config file the running watcher reads."""
+        return os.path.join(self.state_dir, f"{self.name}.watch-config")
 
     @property
     def run_lock(self) -> str:

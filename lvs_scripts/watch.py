@@ -353,8 +353,9 @@ class Watcher:
 
 
 def pid_file(paths: Paths) -> str:
-    """Where a running watcher keeps its pid and, on a second line, the absolute path of
-    the config file it reads (for `reload`, which goes through it)."""
+    """Where a running watcher keeps its pid (the pid alone, as pid files go); the config
+    file it reads is named in paths.watch_config beside it (for `reload`, which goes
+    through it)."""
     return paths.watch_pid
 
 
@@ -370,9 +371,9 @@ def write_json(paths: Paths, target: str, data: dict[str, Any]) -> None:
 
 
 def write_pid(paths: Paths, config_path: str) -> None:
-    try:
-        write_atomically_text(paths, pid_file(paths),
-                              f"{os.getpid()}\n{os.path.abspath(config_path)}\n")
+    try:  # the config first: a pid file names a watcher whose config is known
+        write_atomically_text(paths, paths.watch_config, f"{os.path.abspath(config_path)}\n")
+        write_atomically_text(paths, pid_file(paths), f"{os.getpid()}\n")
     except (OSError, LvsError) as err:  # the checks matter more than --via-watcher
         log.error("watch: cannot write %s: %s", pid_file(paths), err)
 
@@ -388,10 +389,11 @@ def write_atomically_text(paths: Paths, target: str, text: str) -> None:
 def remove_pid(paths: Paths) -> None:
     """Only our own: a newer watcher may have written its pid meanwhile."""
     try:
-        with open(pid_file(paths), encoding="utf-8") as file:
-            if file.readline().strip() != str(os.getpid()):
+        with open(pid_file(paths), encoding="ascii") as file:
+            if file.read().strip() != str(os.getpid()):
                 return
         os.unlink(pid_file(paths))
+        os.unlink(paths.watch_config)
     except OSError:
         pass
 
@@ -406,10 +408,8 @@ def running_watcher_config(paths: Paths) -> tuple[int, str | None]:
     an older version, which wrote the pid alone); WatcherNotRunning if none runs."""
     where = pid_file(paths)
     try:
-        with open(where, encoding="utf-8") as file:
-            text, _, rest = file.read().partition("\n")
-            text = text.strip()
-            config = rest.strip() or None
+        with open(where, encoding="ascii") as file:
+            text = file.read().strip()
     except FileNotFoundError:
         raise WatcherNotRunning(f"no watcher is running: {where} does not exist "
                                 "(start it: lvs-director watch)") from None
@@ -417,6 +417,11 @@ def running_watcher_config(paths: Paths) -> tuple[int, str | None]:
         raise WatcherNotRunning(f"{where}: cannot read it: {err.strerror}") from None
     except UnicodeDecodeError:
         raise WatcherNotRunning(f"{where}: not a pid file") from None
+    try:
+        with open(paths.watch_config, encoding="utf-8") as file:
+            config: str | None = file.read().strip() or None
+    except (OSError, UnicodeDecodeError):  # an older version wrote the pid alone
+        config = None
     if not text.isdigit() or int(text) <= 1:
         raise WatcherNotRunning(f"{where}: {text!r} is not a process id")
     pid = int(text)

@@ -477,15 +477,16 @@ def test_an_invalid_config_is_refused_and_the_result_says_so(watched: Watched) -
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=DEADLINE) == 0
     assert not (watched.state_dir / "lvs-director.watch.pid").exists()
+    assert not (watched.state_dir / "lvs-director.watch-config").exists()
 
 
 @needs_root
 def test_a_plain_reload_goes_through_the_watcher_of_its_config(watched: Watched,
                                                                tmp_path: Path) -> None:
     """Else the watcher's next health apply would put back the weights of the config it
-    read last. A watcher of another file, or one whose pid file names no config (an older
+    read last. A watcher of another file, or one that names no config file (an older
     version), is not asked."""
-    process = watched.watch()
+    watched.watch()
     watched.wait("both up", lambda: both_up(watched))
     watched.config.write_text(config(reals=[(RS1, 1), (RS2, 7)]))
     ran = watched.run("reload")
@@ -502,7 +503,7 @@ def test_a_plain_reload_goes_through_the_watcher_of_its_config(watched: Watched,
     assert ran.returncode == 0, ran.stderr
     assert "by the watcher" not in ran.stdout and f"runs with {watched.config}" in ran.stderr
     assert watched.weights()[RS2] == 3
-    (watched.state_dir / "lvs-director.watch.pid").write_text(f"{process.pid}\n")
+    (watched.state_dir / "lvs-director.watch-config").unlink()  # as an older version
     watched.config.write_text(config(reals=[(RS1, 1), (RS2, 4)]))
     ran = watched.run("reload")
     assert ran.returncode == 0 and "by the watcher" not in ran.stdout, ran.stdout
