@@ -1,22 +1,18 @@
-"""The director: VIPs on its interface, the default route, the IPVS services."""
+"""The director: VIPs on its interface, the default route, the IPVS services.
+
+[ha], [bgp] and health checks are imported only by a config that has them: every CLI
+call pays its imports, and under emulation each of those modules costs tenths of a
+second (README "Benchmarks").
+"""
 
 from __future__ import annotations
 
 import os
 import time
 from collections.abc import Iterable
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from .bgp import (
-    bird_files,
-    describe_bgp,
-    observe_bgp,
-    observe_sessions,
-    plan_bgp_start,
-)
-from .checks import require_check_programs
 from .errors import KernelLacks, LvsError
-from .ha import describe_ha, ha_files, member_of, observe_ha, plan_ha_start, this_host
 from .healthstate import HealthView, load_health, save_health, target_id
 from .locks import exclusive
 from .model import Config, Destination, HaDirector, IpvsTable, VirtualService
@@ -44,6 +40,10 @@ from .role import STATUS_DRIFT, STATUS_RUNNING, Report, Role, Status
 from .state import State
 from .tunnel import require_kernel_tunnels
 
+if TYPE_CHECKING:
+    from .bgp import BirdFiles
+    from .ha import HaFiles
+
 TEST_PROC_IP_VS = "LVS_TEST_PROC_IP_VS"
 
 
@@ -57,13 +57,25 @@ class Director(Role):
         self.member: HaDirector | None = None
         if config is not None:
             config.require_director()  # before any lock is taken or program started
-            require_check_programs(config)
+            if any(service.check is not None for service in config.services):
+                from .checks import require_check_programs
+
+                require_check_programs(config)
             if config.ha is not None:
+                from .ha import member_of, this_host
+
                 self.member = member_of(config, this_host(host))
         super().__init__(config, *args, **kwargs)
-        self.ha_files = ha_files(self.paths) if self.member is not None else None
-        self.bird_files = bird_files(self.paths) if (
-            config is not None and config.bgp is not None) else None
+        self.ha_files: HaFiles | None = None
+        self.bird_files: BirdFiles | None = None
+        if self.member is not None:
+            from .ha import ha_files
+
+            self.ha_files = ha_files(self.paths)
+        if config is not None and config.bgp is not None:
+            from .bgp import bird_files
+
+            self.bird_files = bird_files(self.paths)
 
     def observe(self, state: State, tolerant: bool = False) -> HostObservation:
         obs = observe_director(self.config, self.runner, tolerant, state)
@@ -74,16 +86,24 @@ class Director(Role):
                 raise
             obs.notes.append(str(err))
         if self.ha_files is not None:
+            from .ha import observe_ha
+
             observe_ha(self.ha_files, self.runner, tolerant, obs)
         if self.bird_files is not None:
+            from .bgp import observe_bgp
+
             observe_bgp(self.config, self.bird_files, self.runner, tolerant, obs, state)
         return obs
 
     def plan_start(self, obs: HostObservation, state: State) -> Plan:
         if self.member is not None and self.ha_files is not None:
+            from .ha import plan_ha_start
+
             return plan_ha_start(self.config, self.member, self.ha_files, obs, state,
                                  self.drain, self.health_view())
         if self.bird_files is not None:
+            from .bgp import plan_bgp_start
+
             return plan_bgp_start(self.config, self.bird_files, obs, state, self.drain,
                                   self.health_view())
         return plan_director_start(self.config, obs, state, self.drain, self.health_view())
@@ -222,9 +242,13 @@ class Director(Role):
             lines.append(f"{key}  [not managed by lvs-director]")
         data: dict[str, Any] = {"services": services, "unmanaged": unmanaged}
         if self.member is not None:
+            from .ha import describe_ha
+
             ha_lines, data["ha"] = describe_ha(self.config, self.member, obs)
             lines = ha_lines + lines
         if self.bird_files is not None:
+            from .bgp import describe_bgp, observe_sessions
+
             observe_sessions(self.config, self.bird_files, self.runner, obs)
             bgp_lines, data["bgp"] = describe_bgp(self.config, obs)
             lines = bgp_lines + lines
