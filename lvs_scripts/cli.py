@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import logging.handlers
 import math
 import os
 import signal
@@ -125,8 +124,10 @@ def _setup_logging(prog: str, verbose: bool) -> None:
     log.addHandler(stderr)
     # The original scripts called `logger $0 called with $1`: keep a syslog trail.
     if os.environ.get("LVS_SYSLOG", "1") != "0" and os.path.exists("/dev/log"):
+        from logging.handlers import SysLogHandler  # socket, pickle, queue: only for syslog
+
         try:
-            syslog = logging.handlers.SysLogHandler(address="/dev/log")
+            syslog = SysLogHandler(address="/dev/log")
         except OSError:
             return
         syslog.setLevel(logging.INFO)
