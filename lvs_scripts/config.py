@@ -42,11 +42,6 @@ from .tunnel import TUN_KEYS, Tunnel, check_fou_ports, check_gre_checksums, pars
 if TYPE_CHECKING:
     from .checks import CheckSpec
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on old Pythons only
-    import tomli as tomllib
-
 DEFAULT_CONFIG = "/etc/lvs/lvs.toml"
 # 100,000 real servers (issue 14: 1,000 services x 100) take about 5 MB written one per
 # line; the limit is there to refuse a runaway file, not a large table.
@@ -237,6 +232,11 @@ def _read_config_file(path: str) -> bytes:
 
 def parse_config(text: str, path: str = "<string>") -> Config:
     """Validate TOML text. The path is only used in error messages."""
+    # Imported here: a config read from the cache (config_cache) needs no TOML parser.
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on old Pythons only
+        import tomli as tomllib
     try:
         data = tomllib.loads(text)
     except (ValueError, RecursionError) as err:  # TOMLDecodeError is a ValueError

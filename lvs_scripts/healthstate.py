@@ -17,7 +17,6 @@ run lock, each reading the file first and replacing only its own part.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import json
 import os
@@ -189,7 +188,7 @@ def load_health(paths: Paths) -> HealthView:
         raw = handle.read(MAX_FILE_BYTES + 1)
     if len(raw) > MAX_FILE_BYTES:
         raise _corrupt(path, f"larger than {MAX_FILE_BYTES} bytes")
-    digest = hashlib.sha256(raw).digest()
+    digest = _digest(raw)
     known = _KNOWN.get(path)
     if known is not None and known[0] == digest:
         return _copy(known[1])
@@ -208,6 +207,14 @@ def load_health(paths: Paths) -> HealthView:
 _KNOWN: dict[str, tuple[bytes, HealthView]] = {}
 
 
+def _digest(data: bytes) -> bytes:
+    """hashlib imported here: most runs have no health file, and its import (OpenSSL's)
+    costs a slow machine a tenth of a second."""
+    import hashlib
+
+    return hashlib.sha256(data).digest()
+
+
 def _copy(view: HealthView) -> HealthView:
     """Callers change the view they get (update functions): each gets its own containers
     (the entries themselves are immutable records)."""
@@ -224,4 +231,4 @@ def save_health(paths: Paths, view: HealthView) -> None:
     except OSError as err:
         raise StateError(f"{paths.health_file}: cannot write the health state: "
                          f"{err.strerror}") from None
-    _KNOWN[paths.health_file] = (hashlib.sha256(text.encode("utf-8")).digest(), _copy(view))
+    _KNOWN[paths.health_file] = (_digest(text.encode("utf-8")), _copy(view))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 from .errors import KernelLacks
 from .model import Config
@@ -34,20 +33,21 @@ def wanted_modules(config: Config) -> dict[str, str]:
     return wanted
 
 
-def module_state(name: str, root: Path = Path("/"), release: str | None = None
+def module_state(name: str, root: str | os.PathLike[str] = "/", release: str | None = None
                  ) -> bool | None:
     """True: loaded, built in or loadable; False: this kernel has no such module; None:
-    cannot tell (no /lib/modules/RELEASE)."""
-    if (root / "sys" / "module" / name).is_dir():
+    cannot tell (no /lib/modules/RELEASE). os.path, not pathlib: every start runs this,
+    and pathlib is a costly import on a slow machine."""
+    if os.path.isdir(os.path.join(root, "sys", "module", name)):
         return True
     release = release or os.uname().release
-    folder = root / "lib" / "modules" / release
+    folder = os.path.join(root, "lib", "modules", release)
     try:
-        dep = (folder / "modules.dep").read_text(errors="replace")
+        dep = _read(os.path.join(folder, "modules.dep"))
     except OSError:
         return None
     try:
-        builtin = (folder / "modules.builtin").read_text(errors="replace")
+        builtin = _read(os.path.join(folder, "modules.builtin"))
     except OSError:
         builtin = ""
     def listed(module: str) -> bool:
@@ -59,8 +59,13 @@ def module_state(name: str, root: Path = Path("/"), release: str | None = None
     return listed(name)
 
 
-def require_modules(config: Config, root: Path = Path("/"), release: str | None = None
-                    ) -> None:
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        return handle.read()
+
+
+def require_modules(config: Config, root: str | os.PathLike[str] = "/",
+                    release: str | None = None) -> None:
     """Raise KernelLacks for a module the kernel surely lacks (one that cannot be checked
     here is left to the kernel, which refuses the rule with ipvsadm's message)."""
     for name, key in wanted_modules(config).items():
