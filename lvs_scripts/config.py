@@ -296,7 +296,7 @@ def _reals_not_taken(r: _Reader, services: tuple[VirtualService, ...],
                              rule)
 
 
-_HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,62})")
+_HOST_NAME = r"[A-Za-z0-9]([A-Za-z0-9._-]{0,62})"  # compiled by re on first use ([ha] only)
 
 
 def _ha(r: _Reader, data: object, director: DirectorConfig | None,
@@ -340,7 +340,7 @@ def _ha_directors(r: _Reader, data: object, services: tuple[VirtualService, ...]
         where = f"ha.directors[{index}]"
         e = r.table(item, where, ("name", "dip", "priority"))
         name = r.string(e, "name", where)
-        if not _HOST_NAME.fullmatch(name):
+        if not re.fullmatch(_HOST_NAME, name):
             raise r.fail(f"{where}.name", name, "must be a host name (letters, digits, '.', "
                          "'_', '-'; at most 63)")
         if name in names:

@@ -94,21 +94,22 @@ def table_text(family: str, rules: tuple[MarkRule, ...], replace: bool) -> str:
     return "\n".join(head + body) + "\n"
 
 
-_TABLE_LINE = re.compile(r"table (ip|ip6) (\S+)")
+# Patterns as text, compiled by re on first use: only a fwmark service reads nft's output.
+_TABLE_LINE = r"table (ip|ip6) (\S+)"
 
 
 def parse_tables(text: str) -> set[str]:
     """`nft list tables`: the families that have a table named lvs_scripts."""
     found = set()
     for line in text.splitlines():
-        match = _TABLE_LINE.fullmatch(line.strip())
+        match = re.fullmatch(_TABLE_LINE, line.strip())
         if match and match.group(2) == TABLE:
             found.add(match.group(1))
     return found
 
 
-_RULE = re.compile(r"(ip|ip6) daddr (\S+) (tcp|udp|sctp) dport (\d+) meta mark set "
-                   r"(0x[0-9a-f]+|\d+)")
+_RULE = (r"(ip|ip6) daddr (\S+) (tcp|udp|sctp) dport (\d+) meta mark set "
+         r"(0x[0-9a-f]+|\d+)")
 
 
 def parse_table(family: str, text: str) -> NftTable:
@@ -123,7 +124,7 @@ def parse_table(family: str, text: str) -> NftTable:
         return NftTable(family, None)
     rules = []
     for line in lines[3:-2]:
-        match = _RULE.fullmatch(line)
+        match = re.fullmatch(_RULE, line)
         if match is None or match.group(1) != family:
             return NftTable(family, None)
         try:

@@ -645,14 +645,15 @@ def sysctl_key(interface: str, name: str) -> str:
     return f"net.ipv4.conf.{interface}.{name}"
 
 
-_CONF_KEY = re.compile(r"net[./]ipv[46][./]conf[./]([A-Za-z0-9_-]+)[./][a-z_]+|"
-                       r"net/ipv[46]/conf/([A-Za-z0-9._-]+)/[a-z_]+")
+# Compiled by re on first use (as _SYNC_LINE): few runs read a sysctl key's interface.
+_CONF_KEY = (r"net[./]ipv[46][./]conf[./]([A-Za-z0-9_-]+)[./][a-z_]+|"
+             r"net/ipv[46]/conf/([A-Za-z0-9._-]+)/[a-z_]+")
 
 
 def interface_of_sysctl(key: str) -> str | None:
     """The interface a per-interface key belongs to (None for "all", "default" and keys
     that are not per interface): when it is gone, so is the key."""
-    match = _CONF_KEY.fullmatch(key)
+    match = re.fullmatch(_CONF_KEY, key)
     name = (match.group(1) or match.group(2)) if match else None
     return None if name in (None, "all", "default") else name
 
@@ -688,7 +689,7 @@ def parse_arping_version(text: str) -> Arping:
 # --- the HA side: the IPVS sync daemons and keepalived -----------------------------------
 
 IPVS_DAEMONS = ("ipvsadm", "-L", "--daemon")
-_SYNC_LINE = re.compile(r"(master|backup) sync daemon \(mcast=([^,)]+), syncid=(\d+)[,)]")
+_SYNC_LINE = r"(master|backup) sync daemon \(mcast=([^,)]+), syncid=(\d+)[,)]"
 
 
 class SyncDaemon(Record):
@@ -713,7 +714,7 @@ def parse_sync_daemons(text: str) -> dict[str, SyncDaemon]:
     port=8848, ttl=1)`; 1.2x versions stop after the syncid. Nothing when none runs."""
     daemons: dict[str, SyncDaemon] = {}
     for line in text.splitlines():
-        match = _SYNC_LINE.match(line.strip())
+        match = re.match(_SYNC_LINE, line.strip())
         if match:
             daemons[match.group(1)] = SyncDaemon(match.group(1), match.group(2),
                                                  int(match.group(3)))

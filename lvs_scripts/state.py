@@ -223,10 +223,12 @@ _SINGLE = ("route", "timeouts", "keepalived", "bird")
 
 # --- reading and checking, field by field: the file is read as root and drives commands ---
 
-_NAME = re.compile(r"[A-Za-z0-9._-]{1,15}")
-_WORD = re.compile(r"[A-Za-z0-9_.-]{1,32}")
-_SYSCTL = re.compile(r"net[./][A-Za-z0-9_]+([./][A-Za-z0-9_-]+)+|"
-                     r"net/ipv[46]/conf/[A-Za-z0-9._-]{1,15}/[a-z_]+")
+# Patterns as text, compiled by re on first use (and cached there): a state file uses few
+# of them, most runs none at all, and compiling them all at import cost every CLI start.
+_NAME = r"[A-Za-z0-9._-]{1,15}"
+_WORD = r"[A-Za-z0-9_.-]{1,32}"
+_SYSCTL = (r"net[./][A-Za-z0-9_]+([./][A-Za-z0-9_-]+)+|"
+           r"net/ipv[46]/conf/[A-Za-z0-9._-]{1,15}/[a-z_]+")
 _MAX_INT = 2**31 - 1
 
 
@@ -246,8 +248,8 @@ def _list(data: object, what: str) -> list[Any]:
     return data
 
 
-def _str(value: object, pattern: re.Pattern[str], what: str) -> str:
-    if not (isinstance(value, str) and pattern.fullmatch(value)):
+def _str(value: object, pattern: str, what: str) -> str:
+    if not (isinstance(value, str) and re.fullmatch(pattern, value)):
         raise _bad(what, value)
     return value
 
@@ -365,8 +367,8 @@ def _read_v2(data: dict[str, Any]) -> State:
     return state
 
 
-_PATH = re.compile(r"/[A-Za-z0-9._/-]{1,4000}")
-_DIGEST = re.compile(r"[0-9a-f]{64}")
+_PATH = r"/[A-Za-z0-9._/-]{1,4000}"
+_DIGEST = r"[0-9a-f]{64}"
 _V3_KEYS = ("files", "keepalived", "sync_daemons")
 
 
@@ -432,8 +434,8 @@ def _read_v4(data: dict[str, Any]) -> State:
 # Version 1 (lvs_scripts 0.1): addresses as [device, cidr]; services as their display text
 # ("tcp 192.168.30.254:80", "fwmark 1 (IPv6)"); sysctls as {key: previous}, and only the ARP
 # ones, always set to the same values; a route as {via, previous_via, previous_dev}.
-_V1_SERVICE = re.compile(r"(tcp|udp|sctp) (\S+)|fwmark (\d+)( \(IPv6\))?")
-_V1_ARP = re.compile(r"net[./]ipv4[./]conf[./][A-Za-z0-9._-]{1,15}[./]arp_(ignore|announce)")
+_V1_SERVICE = r"(tcp|udp|sctp) (\S+)|fwmark (\d+)( \(IPv6\))?"
+_V1_ARP = r"net[./]ipv4[./]conf[./][A-Za-z0-9._-]{1,15}[./]arp_(ignore|announce)"
 _V1_ARP_VALUES = {"ignore": 1, "announce": 2}
 
 
@@ -458,7 +460,7 @@ def _read_v1(data: dict[str, Any]) -> State:
         purpose = "vip" if iface.network.prefixlen == iface.max_prefixlen else "dip"
         state.put_record(OwnedAddress(device, cidr, purpose, str(iface.ip) in announced))
     for text in _list(d.get("services", []), "services"):
-        match = _V1_SERVICE.fullmatch(text) if isinstance(text, str) else None
+        match = re.fullmatch(_V1_SERVICE, text) if isinstance(text, str) else None
         if match is None:
             raise _bad("services", text)
         if match.group(3) is not None:
@@ -471,7 +473,7 @@ def _read_v1(data: dict[str, Any]) -> State:
     if not isinstance(sysctls, dict):
         raise _bad("sysctls", sysctls)
     for key, previous in sysctls.items():
-        match = _V1_ARP.fullmatch(key) if isinstance(key, str) else None
+        match = re.fullmatch(_V1_ARP, key) if isinstance(key, str) else None
         if match is None:
             raise _bad("sysctls", key)
         state.put_record(OwnedSysctl(key, _int(previous, key, 0, 8),
