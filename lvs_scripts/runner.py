@@ -7,10 +7,13 @@ machine without ipvsadm, and a missing program becomes MissingTool (LSB 5).
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
+import sys
+import types
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from .errors import CommandFailed, IpvsDenied, IpvsUnavailable, KernelLacks, MissingTool
 from .record import Record
@@ -30,6 +33,11 @@ _DENIED_MARKER = "Permission denied (you must be root)"
 # libipvs's ipvs_strerror(ENOENT) for -A/-E: the kernel could not find (or load) the
 # scheduler's or the persistence engine's module (captured in the lab: rmmod ip_vs_mh).
 _NO_MODULE_MARKER = "Scheduler or persistence engine not found"
+# plumbum imports urllib.request at its own import, for LocalPath.as_uri, which we never
+# call; urllib.request imports http.client, email, ssl and socket: about half of plumbum's
+# import (0.4 s of 0.75 s in the lab VM). plumbum names it in its __lazy_modules__ (PEP
+# 810), which only Python 3.15 honours: before that, a stand-in (_Unused) is imported.
+_PLUMBUM_UNUSED = ("urllib.request",)
 
 
 class Result(Record):
@@ -58,12 +66,12 @@ class PlumbumRunner:
         says it is ready: its first change would otherwise pay for the import, which
         is seconds on a slow CPU (the lab measured 1.4-2.2 s from a failure to weight 0
         spent in an apply of one `ipvsadm -e`)."""
-        from plumbum import local  # noqa: F401
-        from plumbum.commands.processes import CommandNotFound  # noqa: F401
+        _import_plumbum()
 
     def run(self, argv: Sequence[str], *, stdin: str | None = None,
             check: bool = True) -> Result:
-        from plumbum import local  # imported here: plumbum costs ~0.1 s at start-up
+        _import_plumbum()  # here, not at the top: plumbum costs ~0.1 s at start-up
+        from plumbum import local
         from plumbum.commands.processes import CommandNotFound
 
         argv = tuple(argv)
@@ -85,6 +93,34 @@ class PlumbumRunner:
         if check:
             check_result(result)
         return result
+
+
+def _import_plumbum() -> None:
+    if "plumbum" in sys.modules:
+        return
+    stand_ins = {name: _Unused(name) for name in _PLUMBUM_UNUSED if name not in sys.modules}
+    sys.modules.update(stand_ins)
+    try:
+        import plumbum  # noqa: F401
+    finally:  # gone from sys.modules: whoever imports these next gets the real module
+        for name, stand_in in stand_ins.items():
+            if sys.modules.get(name) is stand_in:
+                del sys.modules[name]
+            parent, _, child = name.rpartition(".")
+            if getattr(sys.modules.get(parent), child, None) is stand_in:
+                delattr(sys.modules[parent], child)
+
+
+class _Unused(types.ModuleType):
+    """Stands in for a module while plumbum is imported, and stays plumbum's: the first
+    use of one of its attributes (none, in lvs_scripts) imports the real module.
+    importlib.util.LazyLoader cannot do this: an `import` statement of a lazy module
+    already loads it."""
+
+    def __getattr__(self, attr: str) -> Any:
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
+        return getattr(importlib.import_module(self.__name__), attr)
 
 
 def check_result(result: Result) -> None:

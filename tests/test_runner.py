@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +13,8 @@ from plumbum import local
 
 from lvs_scripts.errors import CommandFailed, IpvsDenied, IpvsUnavailable, MissingTool
 from lvs_scripts.runner import PlumbumRunner, Result, check_result
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -24,6 +28,30 @@ def program(folder: Path, name: str, body: str) -> None:
     path = folder / name
     path.write_text(f"#!/bin/sh\n{body}\n")
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
+
+
+# Run in a new process: this one has imported plumbum (and maybe urllib) already.
+PLUMBUM_WITHOUT_URLLIB = """
+import sys
+from lvs_scripts.runner import PlumbumRunner
+runner = PlumbumRunner()
+runner.prepare()
+print(sorted(m for m in ("urllib.request", "http.client", "email", "ssl") if m in sys.modules))
+print(runner.run(["echo", "ran"]).stdout.strip())
+from plumbum import local
+print(local.path("/tmp").as_uri())  # plumbum's own use of urllib.request still works
+import urllib.request
+print(callable(urllib.request.urlopen), "http.client" in sys.modules)
+"""
+
+
+def test_plumbum_is_imported_without_urllib_request() -> None:
+    """plumbum imports urllib.request (http.client, email, ssl: half of its import time)
+    for one method we never call: the runner leaves it out until something uses it."""
+    ran = subprocess.run([sys.executable, "-c", PLUMBUM_WITHOUT_URLLIB], capture_output=True,
+                         text=True, check=True,
+                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
+    assert ran.stdout.splitlines() == ["[]", "ran", "file:///tmp", "True True"]
 
 
 def test_runs_with_the_c_locale(tools: Path) -> None:
