@@ -411,6 +411,9 @@ def bench_cold_start(runs: int) -> None:
         cases = [
             ("python -c pass", [python, "-c", "pass"]),
             ('python -c "import plumbum"', [python, "-c", "import plumbum"]),
+            ("plumbum as the runner imports it (without urllib.request)",
+             [python, "-c", "from lvs_scripts.runner import PlumbumRunner\n"
+              "PlumbumRunner().prepare()"]),
             ("import plumbum + what `lvs-director status` loads",
              [python, "-c", f"import plumbum, {STATUS_MODULES}"]),
             ("import plumbum + what `lvs-director --help` loads",
@@ -418,6 +421,8 @@ def bench_cold_start(runs: int) -> None:
             ("lvs-director --help", [*director, "--help"]),
             ("lvs-director --dry-run status (fake tools)",
              [*director, "-c", seed, "--dry-run", "status"]),
+            ("lvs-director --dry-run start (fake tools)",
+             [*director, "-c", seed, "--dry-run", "start"]),
         ]
         # Interleaved, so that a noisy spell of the machine hits every command alike.
         measured: dict[str, list[float]] = {label: [] for label, _ in cases}
