@@ -267,10 +267,12 @@ def _change(prog: str, role: Role, args: argparse.Namespace) -> int:
 
 
 def _watcher_reloads(role: Role, action: str) -> bool:
-    """A plain `reload` goes through a running watcher of the same config file: the
-    watcher's next health apply would otherwise put back the weights of the config it
-    read last. A watcher of another file is left alone, saying so."""
-    if action not in ("reload", "force-reload") or not os.path.exists(role.paths.watch_pid):
+    """A plain `reload`, and `start` (the same reconciliation), go through a running
+    watcher of the same config file: the watcher's next health apply would otherwise put
+    back the weights of the config it read last. A watcher of another file is left
+    alone, saying so."""
+    if action not in ("start", "reload", "force-reload") or \
+            not os.path.exists(role.paths.watch_pid):
         return False  # the common case decided without importing the watcher
     from .watch import running_watcher_config
 

@@ -73,6 +73,8 @@ class HealthView(Record, frozen=False):
         return not self.health and not self.disabled
 
     def is_disabled(self, key: TargetId) -> bool:
+        if not self.disabled:  # the usual case, asked for every real server at a reload
+            return False
         return any(entry.matches(key) for entry in self.disabled)
 
     def state(self, key: TargetId) -> str:
@@ -88,14 +90,30 @@ def target_id(service: VirtualService, dest: Destination) -> TargetId:
     """The health key of a real server of a service (the TargetId of health.py). A fwmark
     service has no VIP and its real servers no port: its key is the mark, with the
     unspecified address of its family for the VIP, and the port its check looks at."""
+    return _target_id(service, _service_part(service), dest)
+
+
+def target_ids(service: VirtualService) -> list[TargetId]:
+    """target_id of each real server of the service, in order: the service's part of the
+    key (its VIP as text above all) is made once, not once per real server."""
+    part = _service_part(service)
+    return [_target_id(service, part, dest) for dest in service.destinations]
+
+
+def _service_part(service: VirtualService) -> tuple[str, str, int]:
     key = service.key
     if key.address is None:
-        port = service.check.port if service.check is not None else None
         vip = ipaddress.IPv6Address(0) if key.ipv6 else ipaddress.IPv4Address(0)
-        return TargetId(protocol=key.protocol.value, vip=str(vip),
-                        vport=key.port, address=str(dest.address), port=port or dest.port)
-    return TargetId(protocol=key.protocol.value, vip=str(key.address), vport=key.port,
-                    address=str(dest.address), port=dest.port)
+        return key.protocol.value, str(vip), key.port
+    return key.protocol.value, str(key.address), key.port
+
+
+def _target_id(service: VirtualService, part: tuple[str, str, int],
+               dest: Destination) -> TargetId:
+    if service.key.address is None:
+        port = service.check.port if service.check is not None else None
+        return TargetId(*part, str(dest.address), port or dest.port)
+    return TargetId(*part, str(dest.address), dest.port)
 
 
 # ----------------------------------------------------------------- the file
@@ -175,11 +193,13 @@ def load_health(paths: Paths) -> HealthView:
     path = paths.health_file
     check_state_dir(paths)
     try:
-        fd = open_nofollow(path, os.O_RDONLY)
-    except StateError:
-        if not os.path.lexists(path):
-            return HealthView()
-        raise
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        # Decided by this open's own error: asking lexists() after it raced with the
+        # watcher writing its first file (absent at the open, present at the question).
+        return HealthView()
+    except OSError:
+        fd = open_nofollow(path, os.O_RDONLY)  # again, for its error (a symlink, denied)
     with os.fdopen(fd, "rb") as handle:
         info = os.fstat(handle.fileno())
         if not stat.S_ISREG(info.st_mode):

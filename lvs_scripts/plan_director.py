@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 
-from .healthstate import HealthView, target_id
+from .healthstate import HealthView, target_ids
 from .model import (
     Config,
     Destination,
@@ -194,8 +194,7 @@ def effective_service(service: VirtualService, view: HealthView | None
     dests: list[Destination] = []
     quick: dict[Ident, str] = {}
     any_up = False
-    for dest in service.destinations:
-        key = target_id(service, dest)
+    for dest, key in zip(service.destinations, target_ids(service)):
         if view.is_disabled(key):
             dests.append(replace(dest, weight=0))
         elif check is not None and view.is_down(key):

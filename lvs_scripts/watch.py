@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from .checks import Checker, CheckResult, CheckSpec, Target, require_check_programs, run_check
 from .errors import ConfigError, LvsError, NotRoot, WatcherNotRunning
 from .health import DOWN, Health, Transition
-from .healthstate import HealthView, target_id
+from .healthstate import HealthView, target_ids
 from .record import as_dict
 
 if TYPE_CHECKING:
@@ -114,9 +114,9 @@ class BatchWindow:
 def targets_of(config: Config) -> list[Target]:
     """Every real server of every service with a check (the sorry server is not checked:
     it is only the fallback)."""
-    return [Target(target_id(service, dest), service.check, _host_vip(service))
+    return [Target(key, service.check, _host_vip(service))
             for service in config.services if service.check is not None
-            for dest in service.destinations]
+            for key in target_ids(service)]
 
 
 def _host_vip(service: VirtualService) -> str | None:

@@ -252,3 +252,55 @@ def test_the_health_file_is_json_with_one_target_a_line() -> None:
         for key in view.health:
             assert sum(f'"address": "{key.address}"' in line
                        for line in text.splitlines()) == 1
+
+
+def test_a_health_file_written_while_it_is_opened_for_the_first_time_is_no_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The watcher writes its first file while `disable` reads: absent when opened, there
+    a moment later. That reader knows nothing yet; asking lexists() after the failed open
+    turned the race into "No such file or directory" (seen once in tests/test_watch.py)."""
+    import os
+
+    from lvs_scripts.healthstate import HealthView, load_health, to_json
+    from lvs_scripts.locks import Paths
+
+    paths = Paths("lvs-director", str(tmp_path / "state"), str(tmp_path / "lock"))
+    Path(paths.state_dir).mkdir(mode=0o755)
+    written = HealthView({TargetId("tcp", "192.0.2.1", 80, "192.0.2.11", 80):
+                          Health(UP, 2, 0, "ok", 1.0)})
+    real_open = os.open
+
+    def open_then_written(path: str, flags: int, *args: Any) -> int:
+        if path == paths.health_file and not Path(path).exists():
+            fd = real_open(path, os.O_WRONLY | os.O_CREAT, 0o644)  # the watcher, just after
+            os.write(fd, to_json(written).encode())
+            os.close(fd)
+            raise FileNotFoundError(2, "No such file or directory", path)
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", open_then_written)
+    assert load_health(paths) == HealthView()
+    assert load_health(paths) == written
+
+
+def test_the_health_file_lists_targets_by_protocol_vip_port_address_port() -> None:
+    """Sorted by address value, IPv4 before IPv6, not as text (192.0.2.9 before .10)."""
+    keys = [TargetId("tcp", "192.0.2.1", 80, "192.0.2.10", 80),
+            TargetId("tcp", "2001:db8::1", 80, "2001:db8::9", 80),
+            TargetId("udp", "192.0.2.1", 53, "192.0.2.9", 53),
+            TargetId("tcp", "192.0.2.1", 80, "192.0.2.9", 8080),
+            TargetId("tcp", "192.0.2.1", 80, "2001:db8::a", 80),
+            TargetId("tcp", "192.0.2.1", 80, "192.0.2.9", 80),
+            TargetId("tcp", "10.0.0.1", 443, "192.0.2.9", 80),
+            TargetId("tcp", "2001:db8::1", 80, "2001:db8::10", 80)]
+    listed = [(t["protocol"], t["vip"], t["vport"], t["address"], t["port"])
+              for t in health_to_data({key: Health(UP) for key in keys})["targets"]]
+    assert listed == [
+        ("tcp", "10.0.0.1", 443, "192.0.2.9", 80),
+        ("tcp", "192.0.2.1", 80, "192.0.2.9", 80),
+        ("tcp", "192.0.2.1", 80, "192.0.2.9", 8080),
+        ("tcp", "192.0.2.1", 80, "192.0.2.10", 80),
+        ("tcp", "192.0.2.1", 80, "2001:db8::a", 80),
+        ("tcp", "2001:db8::1", 80, "2001:db8::9", 80),
+        ("tcp", "2001:db8::1", 80, "2001:db8::10", 80),
+        ("udp", "192.0.2.1", 53, "192.0.2.9", 53)]

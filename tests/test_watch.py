@@ -481,17 +481,19 @@ def test_an_invalid_config_is_refused_and_the_result_says_so(watched: Watched) -
 
 
 @needs_root
+@pytest.mark.parametrize("action", ["reload", "start"])
 def test_a_plain_reload_goes_through_the_watcher_of_its_config(watched: Watched,
-                                                               tmp_path: Path) -> None:
+                                                               tmp_path: Path,
+                                                               action: str) -> None:
     """Else the watcher's next health apply would put back the weights of the config it
-    read last. A watcher of another file, or one that names no config file (an older
-    version), is not asked."""
+    read last; `start` is the same reconciliation. A watcher of another file, or one that
+    names no config file (an older version), is not asked."""
     watched.watch()
     watched.wait("both up", lambda: both_up(watched))
     watched.config.write_text(config(reals=[(RS1, 1), (RS2, 7)]))
-    ran = watched.run("reload")
+    ran = watched.run(action)
     assert ran.returncode == 0, ran.stderr
-    assert "applied by the watcher" in ran.stdout, ran.stdout
+    assert f"{action}: 1 change(s) applied by the watcher" in ran.stdout, ran.stdout
     assert watched.weights() == {RS1: 1, RS2: 7}
     watched.web[RS1].status = 500  # a health apply after the reload keeps the new weight
     watched.wait("rs1 out", lambda: watched.weights()[RS1] == 0)
