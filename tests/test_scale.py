@@ -15,18 +15,30 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
 import pytest
 
 from lvs_scripts import config as config_module
+from lvs_scripts.apply import apply_plan
 from lvs_scripts.config import load_config, parse_config
 from lvs_scripts.director import Director
+from lvs_scripts.health import Health
+from lvs_scripts.healthstate import Disabled, HealthView, target_id
 from lvs_scripts.model import Destination, Protocol, ServiceKey
 from lvs_scripts.owned import OwnedAddress, OwnedService
+from lvs_scripts.plan import Outcome, Plan, Step
 from lvs_scripts.plan_director import plan_director_start
-from lvs_scripts.probes import HostObservation, RuleCheck, parse_ipvs_save, rules_held
+from lvs_scripts.probes import (
+    IPVS_SAVE,
+    HostObservation,
+    RuleCheck,
+    parse_ipvs_save,
+    rules_held,
+)
+from lvs_scripts.render import shell_line
 from lvs_scripts.runner import Result
 from lvs_scripts.state import State
 from tests.fakes.fakehost import FakeHost
@@ -198,6 +210,85 @@ def test_batch_check_builds_objects_only_for_the_rules_that_differ(
         wanted = save_text(count).replace("-w 2", "-w 1").splitlines()  # reload's target
         held = rules_held(wanted, save_text(count))
         assert held.count(False) == 1 and checked == [wanted[count // 2 + 1]]
+
+
+# --- applying a batch, and status: Python calls per real server ---------------------------
+
+class Kernel:
+    """`ipvsadm -R` keeps its input, `ipvsadm -S -n` prints it back: every rule takes."""
+
+    def __init__(self) -> None:
+        self.saved = ""
+
+    def run(self, argv: tuple[str, ...], *, stdin: str | None = None,
+            check: bool = True) -> Result:
+        if argv[:2] == ("ipvsadm", "-R"):
+            self.saved = stdin or ""
+        return Result(tuple(argv), 0, self.saved if argv == IPVS_SAVE else "", "")
+
+
+def rules_plan(count: int) -> Plan:
+    plan = Plan()
+    for line in save_text(count).splitlines():
+        plan.add(("ipvsadm", *line.split()), "to start")
+    return plan
+
+
+@pytest.mark.parametrize("count", [150, 300])
+def test_applying_a_batch_costs_a_few_python_calls_per_rule(count: int) -> None:
+    """apply_plan of N rules: one `ipvsadm -R`, the check comparing text, each step
+    recorded. Each rule's batch line is made once, with its step, and nothing is
+    shell-quoted until someone asks for the applied lines (the property and the quoting
+    made it 30 calls a rule)."""
+    plan = rules_plan(count)
+    kernel = Kernel()
+    outcomes: list[Outcome] = []
+    calls = python_calls(lambda: outcomes.append(apply_plan(plan, kernel, State(),
+                                                            lambda state: None)))
+    assert calls <= 5 * count, calls / count
+    # The lines, when asked for, are those of the steps, shell-quoted, in order.
+    assert outcomes[0].applied == [shell_line(step.argv) for step in plan.steps]
+    assert kernel.saved == "".join(f"{line}\n" for line in save_text(count).splitlines())
+
+
+def test_a_step_knows_its_batch_line_from_the_start() -> None:
+    step = Step(("ipvsadm", "-a", "-t", f"{VIP}:80", "-r", "10.100.0.1:80", "-g", "-w", "1"),
+                "add")
+    assert step.ipvs_rule == f"-a -t {VIP}:80 -r 10.100.0.1:80 -g -w 1"
+    assert Step(("ipvsadm", "-S", "-n"), "read").ipvs_rule is None
+    assert Step(("ip", "-a"), "not ipvsadm").ipvs_rule is None
+    # Not a field that compares, and made again for a changed copy.
+    assert step == Step(step.argv, "add")
+    changed = replace(step, argv=("ipvsadm", "-d", "-t", f"{VIP}:80", "-r", "10.100.0.1:80"))
+    assert changed.ipvs_rule == f"-d -t {VIP}:80 -r 10.100.0.1:80"
+
+
+def checked_status(count: int) -> tuple[Director, HostObservation]:
+    """status of a service with a check, half its real servers with a health recorded."""
+    text = config_text(count).replace('scheduler = "wrr"\n',
+                                      'scheduler = "wrr"\ncheck = { type = "tcp" }\n')
+    config = parse_config(text)
+    service = config.services[0]
+    view = HealthView({target_id(service, dest): Health("up", "", 1.0)
+                       for dest in service.destinations[::2]},
+                      [Disabled(str(service.destinations[1].address))])
+    director = Director(config, runner=ListRunner(count))
+    director.health_view = lambda: view  # type: ignore[method-assign]
+    return director, HostObservation(ipvs=parse_ipvs_save(save_text(count)))
+
+
+@pytest.mark.parametrize("count", [150, 300])
+def test_status_of_checked_real_servers_costs_a_few_python_calls_each(count: int) -> None:
+    """describe with a check: the health of each real server is looked up without a
+    TargetId built and hashed for it (60 calls a real server before, 15 now: the rest
+    is reading `ipvsadm -L -n` and ipaddress's str)."""
+    director, obs = checked_status(count)
+    described: list[list[str]] = []
+    calls = python_calls(lambda: described.append(director.describe(obs, OWNED)[0]))
+    assert calls <= 25 * count, calls / count
+    lines = described[0]
+    assert lines[1].endswith("  up") and lines[2].endswith("  disabled"), lines[1:3]
+    assert lines[4].endswith("  unknown"), lines[4]
 
 
 # 100,000 real servers as the issue has them: 1,000 services x 100.
