@@ -93,8 +93,24 @@ _PLAIN_DEST = re.compile(r"-a (-t|-u) (\S+) -r ([0-9.]+):(\d+) -([gm]) -w (\d+)"
 _PLAIN_FORWARDING = {"g": Forwarding.DR, "m": Forwarding.NAT}
 
 
+# The last text parse_ipvs_save read, and its table. An action reads `ipvsadm -S -n` once
+# after its batch and both the batch check (when a rule needs an object: a deletion) and
+# the verification parse that same reading (observe.KnownReadings hands out the one
+# Result): the second is answered from here. By identity: a text that is merely equal is
+# parsed again, so nothing here can answer for another reading.
+_last_save: list[tuple[str, IpvsTable]] = []
+
+
 def parse_ipvs_save(text: str) -> IpvsTable:
     """Parse `ipvsadm -S -n` into services with their destinations, in kernel order."""
+    if _last_save and _last_save[0][0] is text:
+        return dict(_last_save[0][1])  # a dict of its own: a simulation may change it
+    table = _parse_ipvs_save(text)
+    _last_save[:] = [(text, table)]
+    return dict(table)
+
+
+def _parse_ipvs_save(text: str) -> IpvsTable:
     services: dict[ServiceKey, VirtualService] = {}
     dests: dict[ServiceKey, list[Destination]] = {}
     keys: dict[tuple[str, str], ServiceKey] = {}  # the service part of the plain lines

@@ -22,6 +22,7 @@ from types import FrameType
 import pytest
 
 from lvs_scripts import config as config_module
+from lvs_scripts import probes
 from lvs_scripts.apply import apply_plan
 from lvs_scripts.config import load_config, parse_config
 from lvs_scripts.director import Director
@@ -289,6 +290,32 @@ def test_status_of_checked_real_servers_costs_a_few_python_calls_each(count: int
     lines = described[0]
     assert lines[1].endswith("  up") and lines[2].endswith("  disabled"), lines[1:3]
     assert lines[4].endswith("  unknown"), lines[4]
+
+
+def test_one_reading_of_the_table_is_parsed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch with a deletion checks its rules as objects, and the verification reads
+    the same `ipvsadm -S -n` (KnownReadings): the one text is parsed once. Another text,
+    even an equal one, is parsed again; each caller gets a table of its own."""
+    reads: list[str] = []
+    original = probes.ipv4
+
+    def counted(text: str) -> ipaddress.IPv4Address:
+        reads.append(text)
+        return original(text)
+
+    monkeypatch.setattr(probes, "ipv4", counted)
+    saved = save_text(300)
+    wanted = [line.replace("-a", "-d", 1).split(" -g")[0] if index == 5 else line
+              for index, line in enumerate(saved.splitlines())]
+    assert rules_held(wanted, saved).count(False) == 1  # the -d: that server is there
+    first = len(reads)
+    assert first >= 300
+    table = parse_ipvs_save(saved)  # the verification's observation
+    assert len(reads) == first
+    table.clear()  # what one caller does to its table is not the next one's
+    assert len(parse_ipvs_save(saved)[next(iter(parse_ipvs_save(saved)))].destinations) == 300
+    parse_ipvs_save("".join(saved))  # an equal text, another object: parsed again
+    assert len(reads) >= first + 300
 
 
 # 100,000 real servers as the issue has them: 1,000 services x 100.
