@@ -36,6 +36,7 @@ from lvs_scripts.probes import (
     IPVS_SAVE,
     HostObservation,
     RuleCheck,
+    parse_ipvs_list,
     parse_ipvs_save,
     rules_held,
 )
@@ -316,6 +317,20 @@ def test_one_reading_of_the_table_is_parsed_once(monkeypatch: pytest.MonkeyPatch
     assert len(parse_ipvs_save(saved)[next(iter(parse_ipvs_save(saved)))].destinations) == 300
     parse_ipvs_save("".join(saved))  # an equal text, another object: parsed again
     assert len(reads) >= first + 300
+
+
+def test_an_address_read_again_is_not_parsed_again() -> None:
+    """status reads each real server's address from `ipvsadm -S -n` and `ipvsadm -L -n`,
+    reload from two readings of `ipvsadm -S -n`: the second time is a lookup, the very
+    object of the first."""
+    saved = parse_ipvs_save(save_text(300) + "\n")  # a text of its own: really parsed
+    listed = parse_ipvs_list(ListRunner(300).text)
+    key = next(iter(saved))
+    for dest, ident in zip(saved[key].destinations, listed[key]):
+        assert dest.address is ident[0]
+    again = parse_ipvs_save(save_text(300, reverse=True))
+    assert {id(d.address) for d in again[key].destinations} == {
+        id(d.address) for d in saved[key].destinations}
 
 
 # 100,000 real servers as the issue has them: 1,000 services x 100.
