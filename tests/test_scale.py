@@ -253,6 +253,14 @@ def test_applying_a_batch_costs_a_few_python_calls_per_rule(count: int) -> None:
     assert kernel.saved == "".join(f"{line}\n" for line in save_text(count).splitlines())
 
 
+def test_planning_a_start_costs_a_few_python_calls_per_real_server() -> None:
+    """Against an empty table: a step per real server, its argv written once. ipaddress's
+    `version` and `__format__`, and Enum's `value`, made it 13 calls a real server."""
+    config = parse_config(config_text(300))
+    calls = python_calls(lambda: plan_director_start(config, HostObservation(), State()))
+    assert calls <= 12 * 300, calls / 300
+
+
 def test_a_step_knows_its_batch_line_from_the_start() -> None:
     step = Step(("ipvsadm", "-a", "-t", f"{VIP}:80", "-r", "10.100.0.1:80", "-g", "-w", "1"),
                 "add")
