@@ -34,9 +34,8 @@ from lvs_scripts.owned import OwnedService  # noqa: E402
 from lvs_scripts.plan_director import plan_director_start  # noqa: E402
 from lvs_scripts.probes import (  # noqa: E402
     HostObservation,
-    parse_endpoint,
+    forget_parsed,
     parse_ipvs_save,
-    parse_rule,
 )
 from lvs_scripts.runner import PlumbumRunner, Result  # noqa: E402
 from lvs_scripts.state import State  # noqa: E402
@@ -136,9 +135,8 @@ def owner_of(count: int) -> State:
 
 
 def cold_parse(text: str) -> object:
-    """parse_ipvs_save as a new process sees it: its line cache empty."""
-    parse_rule.cache_clear()
-    parse_endpoint.cache_clear()
+    """parse_ipvs_save as a new process sees it: nothing remembered from the run before."""
+    forget_parsed()
     return parse_ipvs_save(text)
 
 
@@ -224,7 +222,7 @@ def bench_start_python() -> None:
             rules = [step.ipvs_rule for step in plan.steps if step.ipvs_rule]
             # what apply does after `ipvsadm -R`: read `ipvsadm -S -n`, check every rule
             saved = multi_save_text(count)
-            parse_rule.cache_clear()
+            forget_parsed()
             verify_s = best_of(runs, lambda r=rules, t=saved: rules_held(r, t))
             # status: observe (parse), plan against it, report configured vs actual
             director = Director(config, runner=ListRunner(multi_list_text(count)))

@@ -91,10 +91,11 @@ def apply_plan(plan: Plan, runner: Runner, state: State, save: Callable[[State],
                               stop_requested)
                 _run_step(unit, runner, state, save, outcome)
         except LvsError as err:
+            applied = outcome.applied  # rendered here, once: the error lists them
             remaining = [line for u in todo[index:] for line in _lines(u)]
-            done = set(outcome.applied)
+            done = set(applied)
             remaining = [line for line in remaining if line not in done]
-            raise ApplyFailed(err, outcome.applied, remaining) from err
+            raise ApplyFailed(err, applied, remaining) from err
     for effect in plan.forget:
         effect.record(state)
     save(state)
@@ -126,7 +127,7 @@ def _run_step(step: Step, runner: Runner, state: State, save: Callable[[State], 
                                     "step is optional)")
             return
     else:
-        outcome.applied.append(step.line())
+        outcome.done.append(step)
     if step.settle is not None:
         try:
             settle(step.settle, runner)
@@ -196,10 +197,11 @@ def _roll_back(step: Step, before: list[Owned | None], state: State,
 
 def _run_batch(batch: Batch, runner: Runner, state: State, save: Callable[[State], None],
                outcome: Outcome) -> None:
-    log.debug("batch of %d ipvsadm rules:\n%s", len(batch.steps), batch.stdin.rstrip())
+    stdin = batch.stdin  # built once: 10,000 lines are worth not joining twice
+    log.debug("batch of %d ipvsadm rules:\n%s", len(batch.steps), stdin.rstrip())
     befores = [_write_ahead(step, state, None) for step in batch.steps]
     save(state)
-    runner.run(batch.argv, stdin=batch.stdin, check=False)
+    runner.run(batch.argv, stdin=stdin, check=False)
     held = rules_held([step.ipvs_rule or "" for step in batch.steps],
                       runner.run(IPVS_SAVE).stdout)
     # ipvsadm -R goes on after a refused line: record every rule that took, and save,
@@ -218,7 +220,7 @@ def _run_batch(batch: Batch, runner: Runner, state: State, save: Callable[[State
 
 
 def _record(step: Step, state: State, outcome: Outcome) -> None:
-    outcome.applied.append(step.line())
+    outcome.done.append(step)  # its line is rendered only if someone asks (Outcome)
     if step.effect is not None and not step.effect.write_ahead:
         step.effect.record(state)
 

@@ -187,6 +187,7 @@ class Director(Role):
     def describe(self, obs: HostObservation, state: State) -> tuple[list[str], dict[str, Any]]:
         counters = self.counters() if obs.ipvs else {}
         view = self.health_view()
+        lookup = view.lookup(any(s.check is not None for s in self.config.services))
         lines: list[str] = []
         services: list[dict[str, Any]] = []
         for service in self.config.services:
@@ -197,19 +198,27 @@ class Director(Role):
             marks = _describe_marks(service, obs)
             lines += marks
             reals: list[dict[str, Any]] = []
-            have = {d.ident: d for d in seen.destinations} if seen else {}
-            # As the planner: in the usual case the kernel lists them in the config's order.
+            # As the planner: in the usual case the kernel lists them in the config's order,
+            # and then no index by identity is needed (each costs a hash of an address in
+            # ipaddress's Python) unless a sorry server may be among them.
+            in_order = seen is not None and same_real_servers_in_order(service, seen)
+            have = {d.ident: d for d in seen.destinations} if seen and (
+                not in_order or service.sorry_server is not None) else {}
             actuals: Iterable[Destination | None] = (
-                seen.destinations if seen and same_real_servers_in_order(service, seen)
+                seen.destinations if seen and in_order
                 else (have.get(d.ident) for d in service.destinations))
             numbers = counters.get(service.key, {})
             # Nothing to look up per real server without a check or an admin's disable.
             unchecked = service.check is None and not view.disabled
+            health_of = None if unchecked else lookup.service(service)
             for dest, actual in zip(service.destinations, actuals):
-                count = numbers.get(dest.ident)
+                count = numbers.get(dest.ident) if numbers else None
+                address = str(dest.address)  # once: ipaddress's str is Python
+                where = (f"[{address}]:{dest.port}" if dest.address.version == 6
+                         else f"{address}:{dest.port}")  # = dest.endpoint()
                 health = ({"state": "unchecked", "reason": None, "since": None} if unchecked
+                          else health_of(address, dest.port) if health_of is not None
                           else _health_of(service, dest, view))
-                where = dest.endpoint()
                 lines.append(
                     f"  -> {where:<28} weight {dest.weight:>5} "
                     f"(actual {actual.weight if actual else '-':>5})"
@@ -220,7 +229,10 @@ class Director(Role):
                               "active": count.active if count else None,
                               "inactive": count.inactive if count else None,
                               "health": health})
-            configured = {d.ident for d in service.destinations}
+            # In order, the kernel has exactly the configured ones: `have` is empty, or
+            # (for the sorry server's sake) holds just them.
+            configured = have.keys() if in_order else {
+                d.ident for d in service.destinations}
             sorry = service.sorry_server
             for ident, extra in have.items():
                 if sorry is not None and ident == sorry.ident:

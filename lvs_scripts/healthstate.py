@@ -85,6 +85,62 @@ class HealthView(Record, frozen=False):
     def is_down(self, key: TargetId) -> bool:
         return self.state(key) == DOWN
 
+    def lookup(self, checked: bool = True) -> HealthLookup:
+        """For reports over many real servers (status): checked False when no service has
+        a check, so that the health is not indexed for nothing."""
+        return HealthLookup(self, checked)
+
+
+_TargetFields = tuple[str, str, int, str, int]  # a TargetId's fields, in order
+
+
+class HealthLookup:
+    """The health of every target indexed by its fields as a tuple of str and int, once:
+    asking about a real server then builds and hashes no TargetId (describe at 1,000
+    real servers spent 0.4 s of the lab VM's time on those)."""
+
+    def __init__(self, view: HealthView, checked: bool) -> None:
+        self.view = view
+        self.index: dict[_TargetFields, Health] = {
+            (k.protocol, k.vip, k.vport, k.address, k.port): health
+            for k, health in view.health.items()} if checked else {}
+
+    def service(self, service: VirtualService) -> ServiceHealth | None:
+        """None for a fwmark service: its key (the mark, the check's port) is target_id's
+        business; ask the view with that."""
+        return None if service.key.address is None else ServiceHealth(self, service)
+
+
+class ServiceHealth:
+    """What status shows of the health of one service's real servers, asked by address
+    (as text) and port: the service's part of the key, and what an admin disabled in
+    it, are worked out once."""
+
+    def __init__(self, lookup: HealthLookup, service: VirtualService) -> None:
+        key = service.key
+        self.index = lookup.index
+        self.checked = service.check is not None
+        self.prefix = (key.protocol.value, str(key.address), key.port)
+        vip = self.prefix[1]
+        # Disabled.matches for this service's targets: then by address alone
+        self.disabled = {entry.address for entry in lookup.view.disabled
+                         if entry.vip is None or (entry.vip == vip and entry.vport == key.port)}
+
+    def __call__(self, address: str, port: int) -> dict[str, Any]:
+        """`disabled` (an admin said so) wins over what checks say; a service without a
+        check is `unchecked`; else the checks' state: up, down (with the last reason,
+        since when) or unknown (not checked yet: counts as up)."""
+        health = self.index.get((*self.prefix, address, port)) if self.checked else None
+        data: dict[str, Any] = {"state": "unchecked", "reason": None, "since": None}
+        if self.checked:
+            data["state"] = UNKNOWN if health is None else health.state
+        if health is not None:
+            data["reason"] = health.reason or None
+            data["since"] = health.since or None
+        if address in self.disabled:
+            data["state"] = "disabled"
+        return data
+
 
 def target_id(service: VirtualService, dest: Destination) -> TargetId:
     """The health key of a real server of a service (the TargetId of health.py). A fwmark

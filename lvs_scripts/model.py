@@ -52,18 +52,24 @@ class Forwarding(str, Enum):
 
     @property
     def flag(self) -> str:
-        return {"dr": "-g", "tun": "-i", "nat": "-m"}[self.value]
+        # _value_, not value (a Python-level property of Enum): read once per real server
+        return _FORWARDING_FLAGS[self._value_]
 
     @classmethod
     def from_flag(cls, flag: str) -> Forwarding:
         return {"-g": cls.DR, "-i": cls.TUN, "-m": cls.NAT}[flag]
 
 
+_FORWARDING_FLAGS = {"dr": "-g", "tun": "-i", "nat": "-m"}
+
+
 def endpoint(address: IPAddress, port: int) -> str:
     """ipvsadm's numeric address:port, IPv6 in brackets."""
-    if address.version == 6:
-        return f"[{address}]:{port}"
-    return f"{address}:{port}"
+    # Written once per real server by the planner and by status: isinstance and `!s` skip
+    # ipaddress's Python `version` and `__format__` (the same text, two calls fewer).
+    if isinstance(address, ipaddress.IPv6Address):
+        return f"[{address!s}]:{port}"
+    return f"{address!s}:{port}"
 
 
 @dataclass(frozen=True)

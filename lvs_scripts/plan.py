@@ -4,6 +4,7 @@ state file once it has succeeded. Dry run prints a plan; a real run executes the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import TYPE_CHECKING
 
 from .model import IPAddress, ServiceKey, endpoint
@@ -66,16 +67,20 @@ class Step:
     done_despite: tuple[int, ...] = ()
     stdin: str | None = None  # fed to the command (a file written by `install`)
     settle: Settle | None = None  # wait after it ran
+    # The step as a line of `ipvsadm -R` input, if it is a rule change; else None. Worked
+    # out once, when the step is made: apply reads it five times a rule (grouping, the
+    # batch's input, its check), and a property cost 0.9 s of a start of 10,000 real
+    # servers in the lab VM.
+    ipvs_rule: str | None = dataclass_field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        argv = self.argv
+        rule = " ".join(argv[1:]) if (len(argv) > 1 and argv[0] == "ipvsadm"
+                                      and argv[1] in IPVS_RULE_OPTIONS) else None
+        object.__setattr__(self, "ipvs_rule", rule)  # frozen: the one assignment
 
     def line(self) -> str:
         return shell_line(self.argv)
-
-    @property
-    def ipvs_rule(self) -> str | None:
-        """The step as a line of `ipvsadm -R` input, if it is a rule change."""
-        if len(self.argv) > 1 and self.argv[0] == "ipvsadm" and self.argv[1] in IPVS_RULE_OPTIONS:
-            return " ".join(self.argv[1:])
-        return None
 
 
 class Plan(Record, frozen=False):
@@ -106,7 +111,15 @@ class Plan(Record, frozen=False):
 
 
 class Outcome(Record, frozen=False):
-    """What applying a plan did: the commands that succeeded, and warnings."""
+    """What applying a plan did: the steps that succeeded, and warnings."""
 
-    applied: list[str] = field(default_factory=list)
+    # The steps themselves, not their shell lines: a start of 10,000 real servers shell-
+    # quoted every one of them (1.6 s in the lab VM) only to count them. The lines are
+    # rendered when asked for: printed, logged or put into an error.
+    done: list[Step] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def applied(self) -> list[str]:
+        """The commands that succeeded, shell-quoted, in the order they ran."""
+        return [step.line() for step in self.done]

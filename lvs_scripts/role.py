@@ -38,7 +38,7 @@ class Report(Record, frozen=False):
 
     @property
     def changed(self) -> bool:
-        return bool(self.outcome.applied)
+        return bool(self.outcome.done)
 
 
 class Status(Record, frozen=False):

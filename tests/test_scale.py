@@ -15,18 +15,32 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
 import pytest
 
 from lvs_scripts import config as config_module
+from lvs_scripts import probes
+from lvs_scripts.apply import apply_plan
 from lvs_scripts.config import load_config, parse_config
 from lvs_scripts.director import Director
+from lvs_scripts.health import Health
+from lvs_scripts.healthstate import Disabled, HealthView, target_id
 from lvs_scripts.model import Destination, Protocol, ServiceKey
 from lvs_scripts.owned import OwnedAddress, OwnedService
+from lvs_scripts.plan import Outcome, Plan, Step
 from lvs_scripts.plan_director import plan_director_start
-from lvs_scripts.probes import HostObservation, RuleCheck, parse_ipvs_save, rules_held
+from lvs_scripts.probes import (
+    IPVS_SAVE,
+    HostObservation,
+    RuleCheck,
+    parse_ipvs_list,
+    parse_ipvs_save,
+    rules_held,
+)
+from lvs_scripts.render import shell_line
 from lvs_scripts.runner import Result
 from lvs_scripts.state import State
 from tests.fakes.fakehost import FakeHost
@@ -198,6 +212,133 @@ def test_batch_check_builds_objects_only_for_the_rules_that_differ(
         wanted = save_text(count).replace("-w 2", "-w 1").splitlines()  # reload's target
         held = rules_held(wanted, save_text(count))
         assert held.count(False) == 1 and checked == [wanted[count // 2 + 1]]
+
+
+# --- applying a batch, and status: Python calls per real server ---------------------------
+
+class Kernel:
+    """`ipvsadm -R` keeps its input, `ipvsadm -S -n` prints it back: every rule takes."""
+
+    def __init__(self) -> None:
+        self.saved = ""
+
+    def run(self, argv: tuple[str, ...], *, stdin: str | None = None,
+            check: bool = True) -> Result:
+        if argv[:2] == ("ipvsadm", "-R"):
+            self.saved = stdin or ""
+        return Result(tuple(argv), 0, self.saved if argv == IPVS_SAVE else "", "")
+
+
+def rules_plan(count: int) -> Plan:
+    plan = Plan()
+    for line in save_text(count).splitlines():
+        plan.add(("ipvsadm", *line.split()), "to start")
+    return plan
+
+
+@pytest.mark.parametrize("count", [150, 300])
+def test_applying_a_batch_costs_a_few_python_calls_per_rule(count: int) -> None:
+    """apply_plan of N rules: one `ipvsadm -R`, the check comparing text, each step
+    recorded. Each rule's batch line is made once, with its step, and nothing is
+    shell-quoted until someone asks for the applied lines (the property and the quoting
+    made it 30 calls a rule)."""
+    plan = rules_plan(count)
+    kernel = Kernel()
+    outcomes: list[Outcome] = []
+    calls = python_calls(lambda: outcomes.append(apply_plan(plan, kernel, State(),
+                                                            lambda state: None)))
+    assert calls <= 5 * count, calls / count
+    # The lines, when asked for, are those of the steps, shell-quoted, in order.
+    assert outcomes[0].applied == [shell_line(step.argv) for step in plan.steps]
+    assert kernel.saved == "".join(f"{line}\n" for line in save_text(count).splitlines())
+
+
+def test_planning_a_start_costs_a_few_python_calls_per_real_server() -> None:
+    """Against an empty table: a step per real server, its argv written once. ipaddress's
+    `version` and `__format__`, and Enum's `value`, made it 13 calls a real server."""
+    config = parse_config(config_text(300))
+    calls = python_calls(lambda: plan_director_start(config, HostObservation(), State()))
+    assert calls <= 12 * 300, calls / 300
+
+
+def test_a_step_knows_its_batch_line_from_the_start() -> None:
+    step = Step(("ipvsadm", "-a", "-t", f"{VIP}:80", "-r", "10.100.0.1:80", "-g", "-w", "1"),
+                "add")
+    assert step.ipvs_rule == f"-a -t {VIP}:80 -r 10.100.0.1:80 -g -w 1"
+    assert Step(("ipvsadm", "-S", "-n"), "read").ipvs_rule is None
+    assert Step(("ip", "-a"), "not ipvsadm").ipvs_rule is None
+    # Not a field that compares, and made again for a changed copy.
+    assert step == Step(step.argv, "add")
+    changed = replace(step, argv=("ipvsadm", "-d", "-t", f"{VIP}:80", "-r", "10.100.0.1:80"))
+    assert changed.ipvs_rule == f"-d -t {VIP}:80 -r 10.100.0.1:80"
+
+
+def checked_status(count: int) -> tuple[Director, HostObservation]:
+    """status of a service with a check, half its real servers with a health recorded."""
+    text = config_text(count).replace('scheduler = "wrr"\n',
+                                      'scheduler = "wrr"\ncheck = { type = "tcp" }\n')
+    config = parse_config(text)
+    service = config.services[0]
+    view = HealthView({target_id(service, dest): Health("up", "", 1.0)
+                       for dest in service.destinations[::2]},
+                      [Disabled(str(service.destinations[1].address))])
+    director = Director(config, runner=ListRunner(count))
+    director.health_view = lambda: view  # type: ignore[method-assign]
+    return director, HostObservation(ipvs=parse_ipvs_save(save_text(count)))
+
+
+@pytest.mark.parametrize("count", [150, 300])
+def test_status_of_checked_real_servers_costs_a_few_python_calls_each(count: int) -> None:
+    """describe with a check: the health of each real server is looked up without a
+    TargetId built and hashed for it (60 calls a real server before, 15 now: the rest
+    is reading `ipvsadm -L -n` and ipaddress's str)."""
+    director, obs = checked_status(count)
+    described: list[list[str]] = []
+    calls = python_calls(lambda: described.append(director.describe(obs, OWNED)[0]))
+    assert calls <= 25 * count, calls / count
+    lines = described[0]
+    assert lines[1].endswith("  up") and lines[2].endswith("  disabled"), lines[1:3]
+    assert lines[4].endswith("  unknown"), lines[4]
+
+
+def test_one_reading_of_the_table_is_parsed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch with a deletion checks its rules as objects, and the verification reads
+    the same `ipvsadm -S -n` (KnownReadings): the one text is parsed once. Another text,
+    even an equal one, is parsed again; each caller gets a table of its own."""
+    reads: list[str] = []
+    original = probes.ipv4
+
+    def counted(text: str) -> ipaddress.IPv4Address:
+        reads.append(text)
+        return original(text)
+
+    monkeypatch.setattr(probes, "ipv4", counted)
+    saved = save_text(300)
+    wanted = [line.replace("-a", "-d", 1).split(" -g")[0] if index == 5 else line
+              for index, line in enumerate(saved.splitlines())]
+    assert rules_held(wanted, saved).count(False) == 1  # the -d: that server is there
+    first = len(reads)
+    assert first >= 300
+    table = parse_ipvs_save(saved)  # the verification's observation
+    assert len(reads) == first
+    table.clear()  # what one caller does to its table is not the next one's
+    assert len(parse_ipvs_save(saved)[next(iter(parse_ipvs_save(saved)))].destinations) == 300
+    parse_ipvs_save("".join(saved))  # an equal text, another object: parsed again
+    assert len(reads) >= first + 300
+
+
+def test_an_address_read_again_is_not_parsed_again() -> None:
+    """status reads each real server's address from `ipvsadm -S -n` and `ipvsadm -L -n`,
+    reload from two readings of `ipvsadm -S -n`: the second time is a lookup, the very
+    object of the first."""
+    saved = parse_ipvs_save(save_text(300) + "\n")  # a text of its own: really parsed
+    listed = parse_ipvs_list(ListRunner(300).text)
+    key = next(iter(saved))
+    for dest, ident in zip(saved[key].destinations, listed[key]):
+        assert dest.address is ident[0]
+    again = parse_ipvs_save(save_text(300, reverse=True))
+    assert {id(d.address) for d in again[key].destinations} == {
+        id(d.address) for d in saved[key].destinations}
 
 
 # 100,000 real servers as the issue has them: 1,000 services x 100.
