@@ -411,13 +411,13 @@ class KnownReadings:
         if kept is not None:
             return kept
         if argv not in _KEPT or stdin is not None:
-            self._forget(argv)
+            self._forget(argv, stdin)
         result = self.runner.run(argv, stdin=stdin, check=check)
         if argv in _KEPT and stdin is None and result.returncode == 0:
             self.kept[argv] = result
         return result
 
-    def _forget(self, argv: tuple[str, ...]) -> None:
+    def _forget(self, argv: tuple[str, ...], stdin: str | None = None) -> None:
         """Drop the readings this command could change (all of them for a program this
         does not know, or an ip object not listed)."""
         if argv in _READ_ONLY or argv[0] in _NO_KEPT_EFFECT or (
@@ -425,14 +425,22 @@ class KnownReadings:
             return
         if argv[0] == "ipvsadm":
             areas: tuple[str, ...] = ("ipvsadm",)
+        elif argv[0] == "ip" and "-batch" in argv and stdin is not None:
+            # `ip -force -batch -`: each line is a command without the leading `ip`.
+            areas = tuple({area for line in stdin.splitlines()
+                           for area in _ip_areas(tuple(line.split()))})
         elif argv[0] == "ip":
-            words = [word for word in argv[1:] if not word.startswith("-")]
-            if words[1:2] and words[1] in ("show", "list", "get"):
-                return
-            areas = _IP_OBJECTS.get(words[0] if words else "", ("ip link", "ip addr",
-                                                                 "ip route"))
+            areas = _ip_areas(argv[1:])
         else:
             self.kept.clear()
             return
         self.kept = {kept: result for kept, result in self.kept.items()
                      if _KEPT[kept] not in areas}
+
+
+def _ip_areas(words: tuple[str, ...]) -> tuple[str, ...]:
+    """The kept readings `ip WORDS...` could change."""
+    words = tuple(word for word in words if not word.startswith("-"))
+    if words[1:2] and words[1] in ("show", "list", "get"):
+        return ()
+    return _IP_OBJECTS.get(words[0] if words else "", ("ip link", "ip addr", "ip route"))

@@ -133,13 +133,15 @@ class Machine:
         return [argv for argv in self.host.argvs() if not read_only(argv)]
 
     def executed(self) -> list[list[str]]:
-        """The changing commands, with each `ipvsadm -R` expanded into its rules."""
+        """The changing commands, with each batch (`ipvsadm -R`, `ip -force -batch -`)
+        expanded into its commands."""
         out: list[list[str]] = []
         for call in self.host.calls():
             if read_only(call["argv"]):
                 continue
-            if call["argv"][:2] == ["ipvsadm", "-R"]:
-                out += [["ipvsadm", *line.split()] for line in call["stdin"].splitlines()]
+            if call["argv"] in (["ipvsadm", "-R"], ["ip", "-force", "-batch", "-"]):
+                tool = call["argv"][0]
+                out += [[tool, *line.split()] for line in call["stdin"].splitlines()]
             else:
                 out.append(call["argv"])
         return out
@@ -154,20 +156,21 @@ class Machine:
 
 
 def script_commands(script: str) -> list[list[str]]:
-    """A printed plan as argvs: comments dropped, each `ipvsadm -R` heredoc expanded."""
+    """A printed plan as argvs: comments dropped, each batch's heredoc (`ipvsadm -R`,
+    `ip -force -batch -`) expanded."""
     commands: list[list[str]] = []
-    heredoc = False
+    heredoc = None
     for line in script.splitlines():
-        if heredoc:
+        if heredoc is not None:
             if line == "EOF":
-                heredoc = False
+                heredoc = None
             else:
-                commands.append(["ipvsadm", *line.split()])
-        elif line == "ipvsadm -R <<'EOF'":
-            heredoc = True
+                commands.append([heredoc, *line.split()])
+        elif line in ("ipvsadm -R <<'EOF'", "ip -force -batch - <<'EOF'"):
+            heredoc = line.split()[0]
         elif words := shlex.split(line, comments=True):
             commands.append(words)
-    assert not heredoc, "unterminated heredoc"
+    assert heredoc is None, "unterminated heredoc"
     return commands
 
 
@@ -292,6 +295,9 @@ def test_start_sets_up_the_corrected_director(machine: Machine) -> None:
     ipvsadm = host.calls("ipvsadm")
     assert [c for c in ipvsadm if c["argv"][1] in ("-A", "-a")] == []
     assert [c["stdin"] for c in ipvsadm if c["argv"] == ["ipvsadm", "-R"]] == [SEED_SAVE]
+    # The DIP and the VIP, one after the other in the plan, through one `ip -batch`.
+    assert [c["stdin"] for c in host.calls("ip") if "-batch" in c["argv"]] == [
+        f"addr add 192.168.30.105/24 dev eth1\naddr add {VIP}/32 brd {VIP} dev eth0\n"]
     # Announced from the VIP to the gateway; nobody answered: only a warning, and the
     # announcement counts as made (the ARPs went out): no later start repeats it.
     assert [(s["src"], s["dst"], s["iface"]) for s in host.arp_sent()] == [(VIP, GATEWAY, "eth0")]
@@ -302,7 +308,7 @@ def test_start_sets_up_the_corrected_director(machine: Machine) -> None:
     expected = {word for line in DEFAULT_MACHINE_START for word in line.split()}
     expected |= {word for prefix in READ_ONLY for word in prefix}
     used = {word for argv in host.argvs() for word in argv}
-    assert used <= expected | {"-R"}
+    assert used <= expected | {"-R", "-force", "-batch", "-"}
 
 
 def test_habets_arping_is_detected_and_gets_its_own_flags(machine: Machine) -> None:
@@ -690,7 +696,9 @@ def test_not_root_is_exit_4_and_dry_run_needs_no_root(
 
 
 def test_failed_command_is_exit_1_naming_it_and_what_was_applied(machine: Machine) -> None:
-    machine.host.fail(["ip", "addr", "add"], rc=2, stderr="RTNETLINK answers: Permission denied")
+    for in_batch in (True, False):  # the DIP and the VIP go in one `ip -batch`, then alone
+        machine.host.fail(["ip", "addr", "add"], rc=2, in_restore=in_batch,
+                          stderr="RTNETLINK answers: Permission denied")
     ran = machine.director("start")
     assert ran.code == 1
     assert ran.err.startswith("lvs-director: `ip addr add 192.168.30.105/24 dev eth1` exited 2: "
@@ -709,8 +717,9 @@ def test_failed_command_is_exit_1_naming_it_and_what_was_applied(machine: Machin
 
 def test_failure_half_way_is_recorded_and_stop_removes_what_was_applied(
         machine: Machine) -> None:
-    machine.host.fail(["ip", "addr", "add", f"{VIP}/32"], rc=2,
-                      stderr="RTNETLINK answers: Permission denied")
+    for in_batch in (True, False):
+        machine.host.fail(["ip", "addr", "add", f"{VIP}/32"], rc=2, in_restore=in_batch,
+                          stderr="RTNETLINK answers: Permission denied")
     ran = machine.director("start")
     assert ran.code == 1
     assert "applied before the failure (2):" in ran.err

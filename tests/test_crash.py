@@ -192,5 +192,12 @@ def test_the_kill_points_cover_the_steps_asked_for() -> None:
     after_batch = [p.nth for p in starts if p.argv[:2] == ("ipvsadm", "-R")]
     assert any(p.nth == after_batch[0] + 1 and p.when == "before" for p in starts)
     assert ("realserver", "start", "after", ("sysctl", "-w")) in ids
+    # The VIPs on lo go on (and off) in one `ip -force -batch -`; killed after it, the run
+    # was about to read the addresses to learn which took.
+    assert ("realserver", "start", "after", ("ip", "-force")) in ids
+    assert ("realserver", "stop", "after", ("ip", "-force")) in ids
+    real_starts = [p for p in all_points() if (p.role, p.action) == ("realserver", "start")]
+    after_vips = [p.nth for p in real_starts if p.argv[:2] == ("ip", "-force")]
+    assert any(p.nth == after_vips[0] + 1 and p.when == "before" for p in real_starts)
     assert ("realserver", "stop", "after", ("sysctl", "-w")) in ids
     assert ("director", "stop", "after", ("ip", "route")) in ids

@@ -287,6 +287,69 @@ def test_more_host_programs_can_be_allowed(fakehost: FakeHost) -> None:
         fakehost.allow_host_programs("ip")
 
 
+# What ip 6.1 does with `ip -force -batch -` (checked against the real one with read-only
+# lines on the host, and with adds in a namespace): every line runs; each failed one
+# prints its own error, then `Command failed -:N` (N counts blank and comment lines
+# too); the exit status is 1 if any failed. Without -force the first failure ends it.
+BATCH = (f"addr add {VIP}/32 brd {VIP} dev eth0\n"
+         "\n"
+         "addr add 10.0.0.2/32 dev nosuch\n"
+         "# a comment\n"
+         "addr add 2001:db8::1/128 dev eth0 preferred_lft 0  # deprecated\n"
+         f"addr add {VIP}/32 dev eth0\n"
+         "addr del 127.0.0.1/8 dev lo\n")
+
+
+def test_ip_batch_runs_every_line_and_names_the_failed_ones(fakehost: FakeHost) -> None:
+    proc = fakehost.run(["ip", "-force", "-batch", "-"], input=BATCH)
+    assert (proc.returncode, proc.stdout) == (1, "")
+    assert proc.stderr == ('Cannot find device "nosuch"\nCommand failed -:3\n'
+                           "RTNETLINK answers: File exists\nCommand failed -:6\n")
+    assert fakehost.calls("ip")[-1]["stdin"] == BATCH
+    assert fakehost.addresses("eth0") == ["192.168.30.105/24", f"{VIP}/32"]
+    assert fakehost.addresses("lo") == []
+    shown = run(fakehost, "ip", "-o", "-6", "addr", "show", "dev", "eth0").stdout
+    assert "inet6 2001:db8::1/128 scope global deprecated" in shown
+
+
+def test_ip_batch_without_force_stops_at_the_first_failure(fakehost: FakeHost) -> None:
+    result = run(fakehost, "ip", "-batch", "-", stdin=BATCH)
+    assert (result.rc, result.stderr) == (1, 'Cannot find device "nosuch"\nCommand failed -:3\n')
+    assert fakehost.addresses("eth0") == ["192.168.30.105/24", f"{VIP}/32"]
+    assert fakehost.addresses("lo") == ["127.0.0.1/8"]
+
+
+@pytest.mark.parametrize(("line", "rc", "stderr"), [
+    # iproute2 calls exit() for these: the batch ends there, -force or not.
+    ("addr add 10.0.0.300/32 dev eth0", 1,
+     'Error: any valid prefix is expected rather than "10.0.0.300/32".\n'),
+    ("addr frob", 255, 'Command "frob" is unknown, try "ip address help".\n'),
+    ("addr add 10.0.0.3/32", 1, 'Not enough information: "dev" argument is required.\n'
+                                "Command failed -:1\n"),
+])
+def test_ip_batch_line_that_exits_ends_it(fakehost: FakeHost, line: str, rc: int,
+                                           stderr: str) -> None:
+    result = run(fakehost, "ip", "-force", "-batch", "-",
+                 stdin=f"{line}\naddr add 10.0.0.4/32 dev eth0\n")
+    assert (result.rc, result.stderr) == (rc, stderr)
+    assert ("10.0.0.4/32" in fakehost.addresses("eth0")) is (rc == 1 and "-:1" in stderr)
+
+
+def test_ip_batch_line_failed_by_a_rule(fakehost: FakeHost) -> None:
+    fakehost.fail(["ip", "addr", "add", "10.0.0.2/32"], in_restore=True, rc=2,
+                  stderr="RTNETLINK answers: Operation not permitted")
+    lines = "".join(f"addr add 10.0.0.{i}/32 dev eth0\n" for i in (1, 2, 3))
+    result = run(fakehost, "ip", "-force", "-batch", "-", stdin=lines)
+    assert (result.rc, result.stderr) == (
+        1, "RTNETLINK answers: Operation not permitted\nCommand failed -:2\n")
+    assert fakehost.addresses("eth0") == ["192.168.30.105/24", "10.0.0.1/32", "10.0.0.3/32"]
+    assert run(fakehost, "ip", "addr", "add", "10.0.0.2/32", "dev", "eth0").rc == 0  # alone
+
+
+def test_ip_batch_from_a_file_is_not_emulated(fakehost: FakeHost) -> None:
+    assert run(fakehost, "ip", "-batch", "/tmp/commands").rc == 99
+
+
 def test_ip_unsupported_is_loud(fakehost: FakeHost) -> None:
     result = run(fakehost, "ip", "-j", "addr")
     assert result.rc == 99

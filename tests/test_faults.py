@@ -2,8 +2,8 @@
 
 For each action (director start, stop, reload; real-server start, stop) a fault-free
 baseline run is recorded first, at collection time, and every command it issues that
-changes the host becomes a fault point: each command on its own, the `ipvsadm -R`
-process as a whole, and each rule line that `ipvsadm -R` reads. One parametrised test
+changes the host becomes a fault point: each command on its own, each batch process
+(`ipvsadm -R`, `ip -force -batch -`) as a whole, and each line a batch reads. One parametrised test
 then makes exactly that step fail (with the exit status and message of the real tool)
 and checks, against the emulated kernel:
 
@@ -44,6 +44,7 @@ from typing import Any
 
 import pytest
 
+from lvs_scripts.apply import ADDRESS_BATCH
 from lvs_scripts.cli import director_main, realserver_main
 from lvs_scripts.errors import MissingTool
 from lvs_scripts.runner import PlumbumRunner, Result, check_result
@@ -112,6 +113,8 @@ READ_ONLY = (
 
 
 RULE_OPTIONS = ("-A", "-E", "-D", "-a", "-e", "-d")
+# The batch processes, by the program whose commands their lines are.
+BATCH_PROCESSES = {"ipvsadm": ("ipvsadm", "-R"), "ip": ADDRESS_BATCH}
 
 
 def read_only(argv: Sequence[str]) -> bool:
@@ -252,6 +255,16 @@ class Bench:
 # ------------------------------------------------------------------ what "ours" means
 
 
+def kernel_step_holds(bench: Bench, argv: Sequence[str]) -> bool:
+    """Does the machine show what this batch line (an ipvsadm rule, an `ip addr add|del`)
+    asked for?"""
+    if argv[0] == "ipvsadm":
+        return kernel_rule_holds(argv[1:], bench.host.ipvs_save())
+    device = argv[list(argv).index("dev") + 1]
+    present = argv[3] in bench.host.addresses(device)
+    return present if argv[2] == "add" else not present
+
+
 def kernel_rule_holds(words: Sequence[str], save: str) -> bool:
     """Does the kernel table (`ipvsadm -S -n`) show what this rule line asked for?
     Written independently of lvs_scripts.probes.rule_holds."""
@@ -349,20 +362,22 @@ ACTION = {action.name: action for action in ACTIONS}
 # What the baseline of each action must contain; update when a planner changes on purpose.
 # (required steps, optional steps)
 EXPECTED_STEPS = {
-    "director start": (14, 2),    # --set, DIP, eth1 up, 2 VIPs, route, -R + 7 rule lines
-    "director stop": (7, 1),      # -R + 2 rule lines, 2 VIPs, DIP, the timeouts put back;
+    "director start": (15, 2),    # --set, DIP, eth1 up, ip -batch + 2 VIPs, route, -R + 7
+                                  # rule lines
+    "director stop": (8, 1),      # -R + 2 rule lines, ip -batch + 2 VIPs, DIP, the timeouts
+                                  # put back;
                                   # the route put back in one replace (optional: never
                                   # fails a stop)
     "director reload": (11, 1),   # VIP add, VIP del, -R + 8 rule lines
-    "realserver start": (6, 0),   # 4 sysctls, 2 VIPs on lo
-    "realserver stop": (6, 0),    # 2 VIPs, 4 sysctls put back
+    "realserver start": (7, 0),   # 4 sysctls, ip -batch + 2 VIPs on lo
+    "realserver stop": (7, 0),    # ip -batch + 2 VIPs, 4 sysctls put back
 }
 
 
 @dataclass(frozen=True)
 class Step:
     argv: tuple[str, ...]
-    batch: int | None = None  # index of the `ipvsadm -R` among the action's batches
+    batch: int | None = None  # index of its batch process among the action's batches
     line: int | None = None  # index of the rule in its batch
 
     @property
@@ -408,8 +423,9 @@ def record_baseline(action: Action, root: Path) -> Baseline:
         if read_only(argv):
             continue
         seen[argv] = seen.get(argv, 0) + 1
-        if argv == ("ipvsadm", "-R"):
-            batch = [Step(("ipvsadm", *line.split()), len(base.batches), number)
+        tool = next((tool for tool, batch in BATCH_PROCESSES.items() if argv == batch), None)
+        if tool is not None:
+            batch = [Step((tool, *line.split()), len(base.batches), number)
                      for number, line in enumerate(call["stdin"].splitlines())]
             base.points.append(Point(action.name, "batch", len(base.steps), seen[argv]))
             for step in batch:
@@ -457,7 +473,7 @@ def _marks(point: Point) -> list[pytest.MarkDecorator]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "batched" in metafunc.fixturenames:  # the actions whose rules go through ipvsadm -R
+    if "batched" in metafunc.fixturenames:  # the actions with a batch process
         metafunc.parametrize("batched", [name for name, base in baselines().items()
                                          if base.batches])
     if "point" in metafunc.fixturenames:
@@ -495,7 +511,8 @@ def inject(bench: Bench, point: Point) -> tuple[str, int, str]:
     step = base.steps[point.index]
     if point.kind == "batch":
         rc, stderr = tool_failure(step.argv)
-        bench.host.fail(["ipvsadm", "-R"], nth=point.nth, rc=rc, stderr=stderr)
+        bench.host.fail(list(BATCH_PROCESSES[step.argv[0]]), nth=point.nth, rc=rc,
+                        stderr=stderr)
         # The first rule, run alone to get ipvsadm's own message, fails the same way.
         bench.host.fail(_literal(step.argv), nth=1, rc=rc, stderr=stderr)
         return step.text, rc, stderr
@@ -524,14 +541,13 @@ def reported(err: str, heading: str) -> list[str]:
 def applied_in_kernel(bench: Bench, base: Baseline, failed: int) -> tuple[list[str], list[str]]:
     """(applied, not applied) as the kernel shows them: every step before the failed one;
     after it, the later rules of the same batch that the kernel did accept."""
-    save = bench.host.ipvs_save()
     failing = base.steps[failed]
     applied, missing = [], []
     for number, step in enumerate(base.steps):
         if number < failed:
             applied.append(step.text)
         elif (number > failed and failing.batch is not None and step.batch == failing.batch
-              and kernel_rule_holds(step.argv[1:], save)):
+              and kernel_step_holds(bench, step.argv)):
             applied.append(step.text)
         else:
             missing.append(step.text)
@@ -626,17 +642,19 @@ def test_optional_point(point: Point, tmp_path: Path) -> None:
 
 def test_batch_that_fails_as_a_whole_is_finished_rule_by_rule(batched: str,
                                                                 tmp_path: Path) -> None:
-    """`ipvsadm -R` fails but each rule then goes through alone: no error at all."""
+    """A batch process (`ipvsadm -R`, `ip -force -batch -`) fails as a whole but each
+    of its lines then goes through alone: no error at all."""
     action = ACTION[batched]
     base = baselines()[batched]
     bench = Bench(tmp_path, action.role)
     prepare(bench, action)
-    bench.host.fail(["ipvsadm", "-R"], nth=1, rc=255, stderr="Memory allocation problem")
+    for process in BATCH_PROCESSES.values():
+        bench.host.fail(list(process), nth=1, rc=255, stderr="Memory allocation problem")
     bench.host.clear_calls()
     ran = bench.cli(*action.args, config=action.config)
     assert ran.code == 0, ran.err
-    alone = [argv for argv in bench.host.argvs("ipvsadm") if argv[1] in RULE_OPTIONS]
-    assert alone == [list(step.argv) for batch in base.batches for step in batch]
+    lines = [list(step.argv) for batch in base.batches for step in batch]
+    assert [argv for argv in bench.host.argvs() if argv in lines] == lines
     assert_state_matches_kernel(bench)
     assert bench.cli("status", config=action.config).code == (0 if action.starts else 3)
 
@@ -652,7 +670,7 @@ def test_rule_refused_in_the_batch_but_taken_alone_is_no_error(batched: str,
                     stderr="Memory allocation problem")
     ran = bench.cli(*action.args, config=action.config)
     assert ran.code == 0, ran.err
-    assert list(last.argv) in bench.host.argvs("ipvsadm")  # run again on its own
+    assert list(last.argv) in bench.host.argvs(last.argv[0])  # run again on its own
     assert_state_matches_kernel(bench)
 
 
@@ -761,9 +779,9 @@ def test_steps_covered_per_action() -> None:
         required = sum(1 for p in base.points if p.kind in ("command", "batch", "line"))
         extra = sum(1 for p in base.points if p.kind == "optional")
         rules = sum(len(batch) for batch in base.batches)
-        lines.append(f"  {name:<17} {required:>3} steps ({len(base.batches)} ipvsadm -R with "
-                     f"{rules} rule lines) + {extra} optional")
+        lines.append(f"  {name:<17} {required:>3} steps ({len(base.batches)} batches with "
+                     f"{rules} lines) + {extra} optional")
         assert (required, extra) == EXPECTED_STEPS[name], name
         total += required + extra
     print("\nfault points per action:\n" + "\n".join(lines) + f"\n  total: {total}")
-    assert total == sum(a + b for a, b in EXPECTED_STEPS.values()) == 48
+    assert total == sum(a + b for a, b in EXPECTED_STEPS.values()) == 52

@@ -107,14 +107,14 @@ def test_state_file_is_replaced_whole_after_every_step(bench: Bench,
         assert ran.code == 0, ran.err
         assert bench.state_file.read_text() == seen[-1][1]  # the last step saved it
         records = [json.loads(text) for _, text in seen]
-        # One save per recorded step: the timeouts, the DIP, two VIPs, the route, the
-        # batch's services (each before its command: write-ahead), then each VIP's
-        # announcement (after its arping).
-        assert [r["timeouts"]["previous"] for r in records] == [[900, 120, 300]] * 8
-        assert [len(r["addresses"]) for r in records] == [0, 1, 2, 3, 3, 3, 3, 3]
-        assert [r["route"] is not None for r in records] == [False] * 4 + [True] * 4
-        assert [len(r["services"]) for r in records] == [0, 0, 0, 0, 0, 2, 2, 2]
-        assert [sum(a["announced"] for a in r["addresses"]) for r in records] == [0] * 6 + [1, 2]
+        # One save per recorded step: the timeouts, the DIP, the two VIPs of one
+        # `ip -batch`, the route, the batch's services (each before its command:
+        # write-ahead), then each VIP's announcement (after its arping).
+        assert [r["timeouts"]["previous"] for r in records] == [[900, 120, 300]] * 7
+        assert [len(r["addresses"]) for r in records] == [0, 1, 3, 3, 3, 3, 3]
+        assert [r["route"] is not None for r in records] == [False] * 3 + [True] * 4
+        assert [len(r["services"]) for r in records] == [0, 0, 0, 0, 2, 2, 2]
+        assert [sum(a["announced"] for a in r["addresses"]) for r in records] == [0] * 5 + [1, 2]
         for handle, text in seen:
             handle.seek(0)
             assert handle.read() == text

@@ -204,10 +204,9 @@ def test_unusual_values_reach_the_director_tools_as_single_items(
         (["ip", "addr", "add", "10.9.0.5/24", "dev", "a-b_c.1"], None),
         # a dotted VLAN name: the key in its slashed form, as for the ARP settings
         (["sysctl", "-w", "net/ipv6/conf/eth0.100/ndisc_notify=1"], None),
-        (["ip", "addr", "add", "2001:db8::10/128", "dev", "eth0.100", "preferred_lft", "0"],
-         None),
-        (["ip", "addr", "add", "192.168.30.254/32", "brd", "192.168.30.254", "dev",
-          "eth0.100"], None),
+        (["ip", "-force", "-batch", "-"],
+         "addr add 2001:db8::10/128 dev eth0.100 preferred_lft 0\n"
+         "addr add 192.168.30.254/32 brd 192.168.30.254 dev eth0.100\n"),
         (["ip", "route", "replace", "default", "via", "192.168.30.1"], None),
         (["ipvsadm", "-R"],
          "-A -t [2001:db8::10]:80 -s wlc\n"
@@ -222,7 +221,7 @@ def test_unusual_values_reach_the_director_tools_as_single_items(
     # The dry run prints the same commands, quoted for a shell where needed.
     code, script, err = _main("lvs-director", config, tmp_path, "--dry-run", "stop")
     assert code == 0, err
-    assert "ip addr del 2001:db8::10/128 dev eth0.100" in script
+    assert "\naddr del 2001:db8::10/128 dev eth0.100\n" in script  # a line of `ip -batch`
     assert "-D -t [2001:db8::10]:80\n" in script  # a line of the ipvsadm -R here-document
 
 
@@ -240,9 +239,9 @@ def test_unusual_values_reach_the_real_server_tools_as_single_items(
     assert _changes(host) == [
         *[(["sysctl", "-w", f"{key}={1 if key.endswith('ignore') else 2}"], None)
           for key in keys],
-        (["ip", "addr", "add", "2001:db8::10/128", "dev", "lo"], None),
-        (["ip", "addr", "add", "192.168.30.254/32", "brd", "192.168.30.254", "dev", "lo"],
-         None),
+        (["ip", "-force", "-batch", "-"],
+         "addr add 2001:db8::10/128 dev lo\n"
+         "addr add 192.168.30.254/32 brd 192.168.30.254 dev lo\n"),
     ]
     assert host.sysctl("net/ipv4/conf/eth0.100/arp_ignore") == "1"
     assert host.sysctl("net/ipv4/conf/a-b_c.1/arp_announce") == "2"

@@ -74,6 +74,32 @@ def test_programs_started_per_action(fakehost: FakeHost, tmp_path: Path) -> None
         LINKS, ADDRS, SAVE, f"ipvsadm -D -t {VIP}:80", f"ip addr del {VIP}/32 dev eth0"]
 
 
+def many_vips_config(count: int) -> str:
+    services = "".join(
+        f'[[service]]\nvip = "10.201.{i // 250}.{i % 250 + 1}"\nport = 80\nscheduler = "rr"\n'
+        f'real = [{{ address = "10.100.0.1" }}, {{ address = "10.100.0.2" }}]\n\n'
+        for i in range(count))
+    return f'[director]\ninterface = "eth0"\narping_count = 0\n\n{services}'
+
+
+BATCH = "ip -force -batch -"
+
+
+def test_programs_started_with_many_vips(fakehost: FakeHost, tmp_path: Path) -> None:
+    """50 services on 50 VIPs: the VIPs go on in one `ip -batch`, checked by one reading
+    of the addresses, which also serves the verification; stop takes them off the same
+    way. A few programs, not one per VIP."""
+    config = tmp_path / "lvs.toml"
+    config.write_text(many_vips_config(50))
+    assert cli(fakehost, tmp_path, config, "start") == [
+        LINKS, ADDRS, SAVE, BATCH, ADDRS, "ipvsadm -R", SAVE]
+    assert len(fakehost.addresses("eth0")) == 51
+    assert cli(fakehost, tmp_path, config, "reload") == [LINKS, ADDRS, SAVE]
+    assert cli(fakehost, tmp_path, config, "stop") == [
+        LINKS, ADDRS, SAVE, "ipvsadm -R", SAVE, BATCH, ADDRS]
+    assert fakehost.addresses("eth0") == ["192.168.30.105/24"]
+
+
 class Recorder:
     """A runner that answers every command with its own text and records the calls."""
 
@@ -110,6 +136,23 @@ def test_known_readings_forget_what_a_command_can_change(
     again = {" ".join(argv): readings.run(argv) for argv in (IP_LINKS, IP_ADDRS, IPVS_SAVE)}
     assert {" ".join(argv) for argv in inner.ran} == read_again
     assert {k for k in again if again[k] is not first[k]} == read_again
+
+
+@pytest.mark.parametrize(("lines", "read_again"), [
+    ("addr add 10.0.0.1/32 dev eth0\naddr del 10.0.0.2/32 dev eth0\n", {ADDRS}),
+    ("addr add 10.0.0.1/32 dev eth0\nlink set dev eth0 up\n", {LINKS, ADDRS}),
+])
+def test_known_readings_after_an_ip_batch_forget_what_its_lines_change(
+        lines: str, read_again: set[str]) -> None:
+    inner = Recorder()
+    readings = KnownReadings(inner)
+    for argv in (IP_LINKS, IP_ADDRS, IPVS_SAVE):
+        readings.run(argv)
+    readings.run(("ip", "-force", "-batch", "-"), stdin=lines)
+    inner.ran.clear()
+    for argv in (IP_LINKS, IP_ADDRS, IPVS_SAVE):
+        readings.run(argv)
+    assert {" ".join(argv) for argv in inner.ran} == read_again
 
 
 def test_known_readings_keep_no_failed_reading() -> None:

@@ -30,8 +30,8 @@ argv prefix whose items are fnmatch patterns, ``["ipvsadm", "-a"]``; ``nth``
 fails only the k-th matching call; ``call`` fails only the n-th fake
 invocation overall (counting every invocation of every fake); without either,
 every matching call fails. ``in_restore`` rules match the lines that one
-``ipvsadm -R`` reads (as ``["ipvsadm", *words]``) and fail that line like a
-kernel error would.
+``ipvsadm -R`` reads (as ``["ipvsadm", *words]``), or one ``ip -batch -`` (as
+``["ip", *words]``), and fail that line like a kernel error would.
 
 Delays (``FakeHost.delay``): a rule ``{"match": [...], "seconds": s, "nth": k}``
 makes a matching *executable* (not ``invoke``) sleep ``s`` seconds before it
@@ -775,8 +775,8 @@ def main(tool: str) -> int:
 
         time.sleep(seconds)
     stdin: Any = None
-    if tool in ("ipvsadm", "nft"):
-        stdin = sys.stdin  # read only if the command is -R (nft: -f)
+    if tool in ("ipvsadm", "nft", "ip"):
+        stdin = sys.stdin  # read only if the command is -R (nft: -f, ip: -batch -)
     result = host.invoke(tool, sys.argv[1:], stdin)
     if tool == "keepalived" and result.rc == 0:
         from . import keepalived_tool

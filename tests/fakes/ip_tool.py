@@ -2,8 +2,8 @@
 
 Objects: `address` (show/list, add, replace, del, flush), `link` (show, set),
 `route` (show/list, get, add, replace, append, change, del, flush). Global
-options -4 -6 -0 -f -o -br -s -d -r -h -c -p -N -a -V. Everything else is
-refused loudly (exit 99) rather than guessed.
+options -4 -6 -0 -f -o -br -s -d -r -h -c -p -N -a -V, and `[-force] -batch -`
+(see do_batch). Everything else is refused loudly (exit 99) rather than guessed.
 
 Formats follow iproute2's `ip/ipaddress.c` (`print_linkinfo`, `print_addrinfo`,
 `ipaddr_modify`, `ipaddr_list_flush_or_save`), `ip/iproute.c` (`print_route`,
@@ -25,7 +25,7 @@ import os
 from typing import Any
 
 from . import model
-from .model import KernelError, Run, ToolExit
+from .model import UNSUPPORTED_RC, KernelError, Run, ToolExit
 
 VERSION = "ip utility, iproute2-6.1.0, libbpf 1.1.2"
 LIFETIME = "       valid_lft forever preferred_lft forever"
@@ -36,8 +36,14 @@ def matches(word: str, full: str) -> bool:
     return full.startswith(word)
 
 
+class Exited(ToolExit):
+    """An iproute2 error that calls exit() where most return: it ends an `ip -batch`
+    too. Every exit status 255 is one (`exit(-1)`); this marks the others."""
+
+
 class Opts:
     def __init__(self) -> None:
+        self.force = False  # -force: a batch goes on after a failed line
         self.family: str | None = None  # None, "inet", "inet6", "link"
         self.oneline = False
         self.brief = False
@@ -148,7 +154,8 @@ def get_prefix(run: Run, text: str, family: str | None) -> tuple[str, int, bool]
         else:
             plen = maxlen
     except ValueError:
-        die(run, 1, f'Error: any valid prefix is expected rather than "{text}".')
+        run.eprint(f'Error: any valid prefix is expected rather than "{text}".')
+        raise Exited(1) from None
     return str(ip), plen, bool(slash)
 
 
@@ -156,8 +163,8 @@ def get_addr(run: Run, text: str) -> str:
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:
-        die(run, 1, f'Error: any valid address is expected rather than "{text}".')
-    return ""
+        run.eprint(f'Error: any valid address is expected rather than "{text}".')
+        raise Exited(1) from None
 
 
 # ---------------------------------------------------------------- entry
@@ -166,6 +173,7 @@ def get_addr(run: Run, text: str) -> str:
 def main(run: Run) -> int:
     args = run.args
     opts = Opts()
+    batch: str | None = None
     i = 0
     while i < len(args):
         opt = args[i]
@@ -181,7 +189,12 @@ def main(run: Run) -> int:
             opts.family = "inet6"
         elif o == "-0":
             opts.family = "link"
-        elif matches(o, "-loops") or matches(o, "-batch") or matches(o, "-netns") \
+        elif matches(o, "-batch"):
+            i += 1
+            if i >= len(args):
+                usage(run)
+            batch = args[i]
+        elif matches(o, "-loops") or matches(o, "-netns") \
                 or matches(o, "-timestamp") or matches(o, "-tshort") or matches(o, "-json") \
                 or o == "-echo" or o in ("-M", "-B"):
             run.unsupported(f"option {opt}")
@@ -208,15 +221,23 @@ def main(run: Run) -> int:
             i += 1
         elif matches(o, "-help"):
             usage(run)
+        elif matches(o, "-force"):
+            opts.force = True
         elif (matches(o, "-human") or matches(o, "-human-readable") or matches(o, "-iec")
-              or matches(o, "-resolve") or matches(o, "-force") or matches(o, "-pretty")
+              or matches(o, "-resolve") or matches(o, "-pretty")
               or matches(o, "-Numeric") or matches(o, "-all") or o in ("-c", "-color")
               or o.startswith("-color=")):
             pass
         else:
             die(run, 255, f'Option "{o}" is unknown, try "ip -help".')
         i += 1
-    rest = args[i:]
+    if batch is not None:  # as ip.c: the words after the options are not looked at
+        return do_batch(run, opts, batch)
+    return do_command(run, opts, args[i:])
+
+
+def do_command(run: Run, opts: Opts, rest: list[str]) -> int:
+    """`ip OBJECT ...` after the global options (do_cmd)."""
     if not rest:
         usage(run)
     obj, rest = rest[0], rest[1:]
@@ -239,6 +260,47 @@ def main(run: Run) -> int:
         run.unsupported(f"ip {obj}")
     die(run, 1, f'Object "{obj}" is unknown, try "ip help".')
     return 1
+
+
+def do_batch(run: Run, opts: Opts, name: str) -> int:
+    """`ip [-force] -batch -`: one command a line of stdin, without the leading `ip`
+    (ip.c batch(), lib/utils.c getcmdline() and makeargs()). `#` starts a comment; blank
+    lines count in the line numbers. A failed line prints `Command failed -:N` and ends
+    the batch, or with -force the next line runs; the exit status is 1 if any failed.
+    An error that iproute2 handles with exit() (Exited, every status 255, and what is
+    not emulated) ends the whole process there, as it does in ip. `in_restore` failure
+    rules match a line as `["ip", *words]`, as they match a line of `ipvsadm -R`."""
+    if name != "-":
+        run.unsupported("-batch from a file")
+    result = 0
+    for number, line in enumerate(run.read_stdin().splitlines(), start=1):
+        text = line.split("#", 1)[0]
+        if text.rstrip().endswith("\\") or '"' in text or "'" in text:
+            run.unsupported("line continuations and quoted words in -batch input")
+        words = text.split()
+        if not words:
+            continue
+        if not batch_line(run, opts, words):
+            run.eprint(f"Command failed {name}:{number}")
+            result = 1
+            if not opts.force:
+                break
+    return result
+
+
+def batch_line(run: Run, opts: Opts, words: list[str]) -> bool:
+    """Run one line of a batch; whether it succeeded."""
+    rule = run.restore_hook(["ip", *words]) if run.restore_hook else None
+    if rule is not None:
+        if rule.get("stderr"):
+            run.eprint(rule["stderr"].rstrip("\n"))
+        return not rule.get("rc", 1)
+    try:
+        return do_command(run, opts, words) == 0
+    except ToolExit as done:
+        if isinstance(done, Exited) or done.rc in (255, UNSUPPORTED_RC):
+            raise
+        return done.rc == 0
 
 
 # ---------------------------------------------------------------- printing
