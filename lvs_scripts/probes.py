@@ -809,11 +809,31 @@ class HostObservation(Record, frozen=False):
     bgp: BgpSeen = field(default_factory=BgpSeen)
 
     def has_address(self, device: str, address: IPAddress) -> bool:
-        return any(a.device == device and a.interface.ip == address for a in self.addresses)
+        return (device, address) in self._by_address()[0]
 
     def is_deprecated(self, device: str, address: IPAddress) -> bool:
-        return any(a.device == device and a.interface.ip == address and a.deprecated
-                   for a in self.addresses)
+        return any(a.deprecated for a in self._by_address()[0].get((device, address), ()))
 
     def devices_with(self, address: IPAddress) -> list[str]:
-        return [a.device for a in self.addresses if a.interface.ip == address]
+        return list(self._by_address()[1].get(address, ()))
+
+    def _by_address(self) -> tuple[dict[tuple[str, IPAddress], list[Address]],
+                                   dict[IPAddress, list[str]]]:
+        """The addresses by (device, IP) and the devices by IP. Asked once per VIP by the
+        plan, the verification and stop: a scan each was VIPs x addresses, a million
+        comparisons at 1,000 VIPs. Made again when `addresses` is another list or has
+        grown (an effect projected onto the observation appends to it)."""
+        seen = self.addresses
+        cached = self.__dict__.get("_address_index")
+        if cached is None or cached[0] is not seen or cached[1] != len(seen):
+            pairs: dict[tuple[str, IPAddress], list[Address]] = {}
+            devices: dict[IPAddress, list[str]] = {}
+            for entry in seen:
+                ip = entry.interface.ip
+                pairs.setdefault((entry.device, ip), []).append(entry)
+                devices.setdefault(ip, []).append(entry.device)
+            # the list itself is held: its id cannot be reused by another while cached
+            cached = self.__dict__["_address_index"] = (seen, len(seen), (pairs, devices))
+        index: tuple[dict[tuple[str, IPAddress], list[Address]],
+                     dict[IPAddress, list[str]]] = cached[2]
+        return index

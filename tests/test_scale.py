@@ -395,3 +395,25 @@ def test_start_reload_status_stop_at_100000_real_servers(fakehost: FakeHost,
     cli("status", code=150)
     assert cli("stop").count("ipvsadm -D") == SERVICES
     assert parse_ipvs_save(fakehost.cmd("ipvsadm", "-S", "-n").stdout) == {}
+
+
+def test_asking_for_each_of_many_vips_reads_the_addresses_once() -> None:
+    """The plan, the verification and stop ask once per VIP whether it is on a device: a
+    scan of every address each time was VIPs x addresses (a million at 1,000 VIPs). The
+    answers follow the list when it grows or is replaced."""
+    from lvs_scripts.probes import Address
+
+    vips = [ipaddress.ip_address(f"10.200.{n >> 8}.{n & 255}") for n in range(1, 601)]
+    obs = HostObservation(addresses=[Address("eth0", ipaddress.ip_interface(f"{vip}/32"))
+                                     for vip in vips])
+    calls = python_calls(lambda: [obs.has_address("eth0", vip) and obs.devices_with(vip)
+                                  for vip in vips])
+    assert calls <= 20 * len(vips), calls / len(vips)  # a scan each: 600 a VIP here
+    assert all(obs.has_address("eth0", vip) for vip in vips)
+    assert not obs.has_address("eth1", vips[0]) and obs.devices_with(vips[0]) == ["eth0"]
+    extra = ipaddress.ip_interface("192.0.2.7/32")
+    obs.addresses.append(Address("lo", extra, deprecated=True))
+    assert obs.has_address("lo", extra.ip) and obs.is_deprecated("lo", extra.ip)
+    assert not obs.is_deprecated("eth0", vips[0])
+    obs.addresses = [a for a in obs.addresses if a.device != "eth0"]
+    assert not obs.has_address("eth0", vips[0]) and obs.devices_with(vips[0]) == []
