@@ -226,19 +226,21 @@ class Watcher:
             self._reconcile = True  # retried as a reload, not as a health apply
             return False
         self.applies += 1
-        for line in report.outcome.applied:
+        applied = report.outcome.applied  # rendered once: 10,000 lines at a first start
+        for line in applied:
             log.info("watch: applied %s", line)
         log.info("watch: reload: %d change(s) applied; done, with its check, %.2f s after "
-                 "the config was read", len(report.outcome.applied), time.monotonic() - read_at)
-        self._write_result(read_at, 0, None, report)
+                 "the config was read", len(applied), time.monotonic() - read_at)
+        self._write_result(read_at, 0, None, report, applied)
         return True
 
     def _write_result(self, read_at: float, code: int, error: str | None,
-                      report: Report | None = None) -> None:
+                      report: Report | None = None, applied: list[str] | None = None) -> None:
         result = {"pid": os.getpid(), "read_at": read_at, "done_at": time.monotonic(),
                   "code": code, "error": error,
                   "changed": bool(report and report.changed),
-                  "applied": list(report.outcome.applied) if report else [],
+                  "applied": applied if applied is not None else
+                  list(report.outcome.applied) if report else [],
                   "warnings": list(report.outcome.warnings) if report else [],
                   "notes": list(dict.fromkeys(report.plan.notes)) if report else []}
         try:
@@ -332,10 +334,11 @@ class Watcher:
 
     @staticmethod
     def _log_applied(report: Report, started: float) -> None:
-        for line in report.outcome.applied:
+        applied = report.outcome.applied  # rendered once
+        for line in applied:
             log.info("watch: applied %s", line)
-        if report.outcome.applied:  # how long the kernel took to follow, for the operator
-            log.info("watch: %d change(s) applied in %.2f s", len(report.outcome.applied),
+        if applied:  # how long the kernel took to follow, for the operator
+            log.info("watch: %d change(s) applied in %.2f s", len(applied),
                      time.monotonic() - started)
 
     async def _watchdog(self) -> None:
