@@ -85,8 +85,9 @@ class Batch(Record):
 ADDRESS_BATCH = ("ip", "-force", "-batch", "-")
 # A word ip's batch reader (getcmdline, makeargs) takes as it is: no blank, no comment
 # sign, no quote, no line continuation. Interface names and addresses always are.
-_BATCH_WORD = re.compile(r"[^\s#'\"\\]+")
-_FAILED_LINE = re.compile(r"^Command failed -:(\d+)$", re.MULTILINE)
+# Pattern text, compiled by re on first use: most runs have no address batch.
+_BATCH_WORD = r"[^\s#'\"\\]+"
+_FAILED_LINE = r"(?m)^Command failed -:(\d+)$"
 
 
 def address_change(step: Step) -> tuple[str, str, IPAddress] | None:
@@ -97,7 +98,7 @@ def address_change(step: Step) -> tuple[str, str, IPAddress] | None:
             step.optional or step.drain is not None or step.stdin is not None):
         return None
     words = argv[3:]
-    if "dev" not in words[:-1] or not all(_BATCH_WORD.fullmatch(word) for word in words):
+    if "dev" not in words[:-1] or not all(re.fullmatch(_BATCH_WORD, word) for word in words):
         return None
     try:
         ip = ipaddress.ip_interface(words[0]).ip
@@ -127,7 +128,7 @@ class AddressBatch(Batch):
     def held(self, runner: Runner, result: Result) -> list[bool]:
         """A line took if ip did not report it failed and the addresses, observed once,
         agree (a line after one ip exits on, such as a malformed one, never ran)."""
-        failed = {int(number) for number in _FAILED_LINE.findall(result.stderr)}
+        failed = {int(number) for number in re.findall(_FAILED_LINE, result.stderr)}
         present = {(a.device, a.interface.ip)
                    for a in parse_ip_addrs(runner.run(IP_ADDRS).stdout)}
         return [number not in failed and _holds(address_change(step), present)
