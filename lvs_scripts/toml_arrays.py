@@ -14,8 +14,8 @@ duplicate key, an integer out of range, any error on the skeleton -- falls back 
 
 from __future__ import annotations
 
+import os
 import re
-import secrets
 import sys
 from typing import Any
 
@@ -112,7 +112,8 @@ def _loads_skeleton(text: str, spans: list[tuple[int, int]]) -> dict[str, Any]:
 
 def _nonce(text: str) -> str:
     while True:
-        nonce = "lvs-fastpath-" + secrets.token_hex(8)
+        # os.urandom, not secrets: that imports hashlib, which a plain config never needs
+        nonce = "lvs-fastpath-" + os.urandom(8).hex()
         if nonce not in text:
             return nonce
 

@@ -203,8 +203,8 @@ def test_falling_back_keeps_tomllib_errors_and_their_lines() -> None:
 
 
 def test_a_nonce_already_in_the_text_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
-    tokens = iter(["0" * 16, "1" * 16])
-    monkeypatch.setattr(toml_arrays.secrets, "token_hex", lambda n: next(tokens))
+    tokens = iter([b"\0" * 8, b"\x11" * 8])
+    monkeypatch.setattr(toml_arrays.os, "urandom", lambda n: next(tokens))
     text = 'a = [ {x = 1} ]\nb = "lvs-fastpath-0000000000000000-0"\n'
     assert toml_arrays._nonce(text) == "lvs-fastpath-" + "1" * 16
 
