@@ -10,7 +10,6 @@ import functools
 import ipaddress
 import os
 import re
-import sys
 from _socket import AF_INET, inet_pton  # the C module alone: socket.py builds enums
 from collections.abc import Mapping
 from dataclasses import replace
@@ -233,12 +232,11 @@ def _read_config_file(path: str) -> bytes:
 def parse_config(text: str, path: str = "<string>") -> Config:
     """Validate TOML text. The path is only used in error messages."""
     # Imported here: a config read from the cache (config_cache) needs no TOML parser.
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - exercised on old Pythons only
-        import tomli as tomllib
+    # toml_arrays.loads is tomllib.loads with the big `real = [...]` arrays read by a regex
+    # (equal results, tomllib's own errors): tomllib's per-value Python was most of a start.
+    from .toml_arrays import loads
     try:
-        data = tomllib.loads(text)
+        data = loads(text)
     except (ValueError, RecursionError) as err:  # TOMLDecodeError is a ValueError
         raise ConfigError(path, "", None, f"not valid TOML: {err}") from None
     r = _Reader(path)
