@@ -62,14 +62,9 @@ class Batch(Record):
     def argv(self) -> tuple[str, ...]:
         return ("ipvsadm", "-R")
 
-    @staticmethod
-    def line_of(step: Step) -> str | None:
-        """The step as a line of this batch's input; None if it cannot be one."""
-        return step.ipvs_rule if step.drain is None else None
-
     @property
     def lines(self) -> list[str]:
-        # units() put only steps with a rule and no drain here: their line, no call each
+        # _kind() put only steps with a rule and no drain here: their line, no call each
         return [step.ipvs_rule or "" for step in self.steps]
 
     @property
@@ -119,6 +114,7 @@ class AddressBatch(Batch):
 
     @staticmethod
     def line_of(step: Step) -> str | None:
+        """The step as a line of this batch's input; None if it cannot be one."""
         return " ".join(step.argv[1:]) if address_change(step) is not None else None
 
     @property
@@ -144,13 +140,13 @@ def _holds(change: tuple[str, str, IPAddress] | None, present: set[tuple[str, IP
 
 
 Unit = Union[Step, Batch]
-_KINDS: tuple[type[Batch], ...] = (Batch, AddressBatch)
-
-
 def _kind(step: Step) -> type[Batch] | None:
-    if step.ipvs_rule is not None:  # read from the step, no call: 10,000 of them at a start
+    """The batch a step can join: an ipvsadm rule without a drain goes to `ipvsadm -R`
+    (its line is read from the step, no call: 10,000 of them at a start), an address
+    change that ip's batch reader takes as it is to `ip -force -batch -`."""
+    if step.ipvs_rule is not None:
         return Batch if step.drain is None else None
-    return next((kind for kind in _KINDS if kind.line_of(step) is not None), None)
+    return AddressBatch if AddressBatch.line_of(step) is not None else None
 
 
 def units(steps: list[Step]) -> Iterator[Unit]:
