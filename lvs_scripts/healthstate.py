@@ -86,6 +86,11 @@ class HealthView(Record, frozen=False):
     def is_down(self, key: TargetId) -> bool:
         return self.state(key) == DOWN
 
+    def flagged(self) -> Flagged:
+        """Which services have a real server down or disabled: for a planner's pass over
+        every service, built once per pass (the view may change between passes)."""
+        return Flagged(self)
+
     def lookup(self, checked: bool = True) -> HealthLookup:
         """For reports over many real servers (status): checked False when no service has
         a check, so that the health is not indexed for nothing."""
@@ -93,6 +98,31 @@ class HealthView(Record, frozen=False):
 
 
 _TargetFields = tuple[str, str, int, str, int]  # a TargetId's fields, in order
+
+
+class Flagged:
+    """The services of a view in which some real server is down or disabled: the planner
+    works out each real server's health only for those. A service whose servers are all
+    up is as configured, and asking the view about each of them (a TargetId built, its
+    address as text, per real server) was a second of the lab VM's time at 10,000.
+
+    One pass over the view's health, which is as long as the config's list of checked
+    real servers; the view is read as it is now, so a Flagged is for one pass over the
+    services (the watcher's health changes between passes)."""
+
+    def __init__(self, view: HealthView) -> None:
+        self.view = view
+        # A TargetId's first three fields are its service's part (_service_part).
+        self.down: set[tuple[str, str, int]] = {
+            key[:3] for key, health in view.health.items() if health.state == DOWN}
+
+    def touches(self, service: VirtualService) -> bool:
+        """False when none of the service's real servers can be down or disabled."""
+        part = _service_part(service)
+        if part in self.down:
+            return True
+        return any(entry.vip is None or (entry.vip == part[1] and entry.vport == part[2])
+                   for entry in self.view.disabled)
 
 
 class HealthLookup:

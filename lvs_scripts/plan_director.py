@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 
-from .healthstate import HealthView, target_ids
+from .healthstate import Flagged, HealthView, target_ids
 from .model import (
     Config,
     Destination,
@@ -178,18 +178,23 @@ def _plan_route(plan: Plan, director: DirectorConfig, obs: HostObservation,
     plan_default_route(plan, director.gateway, obs, state)
 
 
-def effective_service(service: VirtualService, view: HealthView | None
+def effective_service(service: VirtualService, view: HealthView | None,
+                      flagged: Flagged | None = None
                       ) -> tuple[VirtualService, dict[Ident, str]]:
     """The service as the kernel should hold it given health and admin state: a disabled
     real server, or a down one of a checked service with on_failure = quiesce, at weight 0;
     a down one with on_failure = remove left out; the sorry server in only while no real
     server is up. Also which real servers are out for health's sake (deleted at once, not
     drained: a dead server has no connections worth waiting for), with the reason.
-    Without health, admin state or a sorry server: the service itself."""
+    Without health, admin state or a sorry server, or none of its real servers down or
+    disabled (flagged: the view's Flagged, made once for a pass over many services): the
+    service itself, and only the sorry server's note."""
     sorry = service.sorry_server
     if sorry is None and (view is None or view.empty()):
         return service, {}
     view = view or HealthView()
+    if service.destinations and not (flagged or view.flagged()).touches(service):
+        return service, {} if sorry is None else {sorry.ident: SORRY_NOT_NEEDED}
     check = service.check
     dests: list[Destination] = []
     quick: dict[Ident, str] = {}
@@ -220,11 +225,12 @@ def plan_health(config: Config, obs: HostObservation, state: State,
     the sorry server); the rest (a new service, an attribute, a real server gone from the
     config, VIPs, routes) is start's and reload's job."""
     plan = Plan()
+    flagged = view.flagged()
     for service in config.services:
         seen = obs.ipvs.get(service.key)
         if seen is None or not state.owns_service(service.key):
             continue
-        effective, quick = effective_service(service, view)
+        effective, quick = effective_service(service, view, flagged)
         ours = {d.ident for d in service.destinations}
         if service.sorry_server is not None:
             ours.add(service.sorry_server.ident)
@@ -246,8 +252,9 @@ def plan_health(config: Config, obs: HostObservation, state: State,
 def _plan_ipvs(plan: Plan, services: tuple[VirtualService, ...], obs: HostObservation,
                state: State, drain: bool, view: HealthView | None = None) -> None:
     removals = Plan()  # deletions go last, after every addition and edit
+    flagged = view.flagged() if view is not None else None
     for configured in services:
-        service, quick = effective_service(configured, view)
+        service, quick = effective_service(configured, view, flagged)
         seen = obs.ipvs.get(service.key)
         if seen is None:
             plan.add(("ipvsadm", "-A", *service.service_args()), "virtual service",

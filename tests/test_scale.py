@@ -301,6 +301,44 @@ def test_status_of_checked_real_servers_costs_a_few_python_calls_each(count: int
     assert lines[4].endswith("  unknown"), lines[4]
 
 
+@pytest.mark.parametrize("down", [None, 7])
+def test_a_reload_asks_health_only_about_services_with_a_server_down(
+        monkeypatch: pytest.MonkeyPatch, down: int | None) -> None:
+    """The watcher's reload plans with a health entry for every real server, nearly all
+    of them up: a service none of whose servers is down or disabled is taken as
+    configured, with no TargetId built for its real servers (two seconds of the lab VM's
+    reload at 10,000). With one down, that service's servers are asked each, and the one
+    down goes to weight 0."""
+    from lvs_scripts import healthstate
+
+    text = config_text(300).replace('scheduler = "wrr"\n',
+                                    'scheduler = "wrr"\ncheck = { type = "tcp" }\n')
+    config = parse_config(text)
+    service = config.services[0]
+    health = {target_id(service, dest): Health("up", 3, 0, "ok", 1.0)
+              for dest in service.destinations}
+    if down is not None:
+        health[target_id(service, service.destinations[down])] = Health("down", 0, 3, "x", 1.0)
+    built: list[object] = []
+    original = healthstate._target_id
+
+    def counted(*args: object) -> object:
+        built.append(args)
+        return original(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(healthstate, "_target_id", counted)
+    saved = save_text(300).replace(" -w 2", " -w 1")
+    plan = plan_director_start(config, HostObservation(ipvs=parse_ipvs_save(saved)), OWNED,
+                               view=HealthView(health))
+    changes = [step.line() for step in plan.required if step.argv[0] == "ipvsadm"]
+    if down is None:
+        assert built == [] and changes == []
+    else:
+        assert len(built) == 300
+        assert changes == [
+            f"ipvsadm -e -t {VIP}:80 -r {reals(300)[down]}:80 -g -w 0"]
+
+
 def test_one_reading_of_the_table_is_parsed_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """A batch with a deletion checks its rules as objects, and the verification reads
     the same `ipvsadm -S -n` (KnownReadings): the one text is parsed once. Another text,
