@@ -118,9 +118,8 @@ class Director(Role):
         its health, disable/enable the admin part), write it, then apply what health
         changes in the kernel (plan_health: weights, removed servers, the sorry server)."""
         with exclusive(self.paths, self.wait_seconds, self.stop_requested):
-            view = update(self.health_view())
+            view = self._update_health(update)
             state = self._state_for_change()
-            save_health(self.paths, view)
             plan = plan_health(self.config, self.observe_ipvs(), state, view)
             return Report(action, plan, self._apply(plan, state)), view
 
@@ -131,8 +130,7 @@ class Director(Role):
         lock, with the watcher's health saved first so that the plan applies it. One
         reload path for the CLI and the watcher, not a second planner."""
         with exclusive(self.paths, self.wait_seconds, self.stop_requested):
-            view = update(self.health_view())
-            save_health(self.paths, view)
+            view = self._update_health(update)
             return self._start(action), view
 
     def observe_ipvs(self) -> HostObservation:
@@ -158,9 +156,19 @@ class Director(Role):
     def store_health(self, update: Callable[[HealthView], HealthView]) -> HealthView:
         """Like apply_health, without touching the kernel (the watcher, as it exits)."""
         with exclusive(self.paths, self.wait_seconds, self.stop_requested):
-            view = update(self.health_view())
+            return self._update_health(update)
+
+    def _update_health(self, update: Callable[[HealthView], HealthView]) -> HealthView:
+        """Read the health file, let `update` change the view, and write it back if that
+        changed anything (the caller holds the run lock, so the file is still what was
+        read). A reload after an edit of the config changes no health: writing 10,000
+        entries again was over a second of the lab VM's time."""
+        view = self.health_view()
+        before = (dict(view.health), list(view.disabled))
+        view = update(view)
+        if (view.health, view.disabled) != before:
             save_health(self.paths, view)
-            return view
+        return view
 
     def plan_stop(self, obs: HostObservation, state: State) -> Plan:
         plan = super().plan_stop(obs, state)

@@ -297,3 +297,41 @@ def test_fwmark_targets_check_the_configured_port_and_name_the_match_vip() -> No
     assert str(targets[0].key) == "fwmark 1->192.168.30.111:80"
     view = HealthView({**fw(111), **fw(112, UP)})
     assert from_json(to_json(view), "h.json") == view  # the health file keeps them
+
+
+def test_the_health_file_is_written_only_when_health_changes(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A reload after an edit of the config reads the health file and changes nothing in
+    it: not written again (10,000 entries were over a second of the lab VM's reload).
+    A change of health, or of what an admin disabled, is written."""
+    from lvs_scripts import state as state_module
+    from lvs_scripts.director import Director
+    from lvs_scripts.healthstate import load_health
+    from lvs_scripts.locks import Paths
+
+    paths = Paths("lvs-director", str(tmp_path / "state"), str(tmp_path / "lock"))
+    director = Director(config_for(QUIESCE, ""), paths=paths)
+    writes: list[str] = []
+    original = state_module.write_atomically
+
+    def counted(paths, target, text):  # type: ignore[no-untyped-def]
+        writes.append(target)
+        return original(paths, target, text)
+
+    monkeypatch.setattr(state_module, "write_atomically", counted)
+
+    def setting(health, disabled=()):  # type: ignore[no-untyped-def]
+        def update(view: HealthView) -> HealthView:
+            view.health, view.disabled = dict(health), list(disabled)
+            return view
+        return update
+
+    director.store_health(setting(down(111)))
+    assert writes == [paths.health_file]
+    assert director.store_health(setting(down(111))) == HealthView(down(111))
+    assert len(writes) == 1
+    director.store_health(setting({**down(111), **up(112)}))
+    assert len(writes) == 2
+    assert load_health(paths) == HealthView({**down(111), **up(112)})
+    director.store_health(setting({**down(111), **up(112)}, [Disabled("192.168.30.112")]))
+    assert len(writes) == 3
+    assert load_health(paths).disabled == [Disabled("192.168.30.112")]
