@@ -182,18 +182,19 @@ class Watcher:
         self._reread = self._reconcile = True
         self._request_apply()
 
-    def _load(self) -> Director:
+    def _load(self) -> tuple[Director, Callable[[], None]]:
         """The config file read again (in a worker thread: parsing 10,000 real servers
-        would stall the checks), as a Director like the one we run."""
+        would stall the checks), as a Director like the one we run; and what keeps it in
+        the config cache, done once the reload is (config.read_config)."""
         from .director import Director
 
         old = self.director
-        config = load_director_config(self.config_path, old.paths.config_cache)
+        config, keep = read_director_config(self.config_path, old.paths.config_cache)
         # With [ha], the same member of the pair as at start (--host may have named it); a
         # config without that member is refused here like any other error.
         return Director(config, runner=old.runner, paths=old.paths,
                         wait_seconds=old.wait_seconds, drain=old.drain,
-                        host=old.member.name if old.member is not None else None)
+                        host=old.member.name if old.member is not None else None), keep
 
     async def _reload(self) -> bool:
         """The owed reload; False to be retried (a command failed, the lock was busy)."""
@@ -201,17 +202,24 @@ class Watcher:
         # Cleared before any await: a SIGHUP from now on sets them again, and is owed a
         # reload of its own (this one may have read the file before it was written).
         reread, self._reread, self._reconcile = self._reread, False, False
-        if reread:
-            try:
-                director = await asyncio.to_thread(self._load)
-            except LvsError as err:
-                log.error("watch: SIGHUP: config not reloaded, keeping the old one: %s", err)
-                self._write_result(read_at, err.exit_code, str(err))
-                return True
-            self.director = director
-            self.checker.set_targets(targets_of(director.config), self._saved_health())
-            log.info("watch: SIGHUP: config %s reloaded: %d real server(s) checked",
-                     self.config_path, len(self.checker.targets))
+        if not reread:
+            return await self._reconcile_kernel(read_at)
+        try:
+            director, keep = await asyncio.to_thread(self._load)
+        except LvsError as err:
+            log.error("watch: SIGHUP: config not reloaded, keeping the old one: %s", err)
+            self._write_result(read_at, err.exit_code, str(err))
+            return True
+        self.director = director
+        self.checker.set_targets(targets_of(director.config), self._saved_health())
+        log.info("watch: SIGHUP: config %s reloaded: %d real server(s) checked",
+                 self.config_path, len(self.checker.targets))
+        try:
+            return await self._reconcile_kernel(read_at)
+        finally:
+            await asyncio.to_thread(keep)  # a failure to write it costs a later parse only
+
+    async def _reconcile_kernel(self, read_at: float) -> bool:
         health = self.checker.health
 
         def update(view: HealthView) -> HealthView:
@@ -488,13 +496,22 @@ def watch_reload(paths: Paths, wait_seconds: float, poll_seconds: float = 0.02
 def load_director_config(path: str, cache: str | None = None) -> Config:
     """The config, checked as the watcher needs it; through the compiled-config cache
     (config_cache.py) where one is given, as the CLI reads it."""
-    from .config import load_config
+    config, keep = read_director_config(path, cache)
+    keep()
+    return config
 
-    config = load_config(path, cache)
+
+def read_director_config(path: str, cache: str | None = None
+                         ) -> tuple[Config, Callable[[], None]]:
+    """load_director_config, keeping it in the cache left to the caller
+    (config.read_config)."""
+    from .config import read_config
+
+    config, keep = read_config(path, cache)
     config.require_director()
     config.require_services("director")
     require_check_programs(config)
-    return config
+    return config, keep
 
 
 def sd_notify(message: str) -> None:

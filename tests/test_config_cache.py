@@ -221,6 +221,24 @@ def test_no_store_reads_but_does_not_write(files: Files, parses: list[str]) -> N
     assert len(parses) == 2  # store=False still took the cache
 
 
+def test_keeping_a_parsed_config_can_wait_for_the_caller(files: Files,
+                                                          parses: list[str]) -> None:
+    """read_config hands back the store (the watcher does it after its reload has taken
+    effect): nothing is written until it is called; after a hit there is nothing to do."""
+    from lvs_scripts.config import read_config
+
+    config, keep = read_config(str(files.config), str(files.cache))
+    assert not files.cache.exists()
+    keep()
+    assert files.cache.exists()
+    again, nothing = read_config(str(files.config), str(files.cache))
+    assert again == config and len(parses) == 1
+    written = files.cache.read_bytes()
+    files.cache.chmod(0o600)
+    nothing()
+    assert files.cache.read_bytes() == written
+
+
 def test_a_missing_state_directory_is_not_created(files: Files) -> None:
     files.state.rmdir()
     assert files.load().path == str(files.config)

@@ -427,6 +427,29 @@ def test_reload_via_watcher_adds_a_server_like_the_cli(watched: Watched,
 
 
 @needs_root
+def test_a_sighup_keeps_the_new_config_in_the_cache_after_its_reload(watched: Watched) -> None:
+    """The watcher keeps a config it read on SIGHUP in the config cache (config_cache.py:
+    for the CLI's next status) once the reload is done, not before it."""
+    from lvs_scripts.config_cache import ConfigCache
+
+    process = watched.watch()
+    watched.wait("both up", lambda: both_up(watched))
+    padding = "# " + "x" * 78 + "\n"  # over CACHE_MIN_BYTES: a config the cache takes
+    watched.config.write_text(config(weight1=3) + padding * 60)
+    raw = watched.config.read_bytes()
+
+    def cached() -> bool:
+        return ConfigCache(watched.paths.config_cache, str(watched.config), raw).load() \
+            is not None
+
+    assert not cached()
+    process.send_signal(signal.SIGHUP)
+    watched.wait("reloaded", lambda: "watch: reload: " in watched.log.read_text())
+    assert watched.weights()[RS1] == 3
+    watched.wait("kept in the cache", cached)
+
+
+@needs_root
 def test_sighup_removing_a_server_drains_it_as_reload_does(watched: Watched) -> None:
     process = watched.watch()
     watched.wait("both up", lambda: both_up(watched))
