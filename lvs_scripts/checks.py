@@ -921,10 +921,19 @@ class Checker:
         for key in [key for key in self._slots if key not in wanted]:
             del self._slots[key]
             del self._health[key]
+        # Each service's targets share its CheckSpec: compared once a pair of them, not
+        # once a target (a Record compares field by field in Python: most of a reload's
+        # set_targets at 10,000). By id: both objects live through this loop.
+        same: dict[tuple[int, int], bool] = {}
         for key, target in wanted.items():
             slot = self._slots.get(key)
-            if slot is not None and slot.target.spec == target.spec:
-                continue
+            if slot is not None:
+                pair = (id(slot.target.spec), id(target.spec))
+                unchanged = same.get(pair)
+                if unchanged is None:
+                    unchanged = same[pair] = slot.target.spec == target.spec
+                if unchanged:
+                    continue
             if slot is not None:
                 self._health[key] = after_check_change(self._health[key])
             else:

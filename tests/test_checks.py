@@ -918,6 +918,35 @@ def test_a_callback_error_stops_the_checker_and_is_raised() -> None:
         asyncio.run(main())
 
 
+def test_a_reload_compares_each_service_check_once_not_once_a_target(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The watcher's SIGHUP gives the checker a new CheckSpec object per service, shared by
+    its targets: compared once (a Record's field-by-field compare per target was most of
+    set_targets at 10,000). Equal: every target keeps its health; changed: every target
+    takes the change (its counters restarted)."""
+    checker = Checker(lambda *a: None)
+    first = CheckSpec(interval=1.0, timeout=0.5)
+    checker.set_targets([Target(key(port), first) for port in range(1, 301)])
+    for port in range(1, 301):
+        checker._health[key(port)] = Health(UP, 2, 0, "ok", 1.0)
+    compared: list[object] = []
+    real_eq = CheckSpec.__eq__
+
+    def counted(self: CheckSpec, other: object) -> bool:
+        compared.append(other)
+        return real_eq(self, other)
+
+    monkeypatch.setattr(CheckSpec, "__eq__", counted)
+    again = CheckSpec(interval=1.0, timeout=0.5)  # equal, another object (a new config)
+    checker.set_targets([Target(key(port), again) for port in range(1, 301)])
+    assert len(compared) == 1
+    assert all(h == Health(UP, 2, 0, "ok", 1.0) for h in checker.health.values())
+    slower = CheckSpec(interval=2.0, timeout=0.5)
+    checker.set_targets([Target(key(port), slower) for port in range(1, 301)])
+    assert len(compared) == 2
+    assert all(h.state == UP and h.successes == 0 for h in checker.health.values())
+
+
 def test_duplicate_targets_are_refused() -> None:
     checker = Checker(lambda *a: None)
     with pytest.raises(ValueError, match="listed twice"):
