@@ -55,6 +55,7 @@ class Director(Role):
         """host: this director's [ha] directors entry (default $LVS_HOST or the host
         name); only read with [ha]."""
         self.member: HaDirector | None = None
+        self._health_now: HealthView | None = None  # reload_with_health: not yet written
         if config is not None:
             config.require_director()  # before any lock is taken or program started
             if any(service.check is not None for service in config.services):
@@ -109,7 +110,11 @@ class Director(Role):
         return plan_director_start(self.config, obs, state, self.drain, self.health_view())
 
     def health_view(self) -> HealthView:
-        """Health and admin state from the health file (none: nothing known)."""
+        """Health and admin state from the health file (none: nothing known); during the
+        watcher's reload, the view it is about to write there."""
+        now = self._health_now
+        if now is not None:
+            return HealthView(dict(now.health), list(now.disabled))
         return load_health(self.paths)
 
     def apply_health(self, action: str, update: Callable[[HealthView], HealthView]
@@ -130,8 +135,19 @@ class Director(Role):
         lock, with the watcher's health saved first so that the plan applies it. One
         reload path for the CLI and the watcher, not a second planner."""
         with exclusive(self.paths, self.wait_seconds, self.stop_requested):
-            view = self._update_health(update)
-            return self._start(action), view
+            view, changed = self._updated_health(update)
+            # Planned from the view itself and written once the kernel has it (the run
+            # lock is held throughout, so no one reads the file in between): writing
+            # 10,000 entries first delayed the change by a second in the lab VM. A
+            # failed reload writes nothing; the watcher retries it with its health.
+            self._health_now = view
+            try:
+                report = self._start(action)
+            finally:
+                self._health_now = None
+            if changed:
+                save_health(self.paths, view)
+            return report, view
 
     def observe_ipvs(self) -> HostObservation:
         """The IPVS table alone: all plan_health reads. Read from /proc/net/ip_vs, which
@@ -161,14 +177,20 @@ class Director(Role):
     def _update_health(self, update: Callable[[HealthView], HealthView]) -> HealthView:
         """Read the health file, let `update` change the view, and write it back if that
         changed anything (the caller holds the run lock, so the file is still what was
-        read). A reload after an edit of the config changes no health: writing 10,000
-        entries again was over a second of the lab VM's time."""
+        read). A reload after an edit of the config changes no health once the checks
+        are steady: writing 10,000 entries again was over a second of the lab VM's time."""
+        view, changed = self._updated_health(update)
+        if changed:
+            save_health(self.paths, view)
+        return view
+
+    def _updated_health(self, update: Callable[[HealthView], HealthView]
+                        ) -> tuple[HealthView, bool]:
+        """The health file's view as `update` leaves it, and whether that differs."""
         view = self.health_view()
         before = (dict(view.health), list(view.disabled))
         view = update(view)
-        if (view.health, view.disabled) != before:
-            save_health(self.paths, view)
-        return view
+        return view, (view.health, view.disabled) != before
 
     def plan_stop(self, obs: HostObservation, state: State) -> Plan:
         plan = super().plan_stop(obs, state)

@@ -167,10 +167,12 @@ _ENTRY_LINE = ('{"address": %s, "failures": %s, "port": %s, "protocol": %s, "rea
 def health_entry_line(key: TargetId, health: Health) -> str:
     """One target of the health file, exactly as json.dumps(..., sort_keys=True)."""
     since = health.since
-    ints = (health.failures, key.port, health.successes, key.vport)
-    if type(since) is float and math.isfinite(since) and all(type(n) is int for n in ints) \
-            and all(type(t) is str for t in (key.address, key.protocol, health.reason,
-                                             health.state, key.vip)):
+    # Tested one by one, not with all() over a generator: this runs per target.
+    if type(since) is float and math.isfinite(since) and type(health.failures) is int \
+            and type(key.port) is int and type(health.successes) is int \
+            and type(key.vport) is int and type(key.address) is str \
+            and type(key.protocol) is str and type(health.reason) is str \
+            and type(health.state) is str and type(key.vip) is str:
         quote = _quote
         return _ENTRY_LINE % (quote(key.address), health.failures, key.port,
                               quote(key.protocol), quote(health.reason), repr(since),

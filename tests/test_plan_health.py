@@ -335,3 +335,38 @@ def test_the_health_file_is_written_only_when_health_changes(tmp_path, monkeypat
     director.store_health(setting({**down(111), **up(112)}, [Disabled("192.168.30.112")]))
     assert len(writes) == 3
     assert load_health(paths).disabled == [Disabled("192.168.30.112")]
+
+
+def test_the_watchers_reload_plans_its_health_and_writes_it_after_the_kernel(
+        fakehost_inprocess, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """reload_with_health (the watcher's SIGHUP) plans from the watcher's own view, so a
+    server down in it goes to weight 0, and writes the health file once the kernel has
+    the change (writing 10,000 entries first delayed it by a second in the lab VM)."""
+    from lvs_scripts import state as state_module
+    from lvs_scripts.director import Director
+    from lvs_scripts.healthstate import load_health
+    from lvs_scripts.locks import Paths
+
+    host = fakehost_inprocess
+    paths = Paths("lvs-director", str(tmp_path / "state"), str(tmp_path / "lock"))
+    director = Director(config_for(QUIESCE, ""), paths=paths)
+    director.start()
+    kernel_when_written: list[str] = []
+    original = state_module.write_atomically
+
+    def watched(paths_, target, text):  # type: ignore[no-untyped-def]
+        if target == paths.health_file:
+            kernel_when_written.append(host.cmd("ipvsadm", "-S", "-n").stdout)
+        return original(paths_, target, text)
+
+    monkeypatch.setattr(state_module, "write_atomically", watched)
+
+    def update(view: HealthView) -> HealthView:
+        view.health = {**down(111), **up(112)}
+        return view
+
+    report, view = director.reload_with_health(update)
+    assert [line for line in report.outcome.applied if "ipvsadm" in line] == [e(111, 0)]
+    assert len(kernel_when_written) == 1 and RS1.format(0).strip() in kernel_when_written[0]
+    assert load_health(paths) == view == HealthView({**down(111), **up(112)})
+    assert director.health_view() == view  # the file again, now that the reload is done
