@@ -257,7 +257,7 @@ def parse_config(text: str, path: str = "<string>") -> Config:
         raise ConfigError(path, "", None, f"not valid TOML: {err}") from None
     r = _Reader(path)
     top = r.table(data, "", ("director", "realserver", "service", "ha", "bgp"))
-    services = _services(r, top.get("service", []))
+    services, addresses = _services(r, top.get("service", []))
     director = _director(r, top["director"]) if "director" in top else None
     realserver = _realserver(r, top.get("realserver", {}))
     if director is not None and director.gateway is not None:
@@ -278,7 +278,7 @@ def parse_config(text: str, path: str = "<string>") -> Config:
 
     check_matches(r, services)
     vips: set[IPAddress | None] = {vip for s in services for vip in s.vips()}
-    _reals_not_taken(r, services, vips, director)
+    _reals_not_taken(r, services, addresses, vips, director)
     _sorry_not_vip(r, services, vips)
     _nat_gateway(r, realserver, director, services, vips)
     check_fou_ports(r, services)
@@ -290,24 +290,28 @@ def parse_config(text: str, path: str = "<string>") -> Config:
 
 
 def _reals_not_taken(r: _Reader, services: tuple[VirtualService, ...],
-                     vips: set[IPAddress | None], director: DirectorConfig | None) -> None:
-    """No real server may be a VIP or the director's gateway or DIP: one lookup per real
-    server in one table of the addresses taken (a VIP is never the gateway or DIP: checked
-    before)."""
+                     addresses: list[dict[bytes, int]], vips: set[IPAddress | None],
+                     director: DirectorConfig | None) -> None:
+    """No real server may be a VIP or the director's gateway or DIP (a VIP is never the
+    gateway or DIP: checked before). Per service, the addresses taken meet the index of
+    its real servers' addresses that _reals built (by packed address: exact, see _Reals)
+    in one set intersection, in C, which walks the smaller of the two: no real server is
+    hashed again, and N services of a few real servers each stay linear in N."""
     vip_rule = "is a VIP of this config; a real server cannot be a VIP"
-    taken: dict[IPAddress | None, str] = {}
+    taken: dict[bytes, str] = {}
     if director is not None:
         for address, name in ((director.gateway, "director.gateway"),
                               (director.dip.ip if director.dip else None, "director.dip")):
-            taken[address] = f"is also {name}; a real server is a host of its own"
-    taken.update(dict.fromkeys(vips, vip_rule))
-    taken.pop(None, None)
-    for index, service in enumerate(services):
-        for rindex, dest in enumerate(service.destinations):
-            rule = taken.get(dest.address)
-            if rule is not None:
-                raise r.fail(f"service[{index}].real[{rindex}].address", str(dest.address),
-                             rule)
+            if address is not None:
+                taken[address.packed] = f"is also {name}; a real server is a host of its own"
+    taken.update(dict.fromkeys((vip.packed for vip in vips if vip is not None), vip_rule))
+    for index, (service, first_at) in enumerate(zip(services, addresses)):
+        hits = first_at.keys() & taken.keys()
+        if hits:
+            rindex = min(first_at[packed] for packed in hits)  # the first, as a scan finds
+            dest = service.destinations[rindex]
+            raise r.fail(f"service[{index}].real[{rindex}].address", str(dest.address),
+                         taken[dest.address.packed])
 
 
 _HOST_NAME = r"[A-Za-z0-9]([A-Za-z0-9._-]{0,62})"  # compiled by re on first use ([ha] only)
@@ -556,7 +560,9 @@ def _nat_gateway(r: _Reader, realserver: RealServerConfig, director: DirectorCon
         raise r.fail(key, str(gateway), "is a VIP of this config; the real servers' NAT "
                      "gateway is the director's own address (its DIP)")
     for index, service in enumerate(services):
-        nat = any(d.forwarding is Forwarding.NAT for d in service.destinations)
+        # A service's real servers all have its forwarding (_reals): the first says it.
+        nat = bool(service.destinations) and \
+            service.destinations[0].forwarding is Forwarding.NAT
         address = service.key.address
         if nat and address is not None and address.version != gateway.version:
             raise r.fail(key, str(gateway), f"is IPv{gateway.version} but service[{index}] "
@@ -564,19 +570,24 @@ def _nat_gateway(r: _Reader, realserver: RealServerConfig, director: DirectorCon
                          "need a default route of that family via the director")
 
 
-def _services(r: _Reader, data: object) -> tuple[VirtualService, ...]:
+def _services(r: _Reader, data: object
+              ) -> tuple[tuple[VirtualService, ...], list[dict[bytes, int]]]:
+    """The services, and for each its real servers' first index by packed address
+    (_Reals), for _reals_not_taken."""
     if not isinstance(data, list):
         raise r.fail("service", data, "must be an array of tables ([[service]])")
     services: list[VirtualService] = []
+    addresses: list[dict[bytes, int]] = []
     seen: dict[ServiceKey, int] = {}
     for index, item in enumerate(data):
-        service = _service(r, item, f"service[{index}]")
+        service, first_at = _service(r, item, f"service[{index}]")
         if service.key in seen:
             raise r.fail(f"service[{index}]", str(service.key),
                          f"duplicates service[{seen[service.key]}]")
         seen[service.key] = index
         services.append(service)
-    return tuple(services)
+        addresses.append(first_at)
+    return tuple(services), addresses
 
 
 _SERVICE_KEYS = ("vip", "port", "protocol", "scheduler", "forwarding", "persistence",
@@ -585,7 +596,7 @@ _SERVICE_KEYS = ("vip", "port", "protocol", "scheduler", "forwarding", "persiste
                  "persistence_engine", *TUN_KEYS)
 
 
-def _service(r: _Reader, data: object, where: str) -> VirtualService:
+def _service(r: _Reader, data: object, where: str) -> tuple[VirtualService, dict[bytes, int]]:
     s = r.table(data, where, _SERVICE_KEYS)
     if "fwmark" in s:
         return _fwmark_service(r, s, where)
@@ -602,7 +613,8 @@ def _service(r: _Reader, data: object, where: str) -> VirtualService:
     persistence = r.integer(s, "persistence", where, 0, MAX_PERSISTENCE, 0)
     drain = r.integer(s, "drain_seconds", where, 0, 86400, DEFAULT_DRAIN_SECONDS)
     tunnel = parse_tunnel(r, s, where, forwarding)
-    destinations, seen = _reals(r, s, where, vip, vip.version, port, forwarding, tunnel)
+    destinations, seen, first_at = _reals(r, s, where, vip, vip.version, port, forwarding,
+                                          tunnel)
     key = ServiceKey(protocol=protocol, address=vip, port=port)
     sorry = _sorry_server(r, s, where, vip, port, forwarding, seen)
     if sorry is not None and tunnel is not None:
@@ -616,57 +628,113 @@ def _service(r: _Reader, data: object, where: str) -> VirtualService:
                           destinations=tuple(destinations), drain_seconds=drain,
                           check=check, sorry_server=sorry,
                           **_service_options(r, s, where, {protocol}, scheduler, persistence,
-                                             vip.version))
+                                             vip.version)), first_at
 
 
-_Reals = tuple[list[Destination], dict[tuple[IPAddress, int], int]]
+# A service's real servers, their index by (packed address, port) to name a duplicate, and
+# by packed address alone: the first real server at each address, for the checks against
+# other addresses of the config (a VIP, the gateway, a match VIP, the sorry server).
+# Keyed by `address.packed`, hashed in C (ipaddress's __hash__ and __eq__ are Python: two
+# hashes and a comparison per real server were 15% of reading it). It is exact: in a
+# service every address is of the VIP's family (checked before), and packed is the
+# address's integer in 4 or 16 bytes, so equal packed is equal address; two spellings of
+# one IPv6 address pack the same, and the lengths keep the families apart where the
+# config mixes them. (The text would not do: "2001:db8::1" is "2001:DB8:0::1".)
+_Reals = tuple[list[Destination], dict[tuple[bytes, int], int], dict[bytes, int]]
+# The keys of the common entry, `{ address = "A.B.C.D", weight = N }` (port optional):
+# read by the inline path in _reals; any other entry, or any doubt, takes _real.
+_PLAIN_REAL = frozenset(("address", "port", "weight"))
+_REAL_KEYS = ("address", "port", "weight", "upper", "lower")
 
 
 def _reals(r: _Reader, s: Mapping[str, Any], where: str, vip: IPAddress | None, version: int,
            port: int, forwarding: Forwarding, tunnel: Tunnel | None = None) -> _Reals:
     """The real servers of a service (port: the service's, 0 for a fwmark service), and
-    their index by (address, port), to name a duplicate."""
+    their indexes (_Reals)."""
     if "real" not in s:
         raise r.fail(f"{where}.real", None, "is required (a list of real servers)")
     reals = s["real"]
     if not isinstance(reals, list):
         raise r.fail(f"{where}.real", reals, "must be a list of tables")
+    destinations: list[Destination] = []
+    seen: dict[tuple[bytes, int], int] = {}  # (packed, port) -> index, to name a duplicate
+    first_at: dict[bytes, int] = {}  # packed -> the first index at that address
+    vip_packed = vip.packed if vip is not None else None
+    nat = forwarding is Forwarding.NAT
+    plain = _PLAIN_REAL if version == 4 else frozenset()  # IPv6 entries: always _real
+    new_v4 = ipaddress.IPv4Address
+    for index, item in enumerate(reals):
+        # The common entry, inline: each test below is one the general path makes, in C
+        # where it can be; an entry that passes them all is one _real would accept with
+        # the same Destination (test_config_reals compares the two). Any other entry,
+        # valid or not, goes to _real, whose first error is the one to report.
+        dest = None
+        if type(item) is dict and item.keys() <= plain:
+            text = item.get("address")
+            weight = item.get("weight", 1)
+            rport = item.get("port", port)
+            # type() is int, not isinstance: a bool is an error (`weight = true`), left to
+            # _real; a port written out must be 1-65535 even where it equals a fwmark's 0.
+            port_ok = type(rport) is int and (
+                (rport == port and (port or "port" not in item)) or
+                (nat and 1 <= rport <= 65535))
+            if port_ok and type(text) is str and type(weight) is int and \
+                    0 <= weight <= MAX_WEIGHT:
+                try:
+                    # _host_address's IPv4 path: inet_pton's dotted quad is ipaddress's,
+                    # and only digits and dots (printable ASCII, as string() requires).
+                    packed = inet_pton(AF_INET, text)
+                except (OSError, ValueError):
+                    pass
+                else:
+                    if packed != _UNSPECIFIED and packed[0] != 127 and packed[0] < 224 \
+                            and packed != vip_packed:
+                        dest = Destination(new_v4(packed), rport, forwarding, weight, 0, 0,
+                                           tunnel)
+        if dest is None:
+            dest, packed = _real(r, item, f"{where}.real[{index}]", vip, version, port,
+                                 forwarding, tunnel)
+        first = seen.setdefault((packed, dest.port), index)
+        if first != index:
+            raise r.fail(f"{where}.real[{index}].address", str(dest.address),
+                         f"duplicates {where}.real[{first}]")
+        first_at.setdefault(packed, index)
+        destinations.append(dest)
+    return destinations, seen, first_at
+
+
+def _real(r: _Reader, item: object, rwhere: str, vip: IPAddress | None, version: int,
+          port: int, forwarding: Forwarding, tunnel: Tunnel | None) -> tuple[Destination, bytes]:
+    """One real server by every rule, in the order its errors are reported; with its
+    packed address (_Reals)."""
     from .config_ipvs import thresholds
 
-    destinations: list[Destination] = []
-    seen: dict[tuple[IPAddress, int], int] = {}  # ident -> index, to name a duplicate
-    for index, item in enumerate(reals):
-        rwhere = f"{where}.real[{index}]"
-        rs = r.table(item, rwhere, ("address", "port", "weight", "upper", "lower"))
-        address = r.parsed(rs, "address", rwhere, _host_address, "must be an IP address of a host")
-        if address is None:
-            raise r.fail(f"{rwhere}.address", None, "is required")
-        if address.version != version:
-            raise r.fail(f"{rwhere}.address", str(address),
-                         f"is IPv{address.version} but the VIP is IPv{version}; "
-                         "IPVS cannot mix address families")
-        if address == vip:
-            raise r.fail(f"{rwhere}.address", str(address), "is the service's own VIP")
-        rport = r.integer(rs, "port", rwhere, 1, 65535, port or None) if (
-            port or "port" in rs) else 0
-        if rport != port and forwarding is not Forwarding.NAT:
-            raise r.fail(f"{rwhere}.port", rport,
-                         (f"differs from the service port {port}" if port else
-                          "is set, but a fwmark service forwards to the port the client "
-                          "asked for") + "; only forwarding = \"nat\" can change the port")
-        weight = r.integer(rs, "weight", rwhere, 0, MAX_WEIGHT, 1)
-        upper, lower = thresholds(r, rs, rwhere)
-        # Positional, in the field order: a third cheaper than by keyword, per real server.
-        dest = Destination(address, rport, forwarding, weight, upper, lower, tunnel)
-        first = seen.setdefault(dest.ident, index)  # one hash of the address, not two
-        if first != index:
-            raise r.fail(f"{rwhere}.address", str(address),
-                         f"duplicates {where}.real[{first}]")
-        destinations.append(dest)
-    return destinations, seen
+    rs = r.table(item, rwhere, _REAL_KEYS)
+    address = r.parsed(rs, "address", rwhere, _host_address, "must be an IP address of a host")
+    if address is None:
+        raise r.fail(f"{rwhere}.address", None, "is required")
+    if address.version != version:
+        raise r.fail(f"{rwhere}.address", str(address),
+                     f"is IPv{address.version} but the VIP is IPv{version}; "
+                     "IPVS cannot mix address families")
+    if address == vip:
+        raise r.fail(f"{rwhere}.address", str(address), "is the service's own VIP")
+    rport = r.integer(rs, "port", rwhere, 1, 65535, port or None) if (
+        port or "port" in rs) else 0
+    if rport != port and forwarding is not Forwarding.NAT:
+        raise r.fail(f"{rwhere}.port", rport,
+                     (f"differs from the service port {port}" if port else
+                      "is set, but a fwmark service forwards to the port the client "
+                      "asked for") + "; only forwarding = \"nat\" can change the port")
+    weight = r.integer(rs, "weight", rwhere, 0, MAX_WEIGHT, 1)
+    upper, lower = thresholds(r, rs, rwhere)
+    # Positional, in the field order: a third cheaper than by keyword.
+    return (Destination(address, rport, forwarding, weight, upper, lower, tunnel),
+            address.packed)
 
 
-def _fwmark_service(r: _Reader, s: Mapping[str, Any], where: str) -> VirtualService:
+def _fwmark_service(r: _Reader, s: Mapping[str, Any], where: str
+                    ) -> tuple[VirtualService, dict[bytes, int]]:
     """`fwmark = N` with `match = [{vip, port, protocol}, ...]`: nftables marks those
     packets and IPVS schedules them as one service (config_ipvs.py has the rules)."""
     from .config_ipvs import fwmark_match, service_options
@@ -683,18 +751,22 @@ def _fwmark_service(r: _Reader, s: Mapping[str, Any], where: str) -> VirtualServ
     persistence = r.integer(s, "persistence", where, 0, MAX_PERSISTENCE, 0)
     drain = r.integer(s, "drain_seconds", where, 0, 86400, DEFAULT_DRAIN_SECONDS)
     tunnel = parse_tunnel(r, s, where, forwarding)
-    destinations, _ = _reals(r, s, where, None, version, 0, forwarding, tunnel)
-    for rindex, dest in enumerate(destinations):
-        if any(dest.address == m.address for m in match):
-            raise r.fail(f"{where}.real[{rindex}].address", str(dest.address),
-                         "is a match VIP of the service")
+    destinations, _, first_at = _reals(r, s, where, None, version, 0, forwarding, tunnel)
+    # The first real server at a match VIP: a lookup per match VIP, not a comparison of
+    # every real server with each (match VIPs and real servers are of one family).
+    clash = [first_at[m.address.packed] for m in match if m.address.packed in first_at]
+    if clash:
+        rindex = min(clash)
+        raise r.fail(f"{where}.real[{rindex}].address", str(destinations[rindex].address),
+                     "is a match VIP of the service")
     key = ServiceKey(Protocol.FWMARK, None, mark, ipv6=version == 6)
-    sorry = _fwmark_sorry_server(r, s, where, match, forwarding, tunnel, destinations)
+    sorry = _fwmark_sorry_server(r, s, where, match, forwarding, tunnel, destinations,
+                                 first_at)
     return VirtualService(key=key, scheduler=scheduler, persistence=persistence,
                           destinations=tuple(destinations), drain_seconds=drain, match=match,
                           check=_fwmark_check(r, s, where), sorry_server=sorry,
                           **service_options(r, s, where, {m.protocol for m in match},
-                                            scheduler, persistence, version))
+                                            scheduler, persistence, version)), first_at
 
 
 def _fwmark_check(r: _Reader, s: Mapping[str, Any], where: str) -> CheckSpec | None:
@@ -716,8 +788,8 @@ def _fwmark_check(r: _Reader, s: Mapping[str, Any], where: str) -> CheckSpec | N
 
 def _fwmark_sorry_server(r: _Reader, s: Mapping[str, Any], where: str,
                          match: tuple[Match, ...], forwarding: Forwarding,
-                         tunnel: Tunnel | None, destinations: list[Destination]
-                         ) -> Destination | None:
+                         tunnel: Tunnel | None, destinations: list[Destination],
+                         first_at: Mapping[bytes, int]) -> Destination | None:
     """`sorry_server = "IP"` of a fwmark service: an address without a port (like its
     real servers, it gets the port each client asked for), of the match VIPs' family,
     neither a match VIP nor a real server."""
@@ -737,17 +809,17 @@ def _fwmark_sorry_server(r: _Reader, s: Mapping[str, Any], where: str,
                      f"IPv{version}; IPVS cannot mix address families")
     if any(address == m.address for m in match):
         raise r.fail(key, text, "is a match VIP of the service")
-    for index, dest in enumerate(destinations):
-        if dest.address == address:
-            raise r.fail(key, text, f"is also {where}.real[{index}]; the sorry server must "
-                         "be another host (it is in the table only while no real server is "
-                         "up)")
+    index = first_at.get(address.packed)  # of the match VIPs' family: checked above
+    if index is not None:
+        raise r.fail(key, text, f"is also {where}.real[{index}]; the sorry server must "
+                     "be another host (it is in the table only while no real server is "
+                     "up)")
     return Destination(address=address, port=0, forwarding=forwarding, weight=1,
                        tunnel=tunnel)
 
 
 def _sorry_server(r: _Reader, s: Mapping[str, Any], where: str, vip: IPAddress, port: int,
-                  forwarding: Forwarding, reals: Mapping[tuple[IPAddress, int], int]
+                  forwarding: Forwarding, reals: Mapping[tuple[bytes, int], int]
                   ) -> Destination | None:
     """`sorry_server = "IP:PORT"` (or just "IP": the service port): the server that takes
     the traffic while no real server is up. The same rules as a real server's address;
@@ -776,8 +848,8 @@ def _sorry_server(r: _Reader, s: Mapping[str, Any], where: str, vip: IPAddress, 
     if sport != port and forwarding is not Forwarding.NAT:
         raise r.fail(key, text, f"port differs from the service port {port}; only "
                      "forwarding = \"nat\" can change the port")
-    if (address, sport) in reals:
-        raise r.fail(key, text, f"is also {where}.real[{reals[(address, sport)]}]; the "
+    if (address.packed, sport) in reals:  # of the VIP's family: checked above (_Reals)
+        raise r.fail(key, text, f"is also {where}.real[{reals[(address.packed, sport)]}]; the "
                      "sorry server must be another host (it is in the table only while no "
                      "real server is up)")
     return Destination(address=address, port=sport, forwarding=forwarding, weight=1)

@@ -80,10 +80,6 @@ class ListRunner:
         return Result(tuple(argv), 0, self.text, "")
 
 
-def read_config(count: int) -> None:
-    parse_config(config_text(count))
-
-
 def plan_reload(count: int) -> None:
     # Listed in another order than the config's: the planner matches by identity (in the
     # same order it pairs them off without hashing; test_plan_director checks both agree).
@@ -105,7 +101,9 @@ def status_report(count: int) -> None:
     assert len(lines) == count + 1
 
 
-@pytest.mark.parametrize("operation", [read_config, plan_reload, check_batch, status_report])
+# Reading the config reads no identity (its duplicate check keys by packed address:
+# config._Reals); test_reading_the_config_grows_linearly counts all of its calls.
+@pytest.mark.parametrize("operation", [plan_reload, check_batch, status_report])
 def test_identity_reads_grow_linearly(operation: Callable[[int], None],
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     reads = 0
@@ -169,7 +167,9 @@ def test_reading_the_config_grows_linearly(services: int, per_service: int) -> N
                              per_service * (scale if services == 1 else 1))
         counts.append(python_calls(lambda text=text: parse_config(text)))
     reals = services * per_service
-    assert counts[0] >= 10 * reals, counts  # the count does see the work per real server
+    # the count does see the work per real server (a few calls: the inline path of
+    # config._reals builds an IPv4Address and a Destination, and calls nothing else)
+    assert counts[0] >= 3 * reals, counts
     assert counts[1] <= 2 * counts[0] + 200, counts
 
 
