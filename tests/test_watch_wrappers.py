@@ -88,8 +88,14 @@ def test_initd_start_status_reload_stop(fakehost: FakeHost, tmp_path: Path) -> N
     assert script("status").returncode == 3
     started = script("start")
     assert started.returncode == 0, started.stderr
-    wait_for(pidfile.exists, 30)
+    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip().isdigit(), 30)
     pid = int(pidfile.read_text())
+    # start-stop-daemon writes the pid file before its child execs the watcher, and the
+    # watcher handles SIGHUP only once running (until then SIGHUP would end it, as it ends
+    # any process): wait for it to say so with its own pid file (watch.write_pid, after
+    # its signal handlers), then for that pid to be the one start-stop-daemon wrote.
+    own = tmp_path / "run" / "lvs-director.watch.pid"
+    wait_for(lambda: own.exists() and own.read_text().strip() == str(pid), 30)
     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     assert cmdline[-2:] == [b"watch", b""], cmdline
     assert script("status").returncode == 0
