@@ -93,8 +93,10 @@ bench: venv
 	$(BIN)/python bench/bench.py
 
 # Ours, keepalived and the seed's style side by side on the lab VM's kernel (about 30 min).
-bench-lab: venv
-	$(BIN)/python -m lab run --vm-timeout 3600 -- $(BIN)/python bench/bench_lab.py
+# Ours as installed from the package (--installed), as keepalived is from Debian's.
+bench-lab: venv deb
+	$(BIN)/python -m lab run --vm-timeout 3600 -- $(BIN)/python bench/bench_lab.py \
+	    --installed $(DEB_DIR)/lvs-scripts_$(VERSION)_all.deb
 
 # Health checks: checks/s, CPU per 1,000 checks, peak RSS (loopback listeners only).
 bench-checks: venv

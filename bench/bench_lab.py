@@ -366,6 +366,7 @@ class Run:
     report: Report
     stop_timeout: float  # keepalived's stop: one real server at a time, minutes at 10,000
     watcher: bool = True
+    director: Path = DIRECTOR  # ours: the venv's, or the installed package's (--installed)
 
     def row(self, step_name: str, who: str) -> Row:
         return Row(self.size, step_name, who)
@@ -525,7 +526,7 @@ def ours_run(run: Run) -> None:
 
 
 def ours_steps(run: Run, conf: Path, env: dict[str, str]) -> None:
-    cli = [str(DIRECTOR), "-c", str(conf)]
+    cli = [str(run.director), "-c", str(conf)]
     log = run.logs / f"ours-{run.size}.log"
     first, second, third = run.changed
     conf.write_text(ours_config(run.services, {}))
@@ -664,13 +665,29 @@ def reals_network() -> subprocess.Popen[str]:
     return listener
 
 
-def cli_startup(report: Report, runs: int, timeout: float, logs: Path) -> None:
+INSTALLED = Path("/usr/sbin/lvs-director")
+
+
+def install(deb: Path) -> Path:
+    """apt-get install the package in the guest, as an administrator would (offline: the
+    lab's set-up installed its dependencies on the host, whose root the guest shares)."""
+    done = subprocess.run(["apt-get", "install", "-y", "-q", str(deb.resolve())],
+                          capture_output=True, text=True, check=False,
+                          env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C",
+                               "DEBIAN_FRONTEND": "noninteractive"})
+    if done.returncode != 0:
+        sys.exit(f"apt-get install {deb} failed:\n{done.stdout}{done.stderr}")
+    return INSTALLED
+
+
+def cli_startup(report: Report, runs: int, timeout: float, logs: Path,
+                director: Path = DIRECTOR) -> None:
     """`lvs-director --help`: Python, plumbum and our imports, nothing else. The first
     call also reads the files over 9p for the first time; the row is the fastest."""
     rows = []
     for _ in range(runs):
         row = Row(0, "CLI start-up (--help)", "ours (CLI)")
-        run_timed([str(DIRECTOR), "--help"], os.environ, timeout, logs / "help.log", row)
+        run_timed([str(director), "--help"], os.environ, timeout, logs / "help.log", row)
         rows.append(row)
     best = min(rows, key=lambda r: r.time or 0.0)
     best.note = f"fastest of {runs}: " + ", ".join(seconds(r.time) for r in rows)
@@ -694,6 +711,12 @@ def main() -> int:
     parser.add_argument("--no-watcher", action="store_true",
                         help="ours through the CLI only (a short run)")
     parser.add_argument("--cli-runs", type=int, default=3, help="runs of `lvs-director --help`")
+    parser.add_argument("--installed", metavar="DEB", type=Path,
+                        help="ours as an administrator runs it: this package (make deb) "
+                        "installed with apt-get in the guest (its root is a throw-away "
+                        "overlay), /usr/sbin/lvs-director on Debian's python3; without it, "
+                        "the checkout's venv (an editable install, whose import hook costs "
+                        "every CLI call its own imports)")
     args = parser.parse_args()
     sizes = [int(n) for n in args.sizes.split(",")]
     contenders = set(args.contenders.split(","))
@@ -702,8 +725,9 @@ def main() -> int:
     for size in sizes:
         bench_table(size)  # a bad size is refused before anything runs
     require_lab("bench_lab.py")
-    if not DIRECTOR.exists():
-        sys.exit(f"{DIRECTOR} not found: make venv first")
+    director = install(args.installed) if args.installed else DIRECTOR
+    if not director.exists():
+        sys.exit(f"{director} not found: make venv first")
     keepalived = subprocess.run(["keepalived", "--version"], capture_output=True, text=True,
                                 check=False)
     logs = Path(os.environ.get("LAB_RESULTS") or tempfile.mkdtemp(prefix="bench-lab-logs."))
@@ -711,7 +735,8 @@ def main() -> int:
           f"UTC, {platform.node()}, kernel {platform.release()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}, "
           f"{(keepalived.stdout + keepalived.stderr).splitlines()[0]}, "
-          f"{os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') >> 20} MB RAM")
+          f"{os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') >> 20} MB RAM; "
+          f"ours: {director}" + (f" ({args.installed.name})" if args.installed else ""))
     listener = reals_network()
     report = Report()
     print("\n| " + " | ".join(report.header) + " |")
@@ -719,12 +744,12 @@ def main() -> int:
     started = time.perf_counter()
     try:
         if args.cli_runs > 0:
-            cli_startup(report, args.cli_runs, args.step_timeout, logs)
+            cli_startup(report, args.cli_runs, args.step_timeout, logs, director)
         rate: list[tuple[float, int]] = []
         for size in sizes:
             with tempfile.TemporaryDirectory(prefix=f"bench-lab-{size}.") as tmp:
                 run = Run(size, bench_table(size), Path(tmp), logs, args.step_timeout, report,
-                          args.keepalived_stop_timeout, not args.no_watcher)
+                          args.keepalived_stop_timeout, not args.no_watcher, director)
                 if "seed" in contenders:
                     seed_run(run, args.script_max, rate)
                 if "keepalived" in contenders:
