@@ -98,6 +98,11 @@ def _service_key(tokens: list[str]) -> tuple[ServiceKey, list[str]]:
 _PLAIN_DEST = re.compile(r"-a (-t|-u) (\S+) -r ([0-9.]+):(\d+) -([gm]) -w (\d+)")
 _PLAIN_FORWARDING = {"g": Forwarding.DR, "m": Forwarding.NAT}
 
+# What a plain line gave: its service as the line names it (flag and where, one string
+# per service), that service's key, and the real server (both immutable, so one object
+# may serve every parse).
+_Plain = tuple[str, ServiceKey, Destination]
+
 
 # The last text parse_ipvs_save read, and its table. An action reads `ipvsadm -S -n` once
 # after its batch and both the batch check (when a rule needs an object: a deletion) and
@@ -107,10 +112,22 @@ _PLAIN_FORWARDING = {"g": Forwarding.DR, "m": Forwarding.NAT}
 _last_save: list[tuple[str, IpvsTable]] = []
 
 
+# The plain lines of the last text parse_ipvs_save parsed, and what each gave. A reload
+# reads `ipvsadm -S -n` before planning and again to verify, and the watcher reloads again
+# and again in one process: each reading is nearly the one before (a reload of one weight
+# changes one line of 10,000), and the match, the address and the Destination of a plain
+# line were most of parsing it (1.6 s a reading at 10,000 in the lab VM). A line the last
+# parse read is a lookup. Only that parse's lines are kept (the new memo is built as the
+# text is read and replaces the old one), so the memory is one table's whatever is read:
+# about 200 bytes a line (the line, its entry, its tuple), 20 MB at 100,000 real servers.
+_plain_seen: list[dict[str, _Plain]] = [{}]
+
+
 def forget_parsed() -> None:
     """Start again as a new process does: no table, rule line or address remembered (for
     benchmarks that time a cold parse)."""
     _last_save.clear()
+    _plain_seen[0] = {}
     parse_rule.cache_clear()
     parse_endpoint.cache_clear()
     ipv4.cache_clear()
@@ -128,35 +145,70 @@ def parse_ipvs_save(text: str) -> IpvsTable:
 def _parse_ipvs_save(text: str) -> IpvsTable:
     services: dict[ServiceKey, VirtualService] = {}
     dests: dict[ServiceKey, list[Destination]] = {}
-    keys: dict[tuple[str, str], ServiceKey] = {}  # the service part of the plain lines
-    # Each address read once: a real server in many services (ports) is one object.
-    addresses: dict[str, ipaddress.IPv4Address] = {}
+    # Each service's list in dests by the text its plain lines name it by: a string
+    # hashes once, a ServiceKey (a dataclass of an IPv4Address) in Python each time.
+    lists: dict[str, list[Destination]] = {}
+    before, seen = _plain_seen[0], dict[str, _Plain]()
+    reader = _PlainReader()
     for line in text.splitlines():
-        plain = _PLAIN_DEST.fullmatch(line)
+        plain = before.get(line) or seen.get(line) or reader(line)
         if plain is not None:
-            flag, where, address, port, forwarding, weight = plain.groups()
-            try:
-                key = keys.get((flag, where))
-                if key is None:
-                    key = keys[flag, where] = _service_key([flag, where])[0]
-                ip = addresses.get(address)
-                if ip is None:
-                    ip = addresses[address] = ipv4(address)
-                dests.setdefault(key, []).append(Destination(
-                    ip, int(port), _PLAIN_FORWARDING[forwarding], int(weight)))
-            except ValueError:
-                pass  # not an address: not a rule we can read, as below
+            seen[line] = plain
+            where, key, dest = plain
+            found = lists.get(where)
+            if found is None:
+                found = lists[where] = dests.setdefault(key, [])
+            found.append(dest)
             continue
-        try:
-            rule = parse_rule(line)
-        except (ValueError, IndexError, KeyError):
-            continue  # not a rule, or one we cannot read: not ours to judge here
-        if rule.op == "-A" and rule.service is not None:
-            services[rule.key] = rule.service
-            dests.setdefault(rule.key, [])
-        elif rule.op == "-a" and rule.dest is not None:
-            dests.setdefault(rule.key, []).append(rule.dest)
+        _add_rule(line, services, dests)
+    _plain_seen[0] = seen
     return {key: _with_dests(svc, dests.get(key, [])) for key, svc in services.items()}
+
+
+class _PlainReader:
+    """Reads a plain line not seen in the last parse. Within one parse each service and
+    each address is read once: a real server in many services (ports) is one object."""
+
+    def __init__(self) -> None:
+        self.services: dict[str, tuple[str, ServiceKey]] = {}
+        self.addresses: dict[str, ipaddress.IPv4Address] = {}
+
+    def __call__(self, line: str) -> _Plain | None:
+        """None for a line that is not plain, or not one we can read (an address that is
+        not one): parse_rule judges it as any other line, and skips it as well."""
+        match = _PLAIN_DEST.fullmatch(line)
+        if match is None:
+            return None
+        flag, where, address, port, forwarding, weight = match.groups()
+        try:
+            # No tuple of flag and where: every object a line leaves behind that the
+            # garbage collector tracks costs (a cold parse of 100,000 lines spent 0.1 s
+            # more in collections with two more a line).
+            service = self.services.get(flag + where)
+            if service is None:
+                part = flag + where
+                service = self.services[part] = (part, _service_key([flag, where])[0])
+            ip = self.addresses.get(address)
+            if ip is None:
+                ip = self.addresses[address] = ipv4(address)
+            return (service[0], service[1],
+                    Destination(ip, int(port), _PLAIN_FORWARDING[forwarding], int(weight)))
+        except ValueError:
+            return None
+
+
+def _add_rule(line: str, services: dict[ServiceKey, VirtualService],
+              dests: dict[ServiceKey, list[Destination]]) -> None:
+    """Any line but a plain real server's: a service (-A) or another real server (-a)."""
+    try:
+        rule = parse_rule(line)
+    except (ValueError, IndexError, KeyError):
+        return  # not a rule, or one we cannot read: not ours to judge here
+    if rule.op == "-A" and rule.service is not None:
+        services[rule.key] = rule.service
+        dests.setdefault(rule.key, [])
+    elif rule.op == "-a" and rule.dest is not None:
+        dests.setdefault(rule.key, []).append(rule.dest)
 
 
 # The kernel's own listing of the IPVS table, read from a file: no program starts (tenths
