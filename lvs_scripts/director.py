@@ -330,9 +330,8 @@ def proc_listing_suffices(config: Config) -> bool:
     see every such server differ, and edit it at each apply. Nor whether a fwmark
     service is IPv4 or IPv6, part of its identity: parse_proc_ip_vs leaves them out, and
     a config with one needs ipvsadm for the watcher to see it at all."""
-    return all(s.key.address is not None for s in config.services) and all(
-        d.tunnel is None and not d.upper and not d.lower
-        for s in config.services for d in s.destinations)
+    return all(s.key.address is not None and not s.has_tunnel_options()
+               and not s.has_thresholds() for s in config.services)
 
 
 def proc_ip_vs() -> str:

@@ -12,6 +12,7 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
+from operator import attrgetter
 from typing import TYPE_CHECKING, Union
 
 from .record import Record, field
@@ -169,6 +170,19 @@ class VirtualService(Record):
         -e, all attributes given because -e resets whatever it is not told."""
         return (*self.key.args(), *real_server_options(dest))
 
+    def forwards_by(self, forwarding: Forwarding) -> bool:
+        """Does any real server use this forwarding? (A scan in C: planning and observing
+        ask it of every service, at every reload.)"""
+        return forwarding in map(_FORWARDING, self.destinations)
+
+    def has_thresholds(self) -> bool:
+        """Does any real server have -x or -y?"""
+        return any(map(_UPPER, self.destinations)) or any(map(_LOWER, self.destinations))
+
+    def has_tunnel_options(self) -> bool:
+        """Does any real server have --tun-type and the like?"""
+        return any(map(_TUNNEL, self.destinations))  # a Tunnel is always true
+
     def vips(self) -> tuple[IPAddress, ...]:
         """The addresses clients reach this service on: its VIP, or a fwmark service's
         match addresses."""
@@ -178,6 +192,11 @@ class VirtualService(Record):
 
 
 IpvsTable = dict[ServiceKey, VirtualService]
+
+_FORWARDING = attrgetter("forwarding")
+_UPPER = attrgetter("upper")
+_LOWER = attrgetter("lower")
+_TUNNEL = attrgetter("tunnel")
 
 
 class Timeouts(Record):

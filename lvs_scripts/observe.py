@@ -116,8 +116,7 @@ def observe_director(config: Config, runner: Runner, tolerant: bool,
         families.add(state.route.family)
     _routes(o, obs, families)
     obs.ipvs = o.probe(obs, IPVS_SAVE, parse_ipvs_save, {})
-    if any(d.upper or d.lower for s in config.services for d in s.destinations) and (
-            "ipvsadm" not in o.missing):
+    if any(s.has_thresholds() for s in config.services) and "ipvsadm" not in o.missing:
         from .probes import IPVS_THRESHOLDS, parse_ipvs_thresholds, with_thresholds
 
         obs.ipvs = with_thresholds(obs.ipvs, o.probe(obs, IPVS_THRESHOLDS,

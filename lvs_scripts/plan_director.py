@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
+from operator import attrgetter
 
 from .healthstate import Flagged, HealthView, target_ids
 from .model import (
@@ -344,9 +345,16 @@ def plan_service_edit(plan: Plan, removals: Plan, service: VirtualService,
 
 
 def same_real_servers_in_order(service: VirtualService, seen: VirtualService) -> bool:
-    return len(service.destinations) == len(seen.destinations) and all(
-        want.port == have.port and want.address == have.address
-        for want, have in zip(service.destinations, seen.destinations))
+    """Compared in C: ipaddress's __eq__ is Python, and this runs over every real server
+    twice a reload. Two addresses are equal when their family and integer value are,
+    which is what ipaddress's own __eq__ compares (and an IPv6 scope id, which neither
+    a config nor `ipvsadm -S -n` ever has)."""
+    return len(service.destinations) == len(seen.destinations) and list(
+        map(_PLACE, service.destinations)) == list(map(_PLACE, seen.destinations))
+
+
+# A real server's identity as plain ints: port, address value, family.
+_PLACE = attrgetter("port", "address._ip", "address._version")
 
 
 def _plan_real_server_edit(plan: Plan, service: VirtualService, dest: Destination,

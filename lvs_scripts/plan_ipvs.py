@@ -24,7 +24,7 @@ def director_sysctls(config: Config) -> dict[str, int]:
     director = config.require_director()
     wanted = dict(director.sysctl)
     for service in config.services:
-        if any(d.forwarding is Forwarding.NAT for d in service.destinations):
+        if service.forwards_by(Forwarding.NAT):
             ipv6 = service.key.ipv6 or (service.key.address is not None
                                         and service.key.address.version == 6)
             wanted[IPV6_FORWARD if ipv6 else IPV4_FORWARD] = 1

@@ -502,3 +502,66 @@ real = [ {entries} ]
     any_order = plan_director_start(config, observed(shuffled), OWNED)
     assert in_order.steps, "the random weights and methods differ somewhere"
     assert sorted(s.line() for s in in_order.steps) == sorted(s.line() for s in any_order.steps)
+
+
+# --- the scans in C over every real server (issue 14): the same answers as the loops ----
+
+def _dests(*specs: tuple[str, int]) -> tuple[object, ...]:
+    from lvs_scripts.model import Destination
+
+    return tuple(Destination(ipaddress.ip_address(a), p) for a, p in specs)
+
+
+@pytest.mark.parametrize(("want", "have", "same"), [
+    ([("10.0.0.1", 80), ("10.0.0.2", 80)], [("10.0.0.1", 80), ("10.0.0.2", 80)], True),
+    ([("10.0.0.1", 80), ("10.0.0.2", 80)], [("10.0.0.2", 80), ("10.0.0.1", 80)], False),
+    ([("10.0.0.1", 80)], [("10.0.0.1", 8080)], False),
+    ([("10.0.0.1", 80)], [("10.0.0.1", 80), ("10.0.0.2", 80)], False),
+    ([("0.0.0.1", 80)], [("::1", 80)], False),  # one integer value, two families
+    ([("2001:db8::1", 80)], [("2001:db8:0:0::1", 80)], True),
+    ([], [], True),
+])
+def test_same_real_servers_in_order(want: list[tuple[str, int]], have: list[tuple[str, int]],
+                                    same: bool) -> None:
+    from lvs_scripts.model import VirtualService
+    from lvs_scripts.plan_director import same_real_servers_in_order
+
+    key = ServiceKey(Protocol.TCP, ipaddress.ip_address("10.200.0.1"), 80)
+    a = VirtualService(key=key, destinations=_dests(*want))  # type: ignore[arg-type]
+    b = VirtualService(key=key, destinations=_dests(*have))  # type: ignore[arg-type]
+    assert same_real_servers_in_order(a, b) is same
+    assert same == (len(a.destinations) == len(b.destinations) and all(
+        x.ident == y.ident for x, y in zip(a.destinations, b.destinations)))
+
+
+def test_what_a_service_asks_of_all_its_real_servers() -> None:
+    from dataclasses import replace
+
+    from lvs_scripts.director import proc_listing_suffices
+    from lvs_scripts.model import Forwarding, VirtualService
+    from lvs_scripts.record import as_dict
+    from lvs_scripts.tunnel import Tunnel
+
+    config = parse_config('[director]\ninterface = "eth0"\n')
+
+    def with_services(*services: VirtualService) -> object:
+        return type(config)(**{**as_dict(config), "services": services})
+
+    key = ServiceKey(Protocol.TCP, ipaddress.ip_address("10.200.0.1"), 80)
+    plain = VirtualService(key=key, destinations=_dests(("10.0.0.1", 80), ("10.0.0.2", 80)))  # type: ignore[arg-type]
+    assert not plain.forwards_by(Forwarding.NAT) and plain.forwards_by(Forwarding.DR)
+    assert not plain.has_thresholds() and not plain.has_tunnel_options()
+    last = plain.destinations[-1]
+    for changed, asks in ((replace(last, forwarding=Forwarding.NAT), "nat"),
+                          (replace(last, upper=10), "thresholds"),
+                          (replace(last, lower=5), "thresholds"),
+                          (replace(last, forwarding=Forwarding.TUN, tunnel=Tunnel("gue", 5555)),
+                           "tunnel")):
+        service = VirtualService(key=key, destinations=(plain.destinations[0], changed))
+        assert service.forwards_by(Forwarding.NAT) is (asks == "nat")
+        assert service.has_thresholds() is (asks == "thresholds")
+        assert service.has_tunnel_options() is (asks == "tunnel")
+        assert proc_listing_suffices(with_services(plain))
+        assert proc_listing_suffices(with_services(plain, service)) is (asks == "nat")
+    empty = VirtualService(key=key)
+    assert not empty.forwards_by(Forwarding.DR) and not empty.has_thresholds()

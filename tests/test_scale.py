@@ -339,6 +339,27 @@ def test_a_reload_asks_health_only_about_services_with_a_server_down(
             f"ipvsadm -e -t {VIP}:80 -r {reals(300)[down]}:80 -g -w 0"]
 
 
+def test_planning_a_reload_compares_no_address_in_python(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reload of a service whose real servers the kernel lists in the config's order:
+    they are matched off without ipaddress's Python __eq__ (twice per real server a
+    reload before), and the forwarding and thresholds of all are asked in C."""
+    config = parse_config(config_text(300))
+    obs = HostObservation(ipvs=parse_ipvs_save(save_text(300)))
+    compared: list[object] = []
+    real_eq = ipaddress.IPv4Address.__eq__
+
+    def counted(self: ipaddress.IPv4Address, other: object) -> bool:
+        compared.append(other)
+        return real_eq(self, other)
+
+    monkeypatch.setattr(ipaddress.IPv4Address, "__eq__", counted)
+    plan = plan_director_start(config, obs, OWNED)
+    assert len(compared) <= 20, len(compared)
+    assert [s.line() for s in plan.required if s.argv[0] == "ipvsadm"] == [
+        f"ipvsadm -e -t {VIP}:80 -r {reals(300)[150]}:80 -g -w 1"]
+
+
 def test_one_reading_of_the_table_is_parsed_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """A batch with a deletion checks its rules as objects, and the verification reads
     the same `ipvsadm -S -n` (KnownReadings): the one text is parsed once. Another text,
