@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Any, Callable
 from .errors import KernelLacks, LvsError
 from .healthstate import HealthView, load_health, save_health, target_id
 from .locks import exclusive
-from .model import Config, Destination, HaDirector, IpvsTable, VirtualService
+from .model import (
+    Config,
+    Destination,
+    HaDirector,
+    IpvsTable,
+    VirtualService,
+    address_text,
+)
 from .observe import observe_director
 from .plan import Plan
 from .plan_director import (
@@ -243,7 +250,7 @@ class Director(Role):
             health_of = None if unchecked else lookup.service(service)
             for dest, actual in zip(service.destinations, actuals):
                 count = numbers.get(dest.ident) if numbers else None
-                address = str(dest.address)  # once: ipaddress's str is Python
+                address = address_text(dest.address)  # once, in C for IPv4
                 where = (f"[{address}]:{dest.port}" if dest.address.version == 6
                          else f"{address}:{dest.port}")  # = dest.endpoint()
                 health = ({"state": "unchecked", "reason": None, "since": None} if unchecked

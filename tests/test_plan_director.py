@@ -565,3 +565,13 @@ def test_what_a_service_asks_of_all_its_real_servers() -> None:
         assert proc_listing_suffices(with_services(plain, service)) is (asks == "nat")
     empty = VirtualService(key=key)
     assert not empty.forwards_by(Forwarding.DR) and not empty.has_thresholds()
+
+
+@pytest.mark.parametrize("text", ["0.0.0.0", "0.0.0.1", "10.100.0.1", "192.168.30.254",
+                                  "255.255.255.255", "1.2.3.4", "::", "::1", "2001:db8::1",
+                                  "::ffff:1.2.3.4", "fe80::1"])
+def test_address_text_is_str(text: str) -> None:
+    from lvs_scripts.model import address_text
+
+    address = ipaddress.ip_address(text)
+    assert address_text(address) == str(address)
