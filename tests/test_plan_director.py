@@ -567,7 +567,7 @@ def test_what_a_service_asks_of_all_its_real_servers() -> None:
     assert not empty.forwards_by(Forwarding.DR) and not empty.has_thresholds()
 
 
-@pytest.mark.parametrize("text", ["0.0.0.0", "0.0.0.1", "10.100.0.1", "192.168.30.254",
+@pytest.mark.parametrize("text", ["0.0.0.0", "0.0.0.1", "10.100.0.1", "192.168.30.254",  # noqa: S104
                                   "255.255.255.255", "1.2.3.4", "::", "::1", "2001:db8::1",
                                   "::ffff:1.2.3.4", "fe80::1"])
 def test_address_text_is_str(text: str) -> None:

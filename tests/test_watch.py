@@ -388,6 +388,45 @@ def test_the_runner_is_prepared_before_ready(tmp_path: Path) -> None:
     assert events.index("prepare") < events.index("READY=1"), events
 
 
+def test_the_watcher_applies_without_the_cyclic_collector(tmp_path: Path) -> None:
+    """An apply (and a reload) reads and plans tens of thousands of objects that form no
+    cycles: the collector is off while it runs, and on again for the checks."""
+    import asyncio
+    import gc
+
+    from lvs_scripts.checks import CheckResult
+    from lvs_scripts.config import parse_config
+    from lvs_scripts.director import Director
+    from lvs_scripts.runner import Result
+    from lvs_scripts.watch import Watcher
+
+    collecting: list[tuple[str, bool]] = []
+
+    class Runner:
+        def run(self, argv: Any, *, stdin: str | None = None, check: bool = True) -> Result:
+            collecting.append((" ".join(argv), gc.isenabled()))
+            return Result(tuple(argv), 0, "", "")
+
+    async def check(*_args: Any) -> CheckResult:
+        return CheckResult(True, "ok", 0.0)
+
+    director = Director(parse_config(config()), runner=Runner(),  # type: ignore[arg-type]
+                        paths=Paths("lvs-director", str(tmp_path / "s"), str(tmp_path / "l")))
+    watcher = Watcher(director, "lvs.toml", check=check)
+
+    def notify(message: str) -> None:
+        collecting.append((message, gc.isenabled()))
+        if message == "READY=1":
+            watcher.stop()
+
+    watcher.notify = notify
+    assert gc.isenabled()
+    assert asyncio.run(watcher.run()) == 0
+    ready = collecting.index(("READY=1", True))
+    assert ready > 0 and not any(on for _, on in collecting[:ready]), collecting
+    assert gc.isenabled()
+
+
 # ------------------------------------------------- SIGHUP: `lvs-director reload`, in the watcher
 
 def state_of(machine: DirectorMachine) -> dict[str, Any]:
