@@ -348,49 +348,11 @@ def test_metrics_and_systemd_notifications(watched: Watched, tmp_path: Path) -> 
     notify.close()
 
 
-@needs_root
-def test_the_runner_is_prepared_before_ready(tmp_path: Path) -> None:
-    """The lab measured 1.4-2.2 s from a transition to its one `ipvsadm -e`: the first
-    program the watcher ran imported plumbum then. The runner's imports are done before
-    READY, so no failure pays for them. In process, checks stubbed: no network at all."""
-    import asyncio
-
-    from lvs_scripts.checks import CheckResult
-    from lvs_scripts.config import parse_config
-    from lvs_scripts.director import Director
-    from lvs_scripts.runner import Result
-    from lvs_scripts.watch import Watcher
-
-    events: list[str] = []
-
-    class Runner:
-        def prepare(self) -> None:
-            events.append("prepare")
-
-        def run(self, argv: Any, *, stdin: str | None = None, check: bool = True) -> Result:
-            events.append(" ".join(argv))
-            return Result(tuple(argv), 0, "", "")
-
-    async def check(*_args: Any) -> CheckResult:
-        return CheckResult(True, "ok", 0.0)
-
-    director = Director(parse_config(config()), runner=Runner(),  # type: ignore[arg-type]
-                        paths=Paths("lvs-director", str(tmp_path / "s"), str(tmp_path / "l")))
-    watcher = Watcher(director, "lvs.toml", check=check)
-
-    def notify(message: str) -> None:
-        events.append(message)
-        if message == "READY=1":
-            watcher.stop()
-
-    watcher.notify = notify
-    assert asyncio.run(watcher.run()) == 0
-    assert events.index("prepare") < events.index("READY=1"), events
-
-
-def test_the_watcher_applies_without_the_cyclic_collector(tmp_path: Path) -> None:
-    """An apply (and a reload) reads and plans tens of thousands of objects that form no
-    cycles: the collector is off while it runs, and on again for the checks."""
+def watch_until_ready(tmp_path: Path, seen: list[str], prepare: bool = True) -> None:
+    """`watch` in process until READY=1, checks stubbed (no network at all), against a
+    runner that answers every program with nothing. seen: each program run, `prepare`
+    (the runner's imports) and each notification, in order, with " gc" appended where
+    the cyclic garbage collector was on."""
     import asyncio
     import gc
 
@@ -400,30 +362,57 @@ def test_the_watcher_applies_without_the_cyclic_collector(tmp_path: Path) -> Non
     from lvs_scripts.runner import Result
     from lvs_scripts.watch import Watcher
 
-    collecting: list[tuple[str, bool]] = []
+    def saw(what: str) -> None:
+        seen.append(what + (" gc" if gc.isenabled() else ""))
 
     class Runner:
         def run(self, argv: Any, *, stdin: str | None = None, check: bool = True) -> Result:
-            collecting.append((" ".join(argv), gc.isenabled()))
+            saw(" ".join(argv))
             return Result(tuple(argv), 0, "", "")
+
+    class Preparing(Runner):
+        def prepare(self) -> None:
+            saw("prepare")
 
     async def check(*_args: Any) -> CheckResult:
         return CheckResult(True, "ok", 0.0)
 
-    director = Director(parse_config(config()), runner=Runner(),  # type: ignore[arg-type]
+    runner = Preparing() if prepare else Runner()
+    director = Director(parse_config(config()), runner=runner,  # type: ignore[arg-type]
                         paths=Paths("lvs-director", str(tmp_path / "s"), str(tmp_path / "l")))
     watcher = Watcher(director, "lvs.toml", check=check)
 
     def notify(message: str) -> None:
-        collecting.append((message, gc.isenabled()))
+        saw(message)
         if message == "READY=1":
             watcher.stop()
 
     watcher.notify = notify
-    assert gc.isenabled()
     assert asyncio.run(watcher.run()) == 0
-    ready = collecting.index(("READY=1", True))
-    assert ready > 0 and not any(on for _, on in collecting[:ready]), collecting
+
+
+@needs_root
+def test_the_runner_is_prepared_before_ready(tmp_path: Path) -> None:
+    """The lab measured 1.4-2.2 s from a transition to its one `ipvsadm -e`: the first
+    program the watcher ran imported plumbum then. The runner's imports are done before
+    READY, so no failure pays for them."""
+    seen: list[str] = []
+    watch_until_ready(tmp_path, seen)
+    events = [event.removesuffix(" gc") for event in seen]
+    assert events.index("prepare") < events.index("READY=1"), events
+
+
+@needs_root
+def test_the_watcher_applies_without_the_cyclic_collector(tmp_path: Path) -> None:
+    """An apply (and a reload) reads and plans tens of thousands of objects that form no
+    cycles: the collector is off while it runs, and on again for the checks."""
+    import gc
+
+    seen: list[str] = []
+    watch_until_ready(tmp_path, seen, prepare=False)
+    ready = seen.index("READY=1 gc")
+    applied = seen[:ready]
+    assert applied and not any(event.endswith(" gc") for event in applied), seen
     assert gc.isenabled()
 
 
