@@ -139,7 +139,7 @@ class Director(Role):
                            action: str = "reload") -> tuple[Report, HealthView]:
         """The watcher's SIGHUP: `lvs-director reload` itself (Role._start: observe, plan,
         apply, lock file, verify, the state file written the same way), under the same run
-        lock, with the watcher's health saved first so that the plan applies it. One
+        lock, planned with the watcher's health (written to the health file after). One
         reload path for the CLI and the watcher, not a second planner."""
         with exclusive(self.paths, self.wait_seconds, self.stop_requested):
             view, changed = self._updated_health(update)
