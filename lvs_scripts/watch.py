@@ -288,6 +288,10 @@ class Watcher:
             applied = await self._apply()  # the kernel as the saved health says
         if not applied:
             loop.call_later(RETRY_SECONDS, self._request_apply)
+        # Said also where no systemd listens (init.d): the kernel is as the saved health
+        # says from here on (the health file is written only when health changed).
+        log.info("watch: ready: the kernel %s the saved health of %d real server(s)",
+                 "follows" if applied else "could not yet be set to", len(self.checker.targets))
         self.notify("READY=1")
         helpers = [loop.create_task(self._applier()), loop.create_task(self._watchdog())]
         try:
