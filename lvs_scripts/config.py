@@ -560,9 +560,7 @@ def _nat_gateway(r: _Reader, realserver: RealServerConfig, director: DirectorCon
         raise r.fail(key, str(gateway), "is a VIP of this config; the real servers' NAT "
                      "gateway is the director's own address (its DIP)")
     for index, service in enumerate(services):
-        # A service's real servers all have its forwarding (_reals): the first says it.
-        nat = bool(service.destinations) and \
-            service.destinations[0].forwarding is Forwarding.NAT
+        nat = service.forwards_by(Forwarding.NAT)
         address = service.key.address
         if nat and address is not None and address.version != gateway.version:
             raise r.fail(key, str(gateway), f"is IPv{gateway.version} but service[{index}] "

@@ -81,8 +81,7 @@ def rp_filter_settings(needs: TunnelNeeds) -> list[ArpSetting]:
 def nat_gateway(config: Config) -> IPAddress | None:
     """The NAT real servers' default gateway: `realserver.nat_gateway`, else the
     director's DIP; None when no service is NAT."""
-    if not any(d.forwarding is Forwarding.NAT for s in config.services
-               for d in s.destinations):
+    if not any(s.forwards_by(Forwarding.NAT) for s in config.services):
         return None
     if config.realserver.nat_gateway is not None:
         return config.realserver.nat_gateway
