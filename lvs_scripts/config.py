@@ -40,6 +40,7 @@ from .tunnel import TUN_KEYS, Tunnel, check_fou_ports, check_gre_checksums, pars
 
 if TYPE_CHECKING:
     from .checks import CheckSpec
+    from .toml_arrays import Placed
 
 DEFAULT_CONFIG = "/etc/lvs/lvs.toml"
 # 100,000 real servers (issue 14: 1,000 services x 100) take about 5 MB written one per
@@ -224,10 +225,12 @@ def read_config(path: str | None = None, cache: str | None = None
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         raise ConfigError(path, "", None, f"not UTF-8 text (byte {err.start})") from None
-    config = parse_config(text, path)
+    from .config_delta import read_again
+
+    parsed = read_again(text, path, compiled)
     if compiled is None:
-        return config, _nothing_to_keep
-    return config, functools.partial(compiled.store, config)
+        return parsed.config, _nothing_to_keep
+    return parsed.config, functools.partial(compiled.store, parsed)
 
 
 def _read_config_file(path: str) -> bytes:
@@ -247,12 +250,20 @@ def _read_config_file(path: str) -> bytes:
 
 def parse_config(text: str, path: str = "<string>") -> Config:
     """Validate TOML text. The path is only used in error messages."""
+    return parse_config_placed(text, path)[0]
+
+
+def parse_config_placed(text: str, path: str = "<string>"
+                        ) -> tuple[Config, list[Placed], object]:
+    """parse_config, with where its big arrays were in the text and in the TOML
+    (toml_arrays.Placed) and the `service` value read: what config_delta needs to read
+    an edit of the same file again."""
     # Imported here: a config read from the cache (config_cache) needs no TOML parser.
     # toml_arrays.loads is tomllib.loads with the big `real = [...]` arrays read by a regex
     # (equal results, tomllib's own errors): tomllib's per-value Python was most of a start.
-    from .toml_arrays import loads
+    from .toml_arrays import loads_placed
     try:
-        data = loads(text)
+        data, placed = loads_placed(text)
     except (ValueError, RecursionError) as err:  # TOMLDecodeError is a ValueError
         raise ConfigError(path, "", None, f"not valid TOML: {err}") from None
     r = _Reader(path)
@@ -286,7 +297,7 @@ def parse_config(text: str, path: str = "<string>") -> Config:
     ha = _ha(r, top["ha"], director, services) if "ha" in top else None
     bgp = _bgp(r, top["bgp"], director, services, ha) if "bgp" in top else None
     return Config(path=path, director=director, realserver=realserver, services=services,
-                  ha=ha, bgp=bgp)
+                  ha=ha, bgp=bgp), placed, top.get("service")
 
 
 def _reals_not_taken(r: _Reader, services: tuple[VirtualService, ...],

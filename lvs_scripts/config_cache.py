@@ -37,11 +37,14 @@ from .errors import StateError
 from .locks import check_trusted
 
 if TYPE_CHECKING:
+    from typing import TypeGuard
+
+    from .config_delta import Parsed
     from .model import Config
 
 log = logging.getLogger(__name__)
 
-MAGIC = b"lvs-scripts config cache 1\n"
+MAGIC = b"lvs-scripts config cache 2\n"
 PROTOCOL = 5  # pickle's protocol: fixed, so that the key need not name it
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
@@ -56,12 +59,16 @@ def _code_stamp() -> bytes:
     return "\n".join([sys.version, *stamps]).encode()
 
 
-def _key(path: str, raw: bytes) -> bytes:
+def _key(stamp: bytes, path: str, raw: bytes | None) -> bytes:
+    """The key of these bytes (raw), or (None) of any bytes of this path and code: the
+    key of a base for config_delta."""
     digest = hashlib.sha256(MAGIC)
-    for part in (_code_stamp(), os.fsencode(path)):
+    for part in (stamp, os.fsencode(path)):
         digest.update(len(part).to_bytes(8, "big"))
         digest.update(part)
-    digest.update(raw)
+    if raw is not None:
+        digest.update(b"\x01")
+        digest.update(raw)
     return digest.digest()
 
 
@@ -87,21 +94,54 @@ class ConfigCache:
     def __init__(self, file: str, path: str, raw: bytes) -> None:
         self.file = file
         self.path = path
+        self._data: bytes | None = None
         try:
-            self.key: bytes | None = _key(path, raw)
+            stamp = _code_stamp()
         except OSError as err:  # the package's directory unreadable: no cache, no harm
             log.debug("config cache: no key (%s)", err)
-            self.key = None
+            self.key: bytes | None = None
+            self.base_key = b""
+        else:
+            self.key = _key(stamp, path, raw)
+            self.base_key = _key(stamp, path, None)
 
     def load(self) -> Config | None:
         """The Config stored for exactly these bytes, or None (then parse)."""
         if self.key is None:
             return None
-        data = self._read()
-        header = MAGIC + self.key
+        data = self._data = self._read()
+        header = MAGIC + self.key + self.base_key
         if data is None or not data.startswith(header):
             return None
         return self._unpickle(memoryview(data)[len(header):])
+
+    def base(self) -> Parsed | None:
+        """What the cache keeps of another text of the same file (same path, same code):
+        the base config_delta.reparse starts from after an edit. Read by load (call it
+        first); None if there is none."""
+        data, self._data = self._data, None
+        if self.key is None or data is None or not data.startswith(MAGIC) or \
+                data[len(MAGIC) + len(self.key):][:len(self.base_key)] != self.base_key:
+            return None
+        payload = memoryview(data)[len(MAGIC) + len(self.key) + len(self.base_key):]
+        import io
+        import pickle
+
+        from .config_delta import Layout, Parsed
+
+        try:
+            with collector_paused():
+                # trusted, ours (see the module's docstring)
+                unpickler = pickle.Unpickler(io.BytesIO(payload))  # noqa: S301
+                config = unpickler.load()
+                text, layout = unpickler.load()
+        except Exception as err:  # as in _unpickle: any failure means "parse"
+            log.debug("config cache %s: no base: %s", self.file, err)
+            return None
+        if not self._ours(config) or not isinstance(text, str) or \
+                not isinstance(layout, Layout):
+            return None
+        return Parsed(text, layout, config)
 
     def _read(self) -> bytes | None:
         try:
@@ -131,27 +171,35 @@ class ConfigCache:
         check_trusted(directory, info)
 
     def _unpickle(self, payload: memoryview) -> Config | None:
+        """The Config, the first of the two pickles `store` writes (the second, the text
+        and its layout, only `base` reads)."""
+        import io
         import pickle
-
-        from .model import Config
 
         try:
             with collector_paused():
-                config = pickle.loads(payload)  # noqa: S301 - trusted, ours (see above)
+                # trusted, ours (see the module's docstring)
+                config = pickle.Unpickler(io.BytesIO(payload)).load()  # noqa: S301
         # A damaged or foreign file can fail in any way unpickling can (EOFError,
         # UnpicklingError, a missing class, ...): every one of them means "parse".
         except Exception as err:
             log.debug("config cache %s ignored: %s", self.file, err)
             return None
+        return config if self._ours(config) else None
+
+    def _ours(self, config: object) -> TypeGuard[Config]:
+        from .model import Config
+
         if not isinstance(config, Config) or config.path != self.path:
             log.debug("config cache %s ignored: not a config of %s", self.file, self.path)
-            return None
-        return config
+            return False
+        return True
 
-    def store(self, config: Config) -> None:
+    def store(self, parsed: Parsed) -> None:
         """Keep a Config that parse_config returned (never one that failed: there is
-        none). Only into an existing, trusted, writable directory; a failure to write
-        costs the next run a parse, nothing more."""
+        none), with its text and layout (config_delta.Parsed). Only into an existing,
+        trusted, writable directory; a failure to write costs the next run a parse,
+        nothing more."""
         if self.key is None:
             return
         directory = os.path.dirname(self.file) or "."
@@ -164,7 +212,9 @@ class ConfigCache:
             return
         import pickle
 
-        data = MAGIC + self.key + pickle.dumps(config, protocol=PROTOCOL)
+        data = b"".join((MAGIC, self.key, self.base_key,
+                         pickle.dumps(parsed.config, protocol=PROTOCOL),
+                         pickle.dumps((parsed.text, parsed.layout), protocol=PROTOCOL)))
         temporary = os.path.join(directory, f".{os.path.basename(self.file)}.{os.getpid()}")
         try:
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW

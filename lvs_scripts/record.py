@@ -156,3 +156,11 @@ def _own_annotations(cls: type) -> dict[str, Any]:
 def as_dict(record: Record) -> dict[str, Any]:
     """The fields and their values, in order (not copied: a shallow view)."""
     return {name: getattr(record, name) for name in record._record_fields}
+
+
+R = TypeVar("R", bound=Record)
+
+
+def replaced(record: R, **changes: Any) -> R:
+    """A copy with some fields changed, as dataclasses.replace makes one of a dataclass."""
+    return type(record)(**{**as_dict(record), **changes})

@@ -17,7 +17,8 @@ from __future__ import annotations
 import os
 import re
 import sys
-from typing import Any
+from array import array
+from typing import Any, NamedTuple
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -59,40 +60,104 @@ class _Fallback(Exception):
 def loads(text: str) -> dict[str, Any]:
     """Equal to tomllib.loads(text) (same values, same types, same errors), faster when the
     text has big arrays of simple inline tables."""
-    spans = arrays(text)
+    return loads_placed(text)[0]
+
+
+class Span(NamedTuple):
+    """An array `arrays` found: `text[start]` is its `[`, `text[end - 1]` its `]`. items:
+    where each element begins, relative to start, then where the last one ends (the
+    elements tile that stretch: each takes the blanks before it and its comma)."""
+
+    start: int
+    end: int
+    items: array[int]
+
+
+class Placed(NamedTuple):
+    """A span, and the table and key whose value it became (config_delta reads these)."""
+
+    span: Span
+    table: dict[str, Any]
+    key: str
+
+
+def loads_placed(text: str) -> tuple[dict[str, Any], list[Placed]]:
+    """loads, and where each array read by the fast path is in the text and in the result
+    (none: tomllib read it all)."""
+    spans = scan(text)
     if not spans:
-        return tomllib.loads(text)
+        return tomllib.loads(text), []
     try:
         return _loads_skeleton(text, spans)
     except (_Fallback, ValueError, RecursionError):  # TOMLDecodeError is a ValueError
-        return tomllib.loads(text)
+        return tomllib.loads(text), []
 
 
 def arrays(text: str) -> list[tuple[int, int]]:
     """Where the text has `KEY = [...]` with the value ENTIRELY simple inline tables, `,`
     between them (and blanks and newlines), an optional trailing comma and no `#`: the
     spans of those `[...]` values."""
+    return [(span.start, span.end) for span in scan(text)]
+
+
+def scan(text: str) -> list[Span]:
+    """`arrays`, with where each element is."""
     spans = []
     for start in _START.finditer(text):
-        pos, count = start.end(), 0
+        base = start.end() - 1
+        pos, items = start.end(), array("L")
         while True:
             item = _ITEM.match(text, pos)
             if item is None:
                 break
-            pos, count = item.end(), count + 1
+            items.append(pos - base)
+            pos = item.end()
             if not item.group(1):
                 break  # no comma: only the closing bracket may follow
         end = _END.match(text, pos)
-        if count and end is not None and text.find("#", start.end(), end.end()) < 0:
-            spans.append((start.end() - 1, end.end()))
+        if items and end is not None and text.find("#", start.end(), end.end()) < 0:
+            items.append(pos - base)
+            spans.append(Span(base, end.end(), items))
     return spans
 
 
-def _loads_skeleton(text: str, spans: list[tuple[int, int]]) -> dict[str, Any]:
+def elements(text: str, start: int, stop: int) -> list[tuple[int, bool, int]] | None:
+    """The elements that tile text[start:stop] exactly, as `scan` reads them there: where
+    each begins, whether a comma ends it, where it ends; None if they do not
+    (config_delta re-reads an edited stretch of an array with this: the elements before
+    it end at `start`, the rest of the array begins at `stop`). Only the last may lack its
+    comma; a `#` refuses the stretch (as `scan` refuses an array with one).
+
+    Why the stretch then reads as it would within a full scan: each match is anchored
+    where the one before ended; one that ends with its comma ends there whatever
+    follows; the last may end without a comma only where the old element did (checked
+    by config_delta), and the text after `stop` is what followed it, which stopped its
+    blanks then. A blank that could run on past `stop` (a CR before it, an LF after)
+    fails the match here (endpos), so the stretch is refused rather than misread."""
+    if text.find("#", start, stop) >= 0:
+        return None
+    found: list[tuple[int, bool, int]] = []
+    pos = start
+    while pos < stop:
+        item = _ITEM.match(text, pos, stop)
+        if item is None or (found and not found[-1][1]):
+            return None
+        found.append((pos, bool(item.group(1)), item.end()))
+        pos = item.end()
+    return found if found and pos == stop else None
+
+
+def entries(text: str) -> list[dict[str, Any]]:
+    """The inline tables in text (elements `elements` accepted), as tomllib reads them;
+    _Fallback where it would not be sure (a key twice, an integer out of range)."""
+    return _entries(text)
+
+
+def _loads_skeleton(text: str, spans: list[Span]) -> tuple[dict[str, Any], list[Placed]]:
     nonce = _nonce(text)
     parts: list[str] = []
     end = 0
-    for index, (start, stop) in enumerate(spans):
+    for index, (start, stop, _items) in enumerate(spans):
         parts += (text[end:start], f'["{nonce}-{index}"]')
         end = stop
     parts.append(text[end:])
@@ -101,13 +166,15 @@ def _loads_skeleton(text: str, spans: list[tuple[int, int]]) -> dict[str, Any]:
     _find_markers(data, nonce, found)
     if len(found) != len(spans):
         raise _Fallback("a marker is missing")
-    for index, (start, stop) in enumerate(spans):
+    placed = []
+    for index, span in enumerate(spans):
         place = found.get(f"{nonce}-{index}")
         if place is None:
             raise _Fallback("a marker is missing")
         table, key = place
-        table[key] = _entries(text[start:stop])
-    return data
+        table[key] = _entries(text[span.start:span.end])
+        placed.append(Placed(span, table, key))
+    return data, placed
 
 
 def _nonce(text: str) -> str:

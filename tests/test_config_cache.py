@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from lvs_scripts import config as config_module
-from lvs_scripts import config_cache
+from lvs_scripts import config_cache, config_delta
 from lvs_scripts.cli import director_main
 from lvs_scripts.config import load_config, parse_config
 from lvs_scripts.config_cache import MAGIC, ConfigCache
@@ -59,17 +59,31 @@ def files(tmp_path: Path) -> Files:
     return made
 
 
+class _Forgetful(list[object]):
+    """config_delta's memory of the last parse, in a test where each load is a new
+    process: it remembers nothing."""
+
+    def __setitem__(self, index: object, value: object) -> None:
+        pass
+
+
+@pytest.fixture(autouse=True)
+def each_load_a_new_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(config_delta, "_last", _Forgetful())
+
+
 @pytest.fixture
 def parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Each parse_config that load_config runs, by path: a cache hit runs none."""
+    """Each full parse that load_config runs, by path: a cache hit runs none, nor does an
+    edit read from the text the cache keeps (config_delta)."""
     seen: list[str] = []
-    real = config_module.parse_config
+    real = config_delta.parse
 
-    def counted(text: str, path: str = "<string>") -> object:
+    def counted(text: str, path: str) -> object:
         seen.append(path)
         return real(text, path)
 
-    monkeypatch.setattr(config_module, "parse_config", counted)
+    monkeypatch.setattr(config_delta, "parse", counted)
     return seen
 
 
@@ -83,19 +97,25 @@ def test_the_second_load_of_the_same_bytes_is_a_hit(files: Files, parses: list[s
     assert again.path == str(files.config)
 
 
-def test_one_changed_byte_is_a_miss(files: Files, parses: list[str]) -> None:
+@pytest.mark.parametrize("old, new, full_parses", [
+    ("weight = 1 }", "weight = 7 }", 1),  # read from the text kept (config_delta)
+    ('"10.100.0.1", weight = 1 }', '"10.100.9.1", weight = 7 }', 2),  # an address: all
+])
+def test_one_changed_byte_is_a_miss(files: Files, parses: list[str], old: str, new: str,
+                                    full_parses: int) -> None:
     files.load()
     text = config_text(2000)
-    changed = text.replace("weight = 1 }", "weight = 7 }", 1)
+    changed = text.replace(old, new, 1)
     assert len(changed) == len(text)
     files.config.write_text(changed)
     os.utime(files.config, ns=(0, 0))  # not the mtime: the content decides
     config = files.load()
-    assert len(parses) == 2
+    assert len(parses) == full_parses
+    assert config == parse_config(changed, str(files.config))
     assert config.services[0].destinations[0].weight == 7
     assert config.services[0].destinations[1].weight == 1
     assert files.load() == config
-    assert len(parses) == 2  # and the new bytes are cached in turn
+    assert len(parses) == full_parses  # and the new bytes are cached in turn
 
 
 def test_the_same_bytes_at_another_path_is_a_miss(files: Files, parses: list[str]) -> None:
@@ -117,10 +137,10 @@ def test_other_code_is_a_miss(files: Files, parses: list[str],
 
 
 @pytest.mark.parametrize("damage", [
-    lambda data: data[:len(data) // 2],  # cut short
-    lambda data: data[:len(MAGIC) + 32] + b"\x80\x05garbage",  # the key right, the rest not
-    lambda data: data[:len(MAGIC) + 32] + pickle.dumps({"not": "a config"}),
-    lambda data: data[:len(MAGIC) + 32],  # nothing after the key
+    lambda data: data[:len(MAGIC) + 64 + 100],  # cut short, in the Config's pickle
+    lambda data: data[:len(MAGIC) + 64] + b"\x80\x05garbage",  # the keys right, not the rest
+    lambda data: data[:len(MAGIC) + 64] + pickle.dumps({"not": "a config"}),
+    lambda data: data[:len(MAGIC) + 64],  # nothing after the keys
     lambda data: b"",
 ])
 def test_a_damaged_cache_file_is_ignored_and_replaced(files: Files, parses: list[str],
@@ -139,7 +159,7 @@ def test_a_cache_of_another_path_is_not_taken(files: Files, parses: list[str]) -
     cache = ConfigCache(str(files.cache), str(files.config), files.config.read_bytes())
     assert cache.key is not None
     elsewhere = parse_config(config_text(2000), "/etc/elsewhere.toml")
-    files.cache.write_bytes(MAGIC + cache.key + pickle.dumps(elsewhere))
+    files.cache.write_bytes(MAGIC + cache.key + cache.base_key + pickle.dumps(elsewhere))
     assert files.load().path == str(files.config)
     assert len(parses) == 2
 
@@ -162,7 +182,7 @@ def test_an_untrusted_cache_is_never_unpickled(files: Files, parses: list[str],
     flag = tmp_path / "code-ran"
     cache = ConfigCache(str(files.cache), str(files.config), files.config.read_bytes())
     assert cache.key is not None
-    planted = MAGIC + cache.key + pickle.dumps(Planted(flag))
+    planted = MAGIC + cache.key + cache.base_key + pickle.dumps(Planted(flag))
     files.cache.write_bytes(planted)
     if make_untrusted == "group-writable":
         files.cache.chmod(0o620)
@@ -323,3 +343,14 @@ def test_the_cli_caches_but_still_checks_host(fakehost_inprocess: FakeHost, tmp_
     assert len(parses) == 2  # a hit, and still:
     assert code == 6
     assert "nope" in err and "is not among the directors (lb1, lb2)" in err
+
+
+def test_a_damaged_kept_text_costs_a_full_parse(files: Files, parses: list[str]) -> None:
+    """The second pickle (the text and its layout, which only an edit reads) cut short:
+    the edit is parsed in full, and right."""
+    files.load()
+    files.cache.write_bytes(files.cache.read_bytes()[:-50])
+    changed = config_text(2000).replace("weight = 1 }", "weight = 7 }", 1)
+    files.config.write_text(changed)
+    assert files.load() == parse_config(changed, str(files.config))
+    assert len(parses) == 2

@@ -62,7 +62,7 @@ def assert_same(text: str) -> None:
 
 def fast_path_taken(text: str) -> bool:
     """Whether loads(text) gets its result from the skeleton, not from the fallback."""
-    spans = toml_arrays.arrays(text)
+    spans = toml_arrays.scan(text)
     if not spans:
         return False
     try:
@@ -217,7 +217,7 @@ def test_the_nonce_anywhere_but_a_marker_falls_back(bad: str,
     text = 's = """\nreal = [ {a = 1} ]\n"""\nt = [ {b = 2} ]\n'
     assert_same(text)
     with pytest.raises(toml_arrays._Fallback):
-        toml_arrays._loads_skeleton(text, toml_arrays.arrays(text))
+        toml_arrays._loads_skeleton(text, toml_arrays.scan(text))
 
 
 def random_text(rng: random.Random) -> str:
