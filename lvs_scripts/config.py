@@ -227,8 +227,8 @@ def read_config(path: str | None = None, cache: str | None = None
         raise ConfigError(path, "", None, f"not UTF-8 text (byte {err.start})") from None
     from .config_delta import read_again
 
-    parsed = read_again(text, path, compiled)
-    if compiled is None:
+    parsed, worth_keeping = read_again(text, path, compiled)
+    if compiled is None or not worth_keeping:
         return parsed.config, _nothing_to_keep
     return parsed.config, functools.partial(compiled.store, parsed)
 
