@@ -913,7 +913,7 @@ class Checker:
         schedule (a changed check keeps the state, restarts the counters and takes its new
         interval); new ones take their saved health, else unknown; gone ones are dropped,
         and a check of theirs still running is ignored when it ends."""
-        saved = saved or {}
+        saved = {} if saved is None else saved  # not its truth: it may read a file
         now = self.clock()
         wanted: dict[TargetId, Target] = {}
         for target in targets:

@@ -998,3 +998,27 @@ def test_a_stop_before_run_starts_is_not_lost() -> None:
         checker.stop()
         await asyncio.wait_for(runner, 10)
     asyncio.run(main())
+
+
+def test_saved_health_is_read_only_for_a_new_target() -> None:
+    """The watcher hands set_targets the health file lazily (watch.SavedHealth): a
+    reload of the same targets (a weight edited) never reads it; one with a new target
+    does, once, and the new target takes its saved health."""
+    from lvs_scripts.watch import SavedHealth
+
+    spec = CheckSpec(interval=1.0, timeout=0.5)
+    reads: list[int] = []
+
+    def read() -> dict[Any, Health]:
+        reads.append(1)
+        return {key(3): Health(DOWN, 0, 3, "refused", 1.0)}
+
+    time = FakeTime(until=1.0)
+    checker = make_checker(time, Recorder(), fake_check({}, time))
+    checker.set_targets([Target(key(1), spec), Target(key(2), spec)], SavedHealth(read))
+    assert reads == [1]  # new targets: read
+    checker.set_targets([Target(key(1), spec), Target(key(2), spec)], SavedHealth(read))
+    assert reads == [1]  # the same targets: not read
+    checker.set_targets([Target(key(1), spec), Target(key(3), spec)], SavedHealth(read))
+    assert reads == [1, 1]
+    assert checker.health[key(3)].state == DOWN
