@@ -128,6 +128,7 @@ def forget_parsed() -> None:
     benchmarks that time a cold parse)."""
     _last_save.clear()
     _plain_seen[0] = {}
+    _proc_seen[0] = {}
     parse_rule.cache_clear()
     parse_endpoint.cache_clear()
     ipv4.cache_clear()
@@ -251,6 +252,93 @@ def parse_proc_ip_vs(text: str) -> IpvsTable:
     # port (ipvs_cmp_dests), and the planner's fast path compares in that order.
     return {svc.key: _with_dests(svc, sorted(found_dests, key=_address_order))
             for svc, found_dests in found}
+
+
+# The listing's three header lines (ip_vs_info_seq_show), before the first service.
+_PROC_HEADERS = ("IP Virtual Server version ", "Prot LocalAddress:Port ",
+                 "  -> RemoteAddress:Port ")
+
+# A TUN real server's tunnel type (ipip, gue, gre) and options are not in the listing.
+_PROC_FORWARDING_EXACT = {name: forwarding for name, forwarding in _PROC_FORWARDING.items()
+                          if forwarding is not Forwarding.TUN}
+
+# The real-server lines of the last listing parse_proc_ip_vs_exact read, each by its part
+# before the two counters (ActiveConn, InActConn: they change with traffic, the rest only
+# with the table), and the real server it gave. The watcher verifies reload after reload
+# in one process and each listing is nearly the one before, so a line is a lookup instead
+# of a split, a hex address and a Destination. Only that parse's lines are kept, as
+# _plain_seen keeps one `ipvsadm -S -n` reading's.
+_proc_seen: list[dict[str, Destination]] = [{}]
+
+
+def parse_proc_ip_vs_exact(text: str) -> IpvsTable | None:
+    """/proc/net/ip_vs as parse_ipvs_save would read `ipvsadm -S -n` of the same table, or
+    None where the listing cannot say that exactly: a fwmark service (IPv4 or IPv6 is not
+    shown), a persistent one (no persistence engine shown), a word after the scheduler
+    other than `ops`, a TUN real server (no tunnel type shown), or any line that does not
+    parse. What the kernel shows nowhere
+    (scheduler flags, thresholds, tunnel types; an IPv6 service's `ops`) the caller rules
+    out (Director.observe_again)."""
+    before, seen = _proc_seen[0], dict[str, Destination]()
+    found: list[tuple[VirtualService, list[str]]] = []
+    heads: list[str] | None = None  # the current service's real-server lines, as keyed
+    for line in text.splitlines():
+        if heads is not None and line.startswith("  -> "):
+            parts = line.rsplit(None, 2)  # [head, ActiveConn, InActConn]
+            if len(parts) != 3 or not (parts[1].isdigit() and parts[2].isdigit()):
+                return None
+            head = parts[0]
+            if head not in seen:
+                dest = before.get(head)
+                if dest is None:
+                    dest = _proc_destination(head)
+                if dest is None:
+                    return None
+                seen[head] = dest
+            heads.append(head)
+        elif not found and line.startswith(_PROC_HEADERS):
+            continue
+        else:
+            service = _proc_service(line.split())
+            if service is None:
+                return None
+            heads = []
+            found.append((service, heads))
+    _proc_seen[0] = seen
+    # The kernel lists the newest real server first, ipvsadm sorts them by family, address
+    # and port (ipvs_cmp_dests). The kernel prints each address in fixed-width hex (IPv4
+    # %08X, IPv6 [%pI6] with every group in four digits, '[' after any hex digit), so the
+    # lines themselves sort in that order: a sort in C, with no key built per line.
+    return {svc.key: _with_dests(svc, [seen[head] for head in sorted(heads)])
+            for svc, heads in found}
+
+
+def _proc_service(words: list[str]) -> VirtualService | None:
+    """`TCP  C0A81EFE:0050 wrr [ops]`: None for anything else (FWM, persistent, junk)."""
+    if len(words) not in (3, 4) or words[0] not in _PROC_PROTOCOLS or words[3:] not in (
+            [], ["ops"]):
+        return None
+    try:
+        address, port = _proc_endpoint(words[1])
+    except ValueError:
+        return None
+    return VirtualService(key=ServiceKey(_PROC_PROTOCOLS[words[0]], address, port),
+                          scheduler=words[2], one_packet=len(words) == 4)
+
+
+def _proc_destination(head: str) -> Destination | None:
+    """`  -> C0A81E6F:0050      Route   1` (a line without its counters), or None."""
+    words = head.split()
+    if len(words) != 4 or words[0] != "->" or not words[3].isdigit():
+        return None
+    forwarding = _PROC_FORWARDING_EXACT.get(words[2])
+    try:
+        address, port = _proc_endpoint(words[1])
+    except ValueError:
+        return None
+    if forwarding is None:
+        return None
+    return Destination(address, port, forwarding, int(words[3]))
 
 
 def _address_order(dest: Destination) -> tuple[int, int, int]:
