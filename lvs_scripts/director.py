@@ -39,6 +39,7 @@ from .probes import (
     PROC_IP_VS,
     Counters,
     HostObservation,
+    expect_listing_of,
     parse_ip_addrs,
     parse_ipvs_list,
     parse_ipvs_save,
@@ -115,9 +116,11 @@ class Director(Role):
             return None
         try:
             with open(proc_ip_vs(), encoding="ascii") as listing:
-                return parse_proc_ip_vs_exact(listing.read())
+                text = listing.read()
         except FileNotFoundError:
             return None  # the IPVS module not loaded: ipvsadm says what there is
+        expect_listing_of(before.ipvs)
+        return parse_proc_ip_vs_exact(text)
 
     def _observe(self, state: State, tolerant: bool, ipvs: IpvsTable | None = None
                  ) -> HostObservation:

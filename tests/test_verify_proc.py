@@ -18,12 +18,13 @@ from lvs_scripts.config import parse_config
 from lvs_scripts.director import Director, listing_verifies
 from lvs_scripts.errors import LvsError
 from lvs_scripts.locks import Paths
-from lvs_scripts.model import Forwarding, IpvsTable, Protocol
+from lvs_scripts.model import Forwarding, IpvsTable, Protocol, ServiceKey
 from lvs_scripts.probes import (
     IP_ADDRS,
     IP_LINKS,
     IPVS_SAVE,
     HostObservation,
+    expect_listing_of,
     forget_parsed,
     parse_ipvs_save,
     parse_proc_ip_vs_exact,
@@ -137,6 +138,7 @@ def test_a_real_server_before_any_service_gives_none() -> None:
 # --- the verification on the fake host ---------------------------------------------------
 
 VIP = "10.200.0.1"
+WEB = ServiceKey(Protocol.TCP, ipaddress.ip_address("192.168.30.254"), 80)
 SAVE, LINKS, ADDRS = (" ".join(argv) for argv in (IPVS_SAVE, IP_LINKS, IP_ADDRS))
 _PROC_NAMES = {Forwarding.DR: "Route", Forwarding.NAT: "Masq", Forwarding.TUN: "Tunnel"}
 
@@ -317,3 +319,20 @@ def test_an_ipv6_service_with_ops_in_the_kernel_keeps_ipvsadm(site: Site) -> Non
     assert director._listing_to_verify(HostObservation(ipvs={**table, **ops6})) is None
     without = parse_ipvs_save("-A -u [2001:db8::5]:53 -s rr\n")
     assert director._listing_to_verify(HostObservation(ipvs={**table, **without})) == table
+
+
+def test_the_first_observation_primes_the_memo_of_a_new_process() -> None:
+    """expect_listing_of: the real servers ipvsadm showed are found by the lines the kernel
+    lists them by (the same objects come back: the guess at the format holds), and one the
+    listing cannot describe in full (thresholds) is not taken for its line."""
+    listing, save = SAME["ipv4, DR, NAT and Local, two services"]
+    forget_parsed()
+    first = parse_ipvs_save(save.replace("10.0.0.5:8080 -m -w 3", "10.0.0.5:8080 -m -w 3 -x 9"))
+    expect_listing_of(first)
+    table = parse_proc_ip_vs_exact(listing)
+    assert table == parse_ipvs_save(save)
+    old, new = (t[WEB].destinations for t in (first, table))
+    assert [a is b for a, b in zip(old, new)] == [False, False, True, True]  # Masq -x, Local
+    expect_listing_of(parse_ipvs_save(save.replace("-w 0", "-w 7")))  # a memo: kept
+    assert parse_proc_ip_vs_exact(listing) == table
+    forget_parsed()
