@@ -349,13 +349,18 @@ def _proc_service(words: list[str]) -> VirtualService | None:
 
 # An IPv4 real server's line without its counters, in one match: nearly every line of a
 # large table, and a new process (the CLI's reload) reads each once, with no memo (a
-# third of the time a line took through split and _proc_endpoint).
-_PROC_DEST_V4 = re.compile(r"  -> ([0-9A-Fa-f]{8}):([0-9A-Fa-f]{4}) +(Route|Local|Masq) +(\d+)")
+# third of the time a line took through split and _proc_endpoint). Both patterns are
+# compiled on first use: every run of the CLI imports this module, few read the listing.
+@lru_cache(maxsize=1)
+def _proc_patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """(an IPv4 real server's line without its counters, an address:port)"""
+    return (re.compile(r"  -> ([0-9A-Fa-f]{8}):([0-9A-Fa-f]{4}) +(Route|Local|Masq) +(\d+)"),
+            re.compile(r"([0-9A-Fa-f]{8}):([0-9A-Fa-f]{4})|\[([0-9A-Fa-f:]+)\]:([0-9A-Fa-f]{4})"))
 
 
 def _proc_destination(head: str) -> Destination | None:
     """`  -> C0A81E6F:0050      Route   1` (a line without its counters), or None."""
-    match = _PROC_DEST_V4.fullmatch(head)
+    match = _proc_patterns()[0].fullmatch(head)
     if match is not None:
         address, port, forwarding, weight = match.groups()
         return Destination(ipaddress.IPv4Address(int(address, 16)), int(port, 16),
@@ -377,13 +382,9 @@ def _address_order(dest: Destination) -> tuple[int, int, int]:
     return dest.address.version, int(dest.address), dest.port
 
 
-_PROC_ENDPOINT = re.compile(
-    r"([0-9A-Fa-f]{8}):([0-9A-Fa-f]{4})|\[([0-9A-Fa-f:]+)\]:([0-9A-Fa-f]{4})")
-
-
 def _proc_endpoint(text: str) -> tuple[IPAddress, int]:
     """`C0A81EFE:0050` (IPv4 in hex) or `[2001:0db8:...:0001]:0050`: hex address, hex port."""
-    match = _PROC_ENDPOINT.fullmatch(text)
+    match = _proc_patterns()[1].fullmatch(text)
     if not match:
         raise ValueError(f"not a /proc/net/ip_vs address:port: {text!r}")
     if match.group(1):
