@@ -279,8 +279,8 @@ def expect_listing_of(table: IpvsTable) -> None:
     """Before the first listing a process reads (the CLI's reload: its memo is empty), take
     the first observation's real servers (`ipvsadm -S -n`) as the last listing's, each under
     the line the kernel lists it by: the verification's listing is nearly that table, and a
-    line found is a lookup instead of a new address and Destination (on the host 29 ms ->
-    14 ms at 10,000 real servers, 300 -> 200 ms at 100,000, this included). Only those the
+    line found is a lookup instead of a new address and Destination (on the host about
+    30 -> 17 ms at 10,000 real servers, 310 -> 220 ms at 100,000, this included). Only those the
     listing describes in full (IPv4, Route or Masq, no thresholds): each equals what that
     line parses to, so a line that is not as formatted here only misses."""
     if _proc_seen[0]:
@@ -297,9 +297,8 @@ def parse_proc_ip_vs_exact(text: str) -> IpvsTable | None:
     None where the listing cannot say that exactly: a fwmark service (IPv4 or IPv6 is not
     shown), a persistent one (no persistence engine shown), a word after the scheduler
     other than `ops`, a TUN real server (no tunnel type shown), or any line that does not
-    parse. What the kernel shows nowhere
-    (scheduler flags, thresholds, tunnel types; an IPv6 service's `ops`) the caller rules
-    out (Director.observe_again)."""
+    parse. What no line shows (scheduler flags, thresholds, an IPv6 service's `ops`) the
+    caller rules out (director.listing_verifies, Director._listing_to_verify)."""
     before, seen = _proc_seen[0], dict[str, Destination]()
     found: list[tuple[VirtualService, list[str]]] = []
     heads: list[str] | None = None  # the current service's real-server lines, as keyed
