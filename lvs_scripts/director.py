@@ -16,6 +16,7 @@ from .errors import KernelLacks, LvsError
 from .healthstate import HealthView, load_health, save_health, target_id
 from .locks import exclusive
 from .model import (
+    SCHEDULER_FLAGS,
     Config,
     Destination,
     HaDirector,
@@ -38,10 +39,12 @@ from .probes import (
     PROC_IP_VS,
     Counters,
     HostObservation,
+    expect_listing_of,
     parse_ip_addrs,
     parse_ipvs_list,
     parse_ipvs_save,
     parse_proc_ip_vs,
+    parse_proc_ip_vs_exact,
 )
 from .role import STATUS_DRIFT, STATUS_RUNNING, Report, Role, Status
 from .state import State
@@ -86,7 +89,42 @@ class Director(Role):
             self.bird_files = bird_files(self.paths)
 
     def observe(self, state: State, tolerant: bool = False) -> HostObservation:
-        obs = observe_director(self.config, self.runner, tolerant, state)
+        return self._observe(state, tolerant)
+
+    def observe_again(self, state: State, before: HostObservation) -> HostObservation:
+        return self._observe(state, False, self._listing_to_verify(before))
+
+    def _listing_to_verify(self, before: HostObservation) -> IpvsTable | None:
+        """The IPVS table for the verification after apply, from /proc/net/ip_vs where
+        that is exact; None: read it with `ipvsadm -S -n`, as every other observation.
+        Speed: after a single command (`ipvsadm -e` of one weight) the verification's
+        `ipvsadm -S -n` took 0.34 s at 10,000 real servers in the lab VM (3.3 s at
+        100,000), reading the listing 0.07 s (0.32 s). Exactness: the listing lacks
+        scheduler flags, persistence engines, thresholds, tunnel types, a fwmark
+        service's family and an IPv6 service's `ops`: the config must set none of what
+        it cannot show (listing_verifies), the kernel must hold nothing of it (the
+        strict parse gives None, and the first observation, by ipvsadm, showed no IPv6
+        service with ops), else ipvsadm. The first observation and status keep ipvsadm:
+        they must see whatever is there, set by whoever."""
+        from .observe import KnownReadings
+
+        if isinstance(self.runner, KnownReadings) and self.runner.holds(IPVS_SAVE):
+            return None  # the batch check's reading: exact, and already paid for
+        if not listing_verifies(self.config) or any(
+                svc.one_packet and svc.key.address is not None
+                and svc.key.address.version == 6 for svc in before.ipvs.values()):
+            return None
+        try:
+            with open(proc_ip_vs(), encoding="ascii") as listing:
+                text = listing.read()
+        except FileNotFoundError:
+            return None  # the IPVS module not loaded: ipvsadm says what there is
+        expect_listing_of(before.ipvs)
+        return parse_proc_ip_vs_exact(text)
+
+    def _observe(self, state: State, tolerant: bool, ipvs: IpvsTable | None = None
+                 ) -> HostObservation:
+        obs = observe_director(self.config, self.runner, tolerant, state, ipvs)
         try:
             require_kernel_tunnels(self.config, os.uname().release)
         except KernelLacks as err:
@@ -339,6 +377,30 @@ def proc_listing_suffices(config: Config) -> bool:
     a config with one needs ipvsadm for the watcher to see it at all."""
     return all(s.key.address is not None and not s.has_tunnel_options()
                and not s.has_thresholds() for s in config.services)
+
+
+# The schedulers that read a service's flags (-b): for any other the flags change nothing.
+FLAG_SCHEDULERS = frozenset(SCHEDULER_FLAGS.values())
+
+
+def listing_verifies(config: Config) -> bool:
+    """May the verification after apply read the IPVS table from /proc/net/ip_vs
+    (parse_proc_ip_vs_exact)? It must then see all the planner compares, exactly:
+    - proc_listing_suffices: no tunnel types or thresholds (the listing shows neither),
+      no fwmark service (the listing does not say IPv4 or IPv6, part of its key);
+    - no persistence (so no netmask, no persistence engine): the listing shows the
+      timeout and netmask but not the engine (--pe), and the strict parse does not read
+      persistent services at all;
+    - no scheduler flags (-b), and a scheduler other than sh and mh: the listing shows no
+      flags, so they must be a field with no effect, and only sh and mh read them (flags
+      left on a service of another scheduler change nothing that a verification proves);
+    - no options we do not model (`extra`), which the listing cannot show either;
+    - no IPv6 service with -o: the kernel prints `ops` only on IPv4 service lines."""
+    return proc_listing_suffices(config) and all(
+        not s.persistence and s.netmask is None and s.pe is None and not s.flags
+        and s.scheduler not in FLAG_SCHEDULERS and not s.extra
+        and not (s.one_packet and s.key.address is not None and s.key.address.version == 6)
+        for s in config.services)
 
 
 def proc_ip_vs() -> str:

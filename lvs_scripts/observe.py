@@ -13,7 +13,7 @@ from .errors import (
     MissingTool,
     TunnelModuleMissing,
 )
-from .model import Config
+from .model import Config, IpvsTable
 from .nft import NftTable
 from .pids import running_with
 from .probes import (
@@ -97,7 +97,10 @@ def require_interfaces(config: Config, obs: HostObservation, names: dict[str, st
 
 
 def observe_director(config: Config, runner: Runner, tolerant: bool,
-                     state: State | None = None) -> HostObservation:
+                     state: State | None = None, ipvs: IpvsTable | None = None
+                     ) -> HostObservation:
+    """ipvs: the IPVS table, already read another way (the verification's listing);
+    None: read by `ipvsadm -S -n`."""
     director = config.require_director()
     obs = HostObservation()
     o = Observer(runner, tolerant)
@@ -115,7 +118,7 @@ def observe_director(config: Config, runner: Runner, tolerant: bool,
     if state is not None and state.route is not None:
         families.add(state.route.family)
     _routes(o, obs, families)
-    obs.ipvs = o.probe(obs, IPVS_SAVE, parse_ipvs_save, {})
+    obs.ipvs = o.probe(obs, IPVS_SAVE, parse_ipvs_save, {}) if ipvs is None else ipvs
     if any(s.has_thresholds() for s in config.services) and "ipvsadm" not in o.missing:
         from .probes import IPVS_THRESHOLDS, parse_ipvs_thresholds, with_thresholds
 
@@ -402,6 +405,10 @@ class KnownReadings:
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
         self.kept: dict[tuple[str, ...], Result] = {}
+
+    def holds(self, argv: Sequence[str]) -> bool:
+        """Is a reading of argv kept, that nothing run since could have changed?"""
+        return tuple(argv) in self.kept
 
     def run(self, argv: Sequence[str], *, stdin: str | None = None,
             check: bool = True) -> Result:

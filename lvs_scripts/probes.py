@@ -128,6 +128,7 @@ def forget_parsed() -> None:
     benchmarks that time a cold parse)."""
     _last_save.clear()
     _plain_seen[0] = {}
+    _proc_seen[0] = {}
     parse_rule.cache_clear()
     parse_endpoint.cache_clear()
     ipv4.cache_clear()
@@ -253,14 +254,136 @@ def parse_proc_ip_vs(text: str) -> IpvsTable:
             for svc, found_dests in found}
 
 
+# The listing's three header lines (ip_vs_info_seq_show), before the first service.
+_PROC_HEADERS = ("IP Virtual Server version ", "Prot LocalAddress:Port ",
+                 "  -> RemoteAddress:Port ")
+
+# A TUN real server's tunnel type (ipip, gue, gre) and options are not in the listing.
+_PROC_FORWARDING_EXACT = {name: forwarding for name, forwarding in _PROC_FORWARDING.items()
+                          if forwarding is not Forwarding.TUN}
+
+# How the kernel names the forwarding of a line expect_listing_of guesses ("Local" is DR
+# too, but only to the director's own addresses: such a line simply misses).
+_PROC_NAMES = {Forwarding.DR: "Route", Forwarding.NAT: "Masq"}
+
+# The real-server lines of the last listing parse_proc_ip_vs_exact read, each by its part
+# before the two counters (ActiveConn, InActConn: they change with traffic, the rest only
+# with the table), and the real server it gave. The watcher verifies reload after reload
+# in one process and each listing is nearly the one before, so a line is a lookup instead
+# of a split, a hex address and a Destination. Only that parse's lines are kept, as
+# _plain_seen keeps one `ipvsadm -S -n` reading's.
+_proc_seen: list[dict[str, Destination]] = [{}]
+
+
+def expect_listing_of(table: IpvsTable) -> None:
+    """Before the first listing a process reads (the CLI's reload: its memo is empty), take
+    the first observation's real servers (`ipvsadm -S -n`) as the last listing's, each under
+    the line the kernel lists it by: the verification's listing is nearly that table, and a
+    line found is a lookup instead of a new address and Destination (on the host about
+    30 -> 17 ms at 10,000 real servers, 310 -> 220 ms at 100,000, this included). Only those the
+    listing describes in full (IPv4, Route or Masq, no thresholds): each equals what that
+    line parses to, so a line that is not as formatted here only misses."""
+    if _proc_seen[0]:
+        return  # the last listing's lines: nearer still
+    _proc_seen[0] = {
+        f"  -> {int(d.address):08X}:{d.port:04X}      {_PROC_NAMES[d.forwarding]:<7} {d.weight}": d
+        for svc in table.values() for d in svc.destinations
+        if d.forwarding in _PROC_NAMES and d.address.version == 4 and not d.upper
+        and not d.lower and d.tunnel is None}
+
+
+def parse_proc_ip_vs_exact(text: str) -> IpvsTable | None:
+    """/proc/net/ip_vs as parse_ipvs_save would read `ipvsadm -S -n` of the same table, or
+    None where the listing cannot say that exactly: a fwmark service (IPv4 or IPv6 is not
+    shown), a persistent one (no persistence engine shown), a word after the scheduler
+    other than `ops`, a TUN real server (no tunnel type shown), or any line that does not
+    parse. What no line shows (scheduler flags, thresholds, an IPv6 service's `ops`) the
+    caller rules out (director.listing_verifies, Director._listing_to_verify)."""
+    before, seen = _proc_seen[0], dict[str, Destination]()
+    found: list[tuple[VirtualService, list[str]]] = []
+    heads: list[str] | None = None  # the current service's real-server lines, as keyed
+    for line in text.splitlines():
+        if heads is not None and line.startswith("  -> "):
+            parts = line.rsplit(None, 2)  # [head, ActiveConn, InActConn]
+            if len(parts) != 3 or not (parts[1].isdigit() and parts[2].isdigit()):
+                return None
+            head = parts[0]
+            if head not in seen:
+                dest = before.get(head)
+                if dest is None:
+                    dest = _proc_destination(head)
+                if dest is None:
+                    return None
+                seen[head] = dest
+            heads.append(head)
+        elif not found and line.startswith(_PROC_HEADERS):
+            continue
+        else:
+            service = _proc_service(line.split())
+            if service is None:
+                return None
+            heads = []
+            found.append((service, heads))
+    _proc_seen[0] = seen
+    # The kernel lists the newest real server first, ipvsadm sorts them by family, address
+    # and port (ipvs_cmp_dests). The kernel prints each address in fixed-width hex (IPv4
+    # %08X, IPv6 [%pI6] with every group in four digits, '[' after any hex digit), so the
+    # lines themselves sort in that order: a sort in C, with no key built per line.
+    return {svc.key: _with_dests(svc, [seen[head] for head in sorted(heads)])
+            for svc, heads in found}
+
+
+def _proc_service(words: list[str]) -> VirtualService | None:
+    """`TCP  C0A81EFE:0050 wrr [ops]`: None for anything else (FWM, persistent, junk)."""
+    if len(words) not in (3, 4) or words[0] not in _PROC_PROTOCOLS or words[3:] not in (
+            [], ["ops"]):
+        return None
+    try:
+        address, port = _proc_endpoint(words[1])
+    except ValueError:
+        return None
+    return VirtualService(key=ServiceKey(_PROC_PROTOCOLS[words[0]], address, port),
+                          scheduler=words[2], one_packet=len(words) == 4)
+
+
+# An IPv4 real server's line without its counters, in one match: nearly every line of a
+# large table, and a new process (the CLI's reload) reads each once, with no memo (a
+# third of the time a line took through split and _proc_endpoint). Both patterns are
+# compiled on first use: every run of the CLI imports this module, few read the listing.
+@lru_cache(maxsize=1)
+def _proc_patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """(an IPv4 real server's line without its counters, an address:port)"""
+    return (re.compile(r"  -> ([0-9A-Fa-f]{8}):([0-9A-Fa-f]{4}) +(Route|Local|Masq) +(\d+)"),
+            re.compile(r"([0-9A-Fa-f]{8}):([0-9A-Fa-f]{4})|\[([0-9A-Fa-f:]+)\]:([0-9A-Fa-f]{4})"))
+
+
+def _proc_destination(head: str) -> Destination | None:
+    """`  -> C0A81E6F:0050      Route   1` (a line without its counters), or None."""
+    match = _proc_patterns()[0].fullmatch(head)
+    if match is not None:
+        address, port, forwarding, weight = match.groups()
+        return Destination(ipaddress.IPv4Address(int(address, 16)), int(port, 16),
+                           _PROC_FORWARDING_EXACT[forwarding], int(weight))
+    words = head.split()
+    if len(words) != 4 or words[0] != "->" or not words[3].isdigit():
+        return None
+    forwarding = _PROC_FORWARDING_EXACT.get(words[2])
+    try:
+        endpoint = _proc_endpoint(words[1])
+    except ValueError:
+        return None
+    if forwarding is None:
+        return None
+    return Destination(endpoint[0], endpoint[1], forwarding, int(words[3]))
+
+
 def _address_order(dest: Destination) -> tuple[int, int, int]:
     return dest.address.version, int(dest.address), dest.port
 
 
 def _proc_endpoint(text: str) -> tuple[IPAddress, int]:
     """`C0A81EFE:0050` (IPv4 in hex) or `[2001:0db8:...:0001]:0050`: hex address, hex port."""
-    match = re.fullmatch(r"([0-9A-Fa-f]{8}):([0-9A-Fa-f]{4})|\[([0-9A-Fa-f:]+)\]:([0-9A-Fa-f]{4})",
-                         text)
+    match = _proc_patterns()[1].fullmatch(text)
     if not match:
         raise ValueError(f"not a /proc/net/ip_vs address:port: {text!r}")
     if match.group(1):

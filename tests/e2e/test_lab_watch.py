@@ -422,14 +422,18 @@ def test_rs2_stops_then_starts_again(watched: Lab) -> None:
 
 def compare_probes(proc: str) -> None:
     """/proc/net/ip_vs, as the watcher reads it, against ipvsadm -S -n: the same services,
-    real servers, forwarding and weights on the real kernel."""
-    from lvs_scripts.probes import parse_ipvs_save, parse_proc_ip_vs
+    real servers, forwarding and weights on the real kernel; and, read as the verification
+    after a reload reads it (this config is one it may: wrr, DR, no persistence), the very
+    table ipvsadm's gives."""
+    from lvs_scripts.probes import parse_ipvs_save, parse_proc_ip_vs, parse_proc_ip_vs_exact
 
     def dests(table: dict) -> dict[str, list[tuple[str, str, int]]]:  # type: ignore[type-arg]
         return {str(k): [(d.endpoint(), d.forwarding.value, d.weight) for d in s.destinations]
                 for k, s in table.items()}
 
-    assert dests(parse_proc_ip_vs(proc)) == dests(parse_ipvs_save("\n".join(ipvs_save())))
+    saved = parse_ipvs_save("\n".join(ipvs_save()))
+    assert dests(parse_proc_ip_vs(proc)) == dests(saved)
+    assert parse_proc_ip_vs_exact(proc) == saved
 
 
 # --- scenario 3 --------------------------------------------------------------------------------
