@@ -195,8 +195,10 @@ def health_from_data(data: object, where: str = "health") -> dict[TargetId, Heal
     if not isinstance(data["targets"], list):
         raise HealthStateError(f"{where}.targets: must be a list")
     result: dict[TargetId, Health] = {}
+    fast = _FastEntry()
     for index, entry in enumerate(data["targets"]):
-        key, health = _entry(entry, f"{where}.targets[{index}]")
+        read = fast(entry)
+        key, health = read if read is not None else _entry(entry, f"{where}.targets[{index}]")
         if key in result:
             raise HealthStateError(f"{where}.targets[{index}]: {key} is listed twice")
         result[key] = health
@@ -240,6 +242,61 @@ def _entry(entry: object, where: str) -> tuple[TargetId, Health]:
         raise HealthStateError(f"{where}: successes and failures are consecutive counts; "
                                "both cannot be above 0")
     return key, health
+
+
+_FIELD_SET = frozenset(_FIELDS)
+
+
+class _FastEntry:
+    """_entry for the entry we write, every test in C where it can be: an entry that
+    passes them all is one _entry would accept, with the same TargetId and Health
+    (tests/test_health.py compares the two); anything else, valid or not, goes to _entry,
+    whose first error is the one to report. The status of 10,000 checked real servers
+    spent 0.15 s here (two seconds of the lab VM's) in ipaddress, checking that each
+    address is written in its canonical form: an IPv4 address is, exactly when
+    inet_ntoa(inet_pton(text)) gives the text back. Each address text is checked once (a
+    VIP repeats for all its real servers)."""
+
+    def __init__(self) -> None:
+        self.canonical: set[str] = set()
+
+    def address(self, text: object) -> bool:
+        if type(text) is not str:
+            return False
+        if text in self.canonical:
+            return True
+        try:
+            ok = _ntoa(_pton(socket.AF_INET, text)) == text
+        except (OSError, ValueError):
+            return False
+        if ok:
+            self.canonical.add(text)
+        return ok
+
+    def __call__(self, entry: object) -> tuple[TargetId, Health] | None:
+        if type(entry) is not dict or entry.keys() != _FIELD_SET:
+            return None
+        protocol, vport, port = entry["protocol"], entry["vport"], entry["port"]
+        state, successes, failures = entry["state"], entry["successes"], entry["failures"]
+        reason, since = entry["reason"], entry["since"]
+        # type() is, not isinstance: a bool is an error, left to _entry.
+        if type(protocol) is not str or type(state) is not str or \
+                protocol not in _PLAIN_PROTOCOLS or type(vport) is not int or \
+                not 1 <= vport <= 65535 or type(port) is not int or not 1 <= port <= 65535 \
+                or state not in _STATE_SET or type(successes) is not int or \
+                type(failures) is not int or not 0 <= successes <= MAX_COUNT or \
+                not 0 <= failures <= MAX_COUNT or (successes and failures) or \
+                type(reason) is not str or len(reason) > MAX_REASON or \
+                type(since) is not float or not math.isfinite(since) or since < 0 or \
+                not self.address(entry["vip"]) or not self.address(entry["address"]):
+            return None
+        return (TargetId(protocol, entry["vip"], vport, entry["address"], port),
+                Health(state, successes, failures, reason, since))
+
+
+_PLAIN_PROTOCOLS = frozenset(("tcp", "udp", "sctp"))  # fwmark: its vport is the mark
+_STATE_SET = frozenset(STATES)
+_pton, _ntoa = socket.inet_pton, socket.inet_ntoa
 
 
 def _choice(entry: dict[str, Any], name: str, choices: tuple[str, ...], where: str) -> str:

@@ -369,3 +369,91 @@ def test_saving_many_targets_does_not_call_json_dumps_for_each(
     text = to_json(view)
     assert len(calls) <= 3, len(calls)
     assert from_json(text, "h.json") == view
+
+
+def test_a_save_makes_lines_again_only_for_changed_health(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """save_health keeps the last save's order and lines (healthstate._WRITTEN): the file
+    is byte for byte to_json's, through changes, new targets and removed ones, and only
+    the changed targets' lines are made again."""
+    import random
+
+    from lvs_scripts import healthstate
+    from lvs_scripts.healthstate import HealthView, save_health, to_json
+    from lvs_scripts.locks import Paths
+
+    paths = Paths("lvs-director", str(tmp_path))
+    rng = random.Random("save-memo")
+    base = ipaddress.ip_address("10.0.0.1")
+    healths = {TargetId("tcp", "192.0.2.1", 80, str(base + rng.randrange(5000)), 80):
+               Health(UP, 1, 0, "ok", 1.0) for _ in range(400)}
+    made: list[TargetId] = []
+    real_line = healthstate.health_entry_line
+
+    def counted(key: TargetId, health: Health) -> str:
+        made.append(key)
+        return real_line(key, health)
+
+    monkeypatch.setattr(healthstate, "health_entry_line", counted)
+    for round_ in range(30):
+        keys = list(healths)
+        changed = rng.sample(keys, 3)
+        for key in changed:
+            healths[key] = Health(rng.choice([UP, DOWN, UNKNOWN]), round_, 1, f"r{round_}",
+                                  float(round_))
+        if round_ % 7 == 3:  # targets come and go
+            del healths[keys[0]]
+            healths[TargetId("tcp", "192.0.2.1", 80, str(base + 6000 + round_), 80)] = \
+                Health()
+        view = HealthView(dict(healths))
+        made.clear()
+        save_health(paths, view)
+        if round_ % 7 != 3 and round_:
+            assert sorted(made) == sorted(changed)
+        assert Path(paths.health_file).read_text() == to_json(view)
+
+
+GOOD_ENTRY = {"protocol": "tcp", "vip": "192.0.2.1", "vport": 80, "address": "10.0.0.7",
+              "port": 8080, "state": "up", "successes": 3, "failures": 0, "reason": "ok",
+              "since": 1764500000.25}
+ODD_VALUES: list[Any] = [
+    None, True, False, 0, 1, -1, 65535, 65536, 100, 101, 2**32, 0.0, 1.0, -1.0, float("nan"),
+    float("inf"), "", "tcp", "udp", "sctp", "fwmark", "TCP", "up", "down", "unknown", "x" * 201,
+    "x" * 200, [], {}, ["tcp"], "10.0.0.7", "010.0.0.7", "10.0.0.07", "10.0.7", "10.0.0.7 ",
+    " 10.0.0.7", "10.0.0.256", "0.0.0.0", "255.255.255.255", "::1", "2001:db8::1",  # noqa: S104 - data
+    "2001:DB8::1", "::ffff:10.0.0.7", "1.2.3.4\x00"]
+
+
+def entry_variants() -> list[dict[str, Any]]:
+    variants: list[dict[str, Any]] = [dict(GOOD_ENTRY)]
+    for name in GOOD_ENTRY:
+        for value in ODD_VALUES:
+            variants.append({**GOOD_ENTRY, name: value})
+        variants.append({k: v for k, v in GOOD_ENTRY.items() if k != name})
+    variants.append({**GOOD_ENTRY, "extra": 1})
+    variants.append({**GOOD_ENTRY, "successes": 2, "failures": 1})
+    variants.append({**GOOD_ENTRY, "protocol": "fwmark", "vport": 70000})
+    return variants
+
+
+def test_the_fast_entry_reads_as_the_general_one_or_leaves_it() -> None:
+    """health._FastEntry: for every entry it answers, _entry gives the same key and
+    health; it answers the entries we write (the common ones)."""
+    from lvs_scripts.health import _entry, _FastEntry
+
+    fast, answered = _FastEntry(), 0
+    for entry in entry_variants():
+        got = fast(entry)
+        try:
+            want: object = _entry(entry, "e")
+        except HealthStateError as err:
+            want = err
+        if got is None:
+            continue
+        answered += 1
+        assert not isinstance(want, HealthStateError), (entry, want)
+        assert got == want and type(got[1].since) is type(want[1].since), entry
+    assert answered > 40
+    assert fast(dict(GOOD_ENTRY)) is not None
+    assert fast({**GOOD_ENTRY, "vip": "2001:db8::1", "address": "2001:db8::7"}) is None
