@@ -336,3 +336,22 @@ def test_the_first_observation_primes_the_memo_of_a_new_process() -> None:
     expect_listing_of(parse_ipvs_save(save.replace("-w 0", "-w 7")))  # a memo: kept
     assert parse_proc_ip_vs_exact(listing) == table
     forget_parsed()
+
+
+def test_the_health_path_reads_the_listing_exactly_where_it_can(site: Site) -> None:
+    """Director.observe_ipvs (every health apply of the watcher): the exact parse, with
+    its memo of the last listing (`ops` read, as the lenient parse does not); the lenient
+    one where the listing has what the exact one cannot describe (a fwmark service)."""
+    udp = ServiceKey(Protocol.UDP, ipaddress.ip_address("10.200.0.9"), 53)
+    table = parse_ipvs_save("-A -t 10.200.0.1:80 -s wrr\n"
+                            "-a -t 10.200.0.1:80 -r 10.100.0.1:80 -g -w 2\n"
+                            "-A -u 10.200.0.9:53 -s rr -o\n"
+                            "-a -u 10.200.0.9:53 -r 10.100.0.1:53 -g -w 1\n")
+    director = site.director(config_text((1, 1, 1)))
+    site.listing.write_text(listing_of(table))
+    seen = director.observe_ipvs().ipvs
+    assert seen == table and seen[udp].one_packet
+    fwm = parse_ipvs_save("-A -f 7 -s rr\n-a -f 7 -r 10.100.0.3:0 -g -w 1\n")
+    site.listing.write_text(listing_of({**table, **fwm}))
+    lenient = director.observe_ipvs().ipvs
+    assert set(lenient) == set(table) and not lenient[udp].one_packet
