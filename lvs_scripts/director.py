@@ -40,6 +40,7 @@ from .probes import (
     Counters,
     HostObservation,
     expect_listing_of,
+    expect_save_of,
     parse_ip_addrs,
     parse_ipvs_list,
     parse_ipvs_save,
@@ -217,7 +218,10 @@ class Director(Role):
                 # watcher's readings differ in a few; a third of the time at 100,000);
                 # the lenient one where the listing has what it cannot describe.
                 exact = parse_proc_ip_vs_exact(text)
-                return exact if exact is not None else parse_proc_ip_vs(text)
+                if exact is None:
+                    return parse_proc_ip_vs(text)
+                expect_save_of(exact)  # for the watcher's next reload (SIGHUP)
+                return exact
         return parse_ipvs_save(self.runner.run(IPVS_SAVE).stdout)
 
     def store_health(self, update: Callable[[HealthView], HealthView]) -> HealthView:

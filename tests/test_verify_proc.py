@@ -355,3 +355,33 @@ def test_the_health_path_reads_the_listing_exactly_where_it_can(site: Site) -> N
     site.listing.write_text(listing_of({**table, **fwm}))
     lenient = director.observe_ipvs().ipvs
     assert set(lenient) == set(table) and not lenient[udp].one_packet
+
+
+def test_a_listing_read_for_health_primes_the_memo_of_the_next_reload(
+        site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The watcher reads the listing for its health applies; its first reload's
+    `ipvsadm -S -n` then finds every plain line in the memo (probes.expect_save_of), and
+    reads the same table a cold parse does."""
+    from lvs_scripts import probes
+
+    save = ("-A -t 10.200.0.1:80 -s wrr\n" + "".join(
+        f"-a -t 10.200.0.1:80 -r 10.100.0.{n}:80 -g -w {n % 3}\n" for n in range(1, 40)) +
+        "-A -u 10.200.0.9:53 -s rr\n-a -u 10.200.0.9:53 -r 10.100.1.1:5353 -m -w 1\n"
+        "-a -u 10.200.0.9:53 -r 10.100.1.2:53 -m -w 2 -x 10\n")
+    table = parse_ipvs_save(save)
+    forget_parsed()
+    site.listing.write_text(listing_of(table))
+    site.director(config_text((1, 1, 1))).observe_ipvs()
+    read: list[str] = []
+    real_reader = probes._PlainReader.__call__
+
+    def counted(self: object, line: str) -> object:
+        read.append(line)
+        return real_reader(self, line)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(probes._PlainReader, "__call__", counted)
+    assert parse_ipvs_save(save + "\n") == table
+    # Only the lines that are not plain (services, the one with -x, the blank) were read.
+    assert [line for line in read if probes._PLAIN_DEST.fullmatch(line)] == []
+    assert len(read) == 4
+    forget_parsed()
