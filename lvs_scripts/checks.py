@@ -930,6 +930,8 @@ class Checker:
         for key, target in wanted.items():
             slot = self._slots.get(key)
             if slot is not None:
+                if slot.target is target:  # the watcher's TargetCache: the same target
+                    continue
                 pair = (id(slot.target.spec), id(target.spec))
                 unchanged = same.get(pair)
                 if unchanged is None:

@@ -114,13 +114,13 @@ class Flagged:
 
     def __init__(self, view: HealthView) -> None:
         self.view = view
-        # A TargetId's first three fields are its service's part (_service_part).
+        # A TargetId's first three fields are its service's part (service_part).
         self.down: set[tuple[str, str, int]] = {
             key[:3] for key, health in view.health.items() if health.state == DOWN}
 
     def touches(self, service: VirtualService) -> bool:
         """False when none of the service's real servers can be down or disabled."""
-        part = _service_part(service)
+        part = service_part(service)
         if part in self.down:
             return True
         return any(entry.vip is None or (entry.vip == part[1] and entry.vport == part[2])
@@ -179,17 +179,17 @@ def target_id(service: VirtualService, dest: Destination) -> TargetId:
     """The health key of a real server of a service (the TargetId of health.py). A fwmark
     service has no VIP and its real servers no port: its key is the mark, with the
     unspecified address of its family for the VIP, and the port its check looks at."""
-    return _target_id(service, _service_part(service), dest)
+    return target_id_in(service, service_part(service), dest)
 
 
 def target_ids(service: VirtualService) -> list[TargetId]:
     """target_id of each real server of the service, in order: the service's part of the
     key (its VIP as text above all) is made once, not once per real server."""
-    part = _service_part(service)
-    return [_target_id(service, part, dest) for dest in service.destinations]
+    part = service_part(service)
+    return [target_id_in(service, part, dest) for dest in service.destinations]
 
 
-def _service_part(service: VirtualService) -> tuple[str, str, int]:
+def service_part(service: VirtualService) -> tuple[str, str, int]:
     key = service.key
     if key.address is None:
         vip = ipaddress.IPv6Address(0) if key.ipv6 else ipaddress.IPv4Address(0)
@@ -197,7 +197,7 @@ def _service_part(service: VirtualService) -> tuple[str, str, int]:
     return key.protocol.value, str(key.address), key.port
 
 
-def _target_id(service: VirtualService, part: tuple[str, str, int],
+def target_id_in(service: VirtualService, part: tuple[str, str, int],
                dest: Destination) -> TargetId:
     # address_text: str() of an IPv4Address is Python, a third of target_ids at 10,000.
     if service.key.address is None:
