@@ -333,27 +333,47 @@ def _copy(view: HealthView) -> HealthView:
 
 
 # What save_health last wrote to each file, in parts: the targets in file order, their
-# lines, and the health each line was made from. The watcher writes the file after each
-# batch of transitions, and a batch changes a few targets of all: sorting 100,000 targets
-# and making their lines again was 0.22 s of a 0.28 s save here (several seconds of the
-# lab VM's, every time a check changed state). With the same targets, a line is made
+# lines (up to LINES_KEPT targets), and the health each line was made from. The watcher
+# writes the file after each batch of transitions, and a batch changes a few targets of
+# all: sorting 100,000 targets and making their lines again was 0.22 s of a 0.28 s save
+# here (several seconds of the lab VM's, every time a check changed state), and a failure
+# waits for the save before its weight goes to 0. With the same targets, a line is made
 # again only for a Health that is not the very object it was made from (Health is
-# immutable: the checker replaces it on each change). About 200 bytes a target.
-_WRITTEN: dict[str, tuple[list[TargetId], list[str], dict[TargetId, Health]]] = {}
+# immutable: the checker replaces it on each change). The lines are about 200 bytes a
+# target: above LINES_KEPT only the order is kept (the watcher's memory at 100,000 real
+# servers stays under issue 14's 500 MB), and every line is made again.
+_WRITTEN: dict[str, tuple[list[TargetId], list[str] | None, list[Health]]] = {}
+LINES_KEPT = 20_000
 
 
 def _target_lines(path: str, healths: dict[TargetId, Health]) -> list[str]:
     """to_json's target lines for this view, from the last save's where they hold."""
-    last = _WRITTEN.get(path)
-    if last is not None and healths.keys() == last[2].keys():
-        order, old_lines, old = last
-        lines = [line if healths[key] is old[key] else health_entry_line(key, healths[key])
-                 for key, line in zip(order, old_lines)]
-    else:
+    lines = _kept_lines(_WRITTEN.get(path), healths)
+    if lines is None:
         items = sorted_health(healths)
         order = [key for key, _health in items]
         lines = [health_entry_line(key, health) for key, health in items]
-    _WRITTEN[path] = (order, lines, dict(healths))
+    else:
+        order = _WRITTEN[path][0]
+    _WRITTEN[path] = (order, lines if len(lines) <= LINES_KEPT else None,
+                      [healths[key] for key in order])
+    return lines
+
+
+def _kept_lines(last: tuple[list[TargetId], list[str] | None, list[Health]] | None,
+                healths: dict[TargetId, Health]) -> list[str] | None:
+    """The lines in the last save's order, made again where the health is not the same
+    object; None if the targets are not the same (then sort them again)."""
+    if last is None or len(last[0]) != len(healths):
+        return None
+    order, old_lines, old = last
+    lines = []
+    for index, key in enumerate(order):
+        health = healths.get(key)
+        if health is None:  # as many targets, not the same ones
+            return None
+        lines.append(old_lines[index] if old_lines is not None and health is old[index]
+                     else health_entry_line(key, health))
     return lines
 
 

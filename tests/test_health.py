@@ -371,18 +371,29 @@ def test_saving_many_targets_does_not_call_json_dumps_for_each(
     assert from_json(text, "h.json") == view
 
 
+@pytest.mark.parametrize("lines_kept", [10_000, 100])
 def test_a_save_makes_lines_again_only_for_changed_health(tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch
-                                                          ) -> None:
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          lines_kept: int) -> None:
     """save_health keeps the last save's order and lines (healthstate._WRITTEN): the file
     is byte for byte to_json's, through changes, new targets and removed ones, and only
-    the changed targets' lines are made again."""
+    the changed targets' lines are made again; above LINES_KEPT targets only the order
+    is kept (no sort, every line made again)."""
     import random
 
-    from lvs_scripts import healthstate
+    from lvs_scripts import health, healthstate
     from lvs_scripts.healthstate import HealthView, save_health, to_json
     from lvs_scripts.locks import Paths
 
+    monkeypatch.setattr(healthstate, "LINES_KEPT", lines_kept)
+    sorts: list[int] = []
+    real_sort = health.sorted_health
+
+    def counted_sort(healths: Any) -> Any:
+        sorts.append(len(healths))
+        return real_sort(healths)
+
+    monkeypatch.setattr(healthstate, "sorted_health", counted_sort)
     paths = Paths("lvs-director", str(tmp_path))
     rng = random.Random("save-memo")
     base = ipaddress.ip_address("10.0.0.1")
@@ -408,9 +419,12 @@ def test_a_save_makes_lines_again_only_for_changed_health(tmp_path: Path,
                 Health()
         view = HealthView(dict(healths))
         made.clear()
+        sorts.clear()
         save_health(paths, view)
         if round_ % 7 != 3 and round_:
-            assert sorted(made) == sorted(changed)
+            assert sorted(made) == sorted(changed) if lines_kept > 400 else \
+                len(made) == len(healths)
+            assert sorts == []
         assert Path(paths.health_file).read_text() == to_json(view)
 
 
