@@ -320,13 +320,13 @@ def test_a_reload_asks_health_only_about_services_with_a_server_down(
     if down is not None:
         health[target_id(service, service.destinations[down])] = Health("down", 0, 3, "x", 1.0)
     built: list[object] = []
-    original = healthstate._target_id
+    original = healthstate.target_id_in
 
     def counted(*args: object) -> object:
         built.append(args)
         return original(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(healthstate, "_target_id", counted)
+    monkeypatch.setattr(healthstate, "target_id_in", counted)
     saved = save_text(300).replace(" -w 2", " -w 1")
     plan = plan_director_start(config, HostObservation(ipvs=parse_ipvs_save(saved)), OWNED,
                                view=HealthView(health))
