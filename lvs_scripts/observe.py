@@ -26,6 +26,7 @@ from .probes import (
     IPVS_TIMEOUTS,
     HostObservation,
     Route,
+    expect_save_of,
     interface_of_sysctl,
     ip_default_routes,
     parse_arping_version,
@@ -118,7 +119,13 @@ def observe_director(config: Config, runner: Runner, tolerant: bool,
     if state is not None and state.route is not None:
         families.add(state.route.family)
     _routes(o, obs, families)
-    obs.ipvs = o.probe(obs, IPVS_SAVE, parse_ipvs_save, {}) if ipvs is None else ipvs
+    if ipvs is None:
+        # A new process has no lines of an earlier reading to find each real server by:
+        # the config's are what the table mostly holds (probes.expect_save_of).
+        expect_save_of({service.key: service for service in config.services})
+        nothing: IpvsTable = {}
+        ipvs = o.probe(obs, IPVS_SAVE, parse_ipvs_save, nothing)
+    obs.ipvs = ipvs
     if any(s.has_thresholds() for s in config.services) and "ipvsadm" not in o.missing:
         from .probes import IPVS_THRESHOLDS, parse_ipvs_thresholds, with_thresholds
 

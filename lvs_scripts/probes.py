@@ -300,12 +300,15 @@ _SAVE_FORWARDING = {Forwarding.DR: "-g", Forwarding.NAT: "-m"}
 
 def expect_save_of(table: IpvsTable) -> None:
     """expect_listing_of the other way round, for a process whose memo of `ipvsadm -S -n`
-    lines is empty (the watcher: its health applies read the kernel's listing, so its
-    first reload parsed the table cold: half a second of the lab VM's at 10,000 real
-    servers, six at 100,000): each real server of a table read from the listing is taken
-    under the plain line ipvsadm prints it by. Only lines _PLAIN_DEST reads (IPv4, TCP or
-    UDP, DR or NAT, no thresholds), whose parse is exactly that service key and real
-    server: a line not formatted as guessed here only misses."""
+    lines is empty: each real server of a table is taken under the plain line ipvsadm
+    prints it by. The table: one read from the listing (the watcher: its health applies
+    read that, so its first reload parsed `ipvsadm -S -n` cold, half a second of the lab
+    VM's at 10,000 real servers, six at 100,000), or the config's own services (a CLI run:
+    a table that is as configured is then a lookup a line, not 10,000 new Destinations;
+    a real server that is not, a weight at 0 say, is parsed as ever). Only lines
+    _PLAIN_DEST reads (IPv4, TCP or UDP, DR or NAT, no thresholds, no tunnel), whose parse
+    is exactly that service key and real server: a line not formatted as guessed here only
+    misses."""
     if _plain_seen[0]:
         return  # a reading's own lines: nearer still
     seen: dict[str, _Plain] = {}

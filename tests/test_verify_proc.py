@@ -385,3 +385,33 @@ def test_a_listing_read_for_health_primes_the_memo_of_the_next_reload(
     assert [line for line in read if probes._PLAIN_DEST.fullmatch(line)] == []
     assert len(read) == 4
     forget_parsed()
+
+
+def test_a_new_process_finds_the_configured_real_servers_by_their_lines(
+        site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CLI run's first observation: the memo of `ipvsadm -S -n` lines is empty, and the
+    config's real servers are taken under the lines ipvsadm prints them by
+    (probes.expect_save_of): only lines that differ from the config are read, and the
+    table is the one a cold parse reads."""
+    from lvs_scripts import probes
+
+    text = config_text((1, 1, 1))
+    site.director(text).start()
+    save = site.host.cmd(*IPVS_SAVE).stdout
+    site.host.cmd("ipvsadm", "-e", "-t", f"{VIP}:80", "-r", "10.100.0.2:80", "-g", "-w", "0")
+    forget_parsed()
+    read: list[str] = []
+    real_reader = probes._PlainReader.__call__
+
+    def counted(self: object, line: str) -> object:
+        read.append(line)
+        return real_reader(self, line)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(probes._PlainReader, "__call__", counted)
+    director = site.director(text)
+    seen = director.observe(director.state()).ipvs
+    assert [line for line in read if probes._PLAIN_DEST.fullmatch(line)] == [
+        f"-a -t {VIP}:80 -r 10.100.0.2:80 -g -w 0"]  # the one not as configured
+    forget_parsed()
+    assert seen == parse_ipvs_save(site.host.cmd(*IPVS_SAVE).stdout) != parse_ipvs_save(save)
+    forget_parsed()
