@@ -43,6 +43,7 @@ from lvs_scripts.plan_realserver import plan_realserver_start
 from lvs_scripts.probes import HostObservation
 from lvs_scripts.state import State
 from lvs_scripts.watch import load_director_config
+from tests.counting import count_calls
 
 LOOPBACK = "127.0.0.1"
 VIP = "192.0.2.80"  # TEST-NET-1: only ever a Host header / server name here, never dialled
@@ -929,14 +930,7 @@ def test_a_reload_compares_each_service_check_once_not_once_a_target(
     checker.set_targets([Target(key(port), first) for port in range(1, 301)])
     for port in range(1, 301):
         checker._health[key(port)] = Health(UP, 2, 0, "ok", 1.0)
-    compared: list[object] = []
-    real_eq = CheckSpec.__eq__
-
-    def counted(self: CheckSpec, other: object) -> bool:
-        compared.append(other)
-        return real_eq(self, other)
-
-    monkeypatch.setattr(CheckSpec, "__eq__", counted)
+    compared = count_calls(monkeypatch, CheckSpec, "__eq__")
     again = CheckSpec(interval=1.0, timeout=0.5)  # equal, another object (a new config)
     checker.set_targets([Target(key(port), again) for port in range(1, 301)])
     assert len(compared) == 1

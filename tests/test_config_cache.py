@@ -25,6 +25,7 @@ from lvs_scripts.config import load_config, parse_config
 from lvs_scripts.config_cache import MAGIC, ConfigCache
 from lvs_scripts.errors import ConfigError
 from lvs_scripts.locks import Paths
+from tests.counting import count_calls
 from tests.fakes.fakehost import FakeHost
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,15 +77,7 @@ def each_load_a_new_process(monkeypatch: pytest.MonkeyPatch) -> None:
 def parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Each full parse that load_config runs, by path: a cache hit runs none, nor does an
     edit read from the text the cache keeps (config_delta)."""
-    seen: list[str] = []
-    real = config_delta.parse
-
-    def counted(text: str, path: str) -> object:
-        seen.append(path)
-        return real(text, path)
-
-    monkeypatch.setattr(config_delta, "parse", counted)
-    return seen
+    return count_calls(monkeypatch, config_delta, "parse", lambda _text, path: path)
 
 
 def test_the_second_load_of_the_same_bytes_is_a_hit(files: Files, parses: list[str]) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import random
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -21,6 +20,7 @@ from lvs_scripts import config_delta
 from lvs_scripts.config import load_config, parse_config
 from lvs_scripts.config_delta import Parsed, parse, read_again, reparse
 from lvs_scripts.errors import ConfigError
+from tests.counting import count_calls
 
 PATH = "/etc/lvs/lvs.toml"
 
@@ -341,15 +341,7 @@ def test_an_invalid_edit_is_refused_as_ever(tmp_path: Path) -> None:
 
 
 def count_full_parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    calls: list[str] = []
-    real_parse = config_delta.parse
-
-    def counting(text: str, path: str) -> Any:
-        calls.append(path)
-        return real_parse(text, path)
-
-    monkeypatch.setattr(config_delta, "parse", counting)
-    return calls
+    return count_calls(monkeypatch, config_delta, "parse", lambda _text, path: path)
 
 
 def test_read_again_remembers_one_parse() -> None:

@@ -26,6 +26,7 @@ from lvs_scripts.health import (
     health_to_data,
     observe,
 )
+from tests.counting import count_calls
 
 SPEC = CheckSpec(rise=2, fall=3)
 
@@ -221,14 +222,7 @@ def test_the_health_file_is_parsed_again_only_when_its_bytes_changed(
     up, down = TargetId("tcp", "192.0.2.1", 80, "192.0.2.11", 80), TargetId(
         "tcp", "192.0.2.1", 80, "192.0.2.12", 80)
     save_health(paths, HealthView({up: Health(UP, 2, 0, "ok", 1.0)}))
-    parsed: list[str] = []
-    real_from_json = healthstate.from_json
-
-    def counted(text: str, path: str) -> HealthView:
-        parsed.append(path)
-        return real_from_json(text, path)
-
-    monkeypatch.setattr(healthstate, "from_json", counted)
+    parsed = count_calls(monkeypatch, healthstate, "from_json")
     first = load_health(paths)
     first.health[down] = Health(DOWN, 0, 3, "refused", 2.0)  # a caller's own change
     assert load_health(paths).health == {up: Health(UP, 2, 0, "ok", 1.0)}
@@ -381,32 +375,18 @@ def test_a_save_makes_lines_again_only_for_changed_health(tmp_path: Path,
     is kept (no sort, every line made again)."""
     import random
 
-    from lvs_scripts import health, healthstate
+    from lvs_scripts import healthstate
     from lvs_scripts.healthstate import HealthView, save_health, to_json
     from lvs_scripts.locks import Paths
 
     monkeypatch.setattr(healthstate, "LINES_KEPT", lines_kept)
-    sorts: list[int] = []
-    real_sort = health.sorted_health
-
-    def counted_sort(healths: Any) -> Any:
-        sorts.append(len(healths))
-        return real_sort(healths)
-
-    monkeypatch.setattr(healthstate, "sorted_health", counted_sort)
+    sorts = count_calls(monkeypatch, healthstate, "sorted_health")
     paths = Paths("lvs-director", str(tmp_path))
     rng = random.Random("save-memo")
     base = ipaddress.ip_address("10.0.0.1")
     healths = {TargetId("tcp", "192.0.2.1", 80, str(base + rng.randrange(5000)), 80):
                Health(UP, 1, 0, "ok", 1.0) for _ in range(400)}
-    made: list[TargetId] = []
-    real_line = healthstate.health_entry_line
-
-    def counted(key: TargetId, health: Health) -> str:
-        made.append(key)
-        return real_line(key, health)
-
-    monkeypatch.setattr(healthstate, "health_entry_line", counted)
+    made = count_calls(monkeypatch, healthstate, "health_entry_line", lambda key, _h: key)
     for round_ in range(30):
         keys = list(healths)
         changed = rng.sample(keys, 3)

@@ -43,6 +43,7 @@ from lvs_scripts.probes import (
 from lvs_scripts.render import shell_line
 from lvs_scripts.runner import Result
 from lvs_scripts.state import State
+from tests.counting import count_calls
 from tests.fakes.fakehost import FakeHost
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -199,14 +200,7 @@ def test_batch_check_builds_objects_only_for_the_rules_that_differ(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The batch check compares text: the rules printed as planned need no object, at any
     size; only a rule that did not take is parsed and looked up."""
-    checked: list[str] = []
-    original = RuleCheck.__call__
-
-    def counted(self: RuleCheck, line: str) -> bool:
-        checked.append(line)
-        return original(self, line)
-
-    monkeypatch.setattr(RuleCheck, "__call__", counted)
+    checked = count_calls(monkeypatch, RuleCheck, "__call__", lambda self, line: line)
     for count in (150, 300):
         checked.clear()
         wanted = save_text(count).replace("-w 2", "-w 1").splitlines()  # reload's target
@@ -319,14 +313,7 @@ def test_a_reload_asks_health_only_about_services_with_a_server_down(
               for dest in service.destinations}
     if down is not None:
         health[target_id(service, service.destinations[down])] = Health("down", 0, 3, "x", 1.0)
-    built: list[object] = []
-    original = healthstate.target_id_in
-
-    def counted(*args: object) -> object:
-        built.append(args)
-        return original(*args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(healthstate, "target_id_in", counted)
+    built = count_calls(monkeypatch, healthstate, "target_id_in")
     saved = save_text(300).replace(" -w 2", " -w 1")
     plan = plan_director_start(config, HostObservation(ipvs=parse_ipvs_save(saved)), OWNED,
                                view=HealthView(health))

@@ -29,6 +29,7 @@ from lvs_scripts.probes import (
     parse_ipvs_save,
     parse_proc_ip_vs_exact,
 )
+from tests.counting import count_calls
 from tests.fakes.fakehost import FakeHost
 
 HEADER = """\
@@ -372,14 +373,7 @@ def test_a_listing_read_for_health_primes_the_memo_of_the_next_reload(
     forget_parsed()
     site.listing.write_text(listing_of(table))
     site.director(config_text((1, 1, 1))).observe_ipvs()
-    read: list[str] = []
-    real_reader = probes._PlainReader.__call__
-
-    def counted(self: object, line: str) -> object:
-        read.append(line)
-        return real_reader(self, line)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(probes._PlainReader, "__call__", counted)
+    read = count_calls(monkeypatch, probes._PlainReader, "__call__", lambda _self, line: line)
     assert parse_ipvs_save(save + "\n") == table
     # Only the lines that are not plain (services, the one with -x, the blank) were read.
     assert [line for line in read if probes._PLAIN_DEST.fullmatch(line)] == []
@@ -400,14 +394,7 @@ def test_a_new_process_finds_the_configured_real_servers_by_their_lines(
     save = site.host.cmd(*IPVS_SAVE).stdout
     site.host.cmd("ipvsadm", "-e", "-t", f"{VIP}:80", "-r", "10.100.0.2:80", "-g", "-w", "0")
     forget_parsed()
-    read: list[str] = []
-    real_reader = probes._PlainReader.__call__
-
-    def counted(self: object, line: str) -> object:
-        read.append(line)
-        return real_reader(self, line)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(probes._PlainReader, "__call__", counted)
+    read = count_calls(monkeypatch, probes._PlainReader, "__call__", lambda _self, line: line)
     director = site.director(text)
     seen = director.observe(director.state()).ipvs
     assert [line for line in read if probes._PLAIN_DEST.fullmatch(line)] == [
