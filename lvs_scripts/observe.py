@@ -120,9 +120,13 @@ def observe_director(config: Config, runner: Runner, tolerant: bool,
         families.add(state.route.family)
     _routes(o, obs, families)
     if ipvs is None:
-        # A new process has no lines of an earlier reading to find each real server by:
-        # the config's are what the table mostly holds (probes.expect_save_of).
-        expect_save_of({service.key: service for service in config.services})
+        if state is not None and state.services:
+            # A new process has no lines of an earlier reading to find each real server
+            # by: where we have set up services, the config's are what the table mostly
+            # holds (probes.expect_save_of). Not before a first start: the table holds
+            # none of them, and rendering 100,000 lines for nothing cost a second in the
+            # lab VM.
+            expect_save_of({service.key: service for service in config.services})
         nothing: IpvsTable = {}
         ipvs = o.probe(obs, IPVS_SAVE, parse_ipvs_save, nothing)
     obs.ipvs = ipvs

@@ -402,3 +402,18 @@ def test_a_new_process_finds_the_configured_real_servers_by_their_lines(
     forget_parsed()
     assert seen == parse_ipvs_save(site.host.cmd(*IPVS_SAVE).stdout) != parse_ipvs_save(save)
     forget_parsed()
+
+
+def test_a_first_start_does_not_guess_lines_for_an_empty_table(
+        site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before a first start the state file owns no service: the first observation does
+    not render the config's lines (the table holds none of them); the verification, after
+    the batch, does."""
+    from lvs_scripts import probes
+
+    forget_parsed()
+    primed = count_calls(monkeypatch, probes, "expect_save_of")
+    monkeypatch.setattr("lvs_scripts.observe.expect_save_of", probes.expect_save_of)
+    site.director(config_text((1, 1, 1))).start()
+    assert len(primed) == 1  # the verification's observation only
+    forget_parsed()
