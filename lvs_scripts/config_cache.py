@@ -120,19 +120,22 @@ class ConfigCache:
         the base config_delta.reparse starts from after an edit. Read by load (call it
         first); None if there is none."""
         data, self._data = self._data, None
-        if self.key is None or data is None or not data.startswith(MAGIC) or \
-                data[len(MAGIC) + len(self.key):][:len(self.base_key)] != self.base_key:
+        if self.key is None or data is None or not data.startswith(MAGIC):
             return None
-        payload = memoryview(data)[len(MAGIC) + len(self.key) + len(self.base_key):]
+        start = len(MAGIC) + len(self.key)
+        if data[start:start + len(self.base_key)] != self.base_key:
+            return None
         import io
         import pickle
 
         from .config_delta import Layout, Parsed
 
+        payload = io.BytesIO(data)  # shares the bytes: no copy of a file of megabytes
+        payload.seek(start + len(self.base_key))
         try:
             with collector_paused():
                 # trusted, ours (see the module's docstring)
-                unpickler = pickle.Unpickler(io.BytesIO(payload))  # noqa: S301
+                unpickler = pickle.Unpickler(payload)  # noqa: S301
                 config = unpickler.load()
                 text, layout = unpickler.load()
         except Exception as err:  # as in _unpickle: any failure means "parse"
@@ -171,15 +174,13 @@ class ConfigCache:
         check_trusted(directory, info)
 
     def _unpickle(self, payload: memoryview) -> Config | None:
-        """The Config, the first of the two pickles `store` writes (the second, the text
-        and its layout, only `base` reads)."""
-        import io
+        """The Config, the first of the two pickles `store` writes (pickle.loads stops at
+        its end: the second, the text and its layout, only `base` reads)."""
         import pickle
 
         try:
             with collector_paused():
-                # trusted, ours (see the module's docstring)
-                config = pickle.Unpickler(io.BytesIO(payload)).load()  # noqa: S301
+                config = pickle.loads(payload)  # noqa: S301 - trusted, ours (see above)
         # A damaged or foreign file can fail in any way unpickling can (EOFError,
         # UnpicklingError, a missing class, ...): every one of them means "parse".
         except Exception as err:
