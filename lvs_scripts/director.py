@@ -115,10 +115,8 @@ class Director(Role):
                 svc.one_packet and svc.key.address is not None
                 and svc.key.address.version == 6 for svc in before.ipvs.values()):
             return None
-        try:
-            with open(proc_ip_vs(), encoding="ascii") as listing:
-                text = listing.read()
-        except FileNotFoundError:
+        text = read_listing()
+        if text is None:
             return None  # the IPVS module not loaded: ipvsadm says what there is
         expect_listing_of(before.ipvs)
         return parse_proc_ip_vs_exact(text)
@@ -207,21 +205,16 @@ class Director(Role):
         return obs
 
     def _ipvs_for_health(self) -> IpvsTable:
-        if proc_listing_suffices(self.config):
-            try:
-                with open(proc_ip_vs(), encoding="ascii") as listing:
-                    text = listing.read()
-            except FileNotFoundError:
-                pass
-            else:
-                # The exact parse where it can (it remembers the last listing's lines: a
-                # watcher's readings differ in a few; a third of the time at 100,000);
-                # the lenient one where the listing has what it cannot describe.
-                exact = parse_proc_ip_vs_exact(text)
-                if exact is None:
-                    return parse_proc_ip_vs(text)
-                expect_save_of(exact)  # for the watcher's next reload (SIGHUP)
-                return exact
+        text = read_listing() if proc_listing_suffices(self.config) else None
+        if text is not None:
+            # The exact parse where it can (it remembers the last listing's lines: a
+            # watcher's readings differ in a few; a third of the time at 100,000); the
+            # lenient one where the listing has what it cannot describe.
+            exact = parse_proc_ip_vs_exact(text)
+            if exact is None:
+                return parse_proc_ip_vs(text)
+            expect_save_of(exact)  # for the watcher's next reload (SIGHUP)
+            return exact
         return parse_ipvs_save(self.runner.run(IPVS_SAVE).stdout)
 
     def store_health(self, update: Callable[[HealthView], HealthView]) -> HealthView:
@@ -411,6 +404,16 @@ def listing_verifies(config: Config) -> bool:
         and s.scheduler not in FLAG_SCHEDULERS and not s.extra
         and not (s.one_packet and s.key.address is not None and s.key.address.version == 6)
         for s in config.services)
+
+
+def read_listing() -> str | None:
+    """The kernel's listing of the IPVS table (proc_ip_vs); None where there is none (the
+    IPVS module not loaded yet)."""
+    try:
+        with open(proc_ip_vs(), encoding="ascii") as listing:
+            return listing.read()
+    except FileNotFoundError:
+        return None
 
 
 def proc_ip_vs() -> str:
