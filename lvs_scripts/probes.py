@@ -289,8 +289,15 @@ def expect_listing_of(table: IpvsTable) -> None:
     _proc_seen[0] = {
         f"  -> {int(d.address):08X}:{d.port:04X}      {_PROC_NAMES[d.forwarding]:<7} {d.weight}": d
         for svc in table.values() for d in svc.destinations
-        if d.forwarding in _PROC_NAMES and d.address.version == 4 and not d.upper
-        and not d.lower and d.tunnel is None}
+        if d.forwarding in _PROC_NAMES and _plain_ipv4(d)}
+
+
+def _plain_ipv4(dest: Destination) -> bool:
+    """An IPv4 real server with no thresholds or tunnel options: one that both the
+    listing's line and ipvsadm's plain line (_PLAIN_DEST) describe in full, so that it is
+    exactly what its guessed line parses to (expect_listing_of, expect_save_of)."""
+    return dest.address.version == 4 and not dest.upper and not dest.lower \
+        and dest.tunnel is None
 
 
 # How `ipvsadm -S -n` names what expect_save_of guesses lines for.
@@ -321,8 +328,7 @@ def expect_save_of(table: IpvsTable) -> None:
         part = flag + where
         for d in svc.destinations:
             forwarding = _SAVE_FORWARDING.get(d.forwarding)
-            if forwarding is not None and d.address.version == 4 and not d.upper \
-                    and not d.lower and d.tunnel is None:
+            if forwarding is not None and _plain_ipv4(d):
                 seen[f"-a {flag} {where} -r {address_text(d.address)}:{d.port} {forwarding}"
                      f" -w {d.weight}"] = (part, key, d)
     _plain_seen[0] = seen
