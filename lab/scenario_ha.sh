@@ -13,7 +13,8 @@
 #   requests are answered through lb2, the router's ARP entry is lb2's MAC;
 # - the download goes on to its last byte: the connection survived the failover;
 # - failback: lb1 started again takes the VIP back (preempt);
-# - planned: `stop` on lb1 hands the VIP to lb2, requests answered throughout;
+# - planned: `stop` on lb1 hands the VIP to lb2, requests answered throughout (one in
+#   flight at the handover may be reset: lb2 had not been sent it yet);
 # - every VIP change seen by one `ip monitor address all-nsid` (both directors, in the
 #   kernel's order);
 # - stop everywhere: no VIP left, status 3.
@@ -255,7 +256,7 @@ step "Planned failover: init.d/lvs-director stop on lb1"
 # Requests on new connections, five per curl, for as long as the stop runs.
 (while [ ! -e "$OUT/stopped" ]; do
     ip netns exec client curl -s -o /dev/null --connect-timeout 3 --max-time 5 \
-        -H "Connection: close" -w '%{http_code}\n' "http://$VIP/?[1-5]"
+        -H "Connection: close" -w '%{http_code} %{errormsg}\n' "http://$VIP/?[1-5]"
 done) > "$OUT/during-stop" &
 during=$!
 on_hosts_ok stop director
@@ -267,9 +268,18 @@ else
     check FAIL "after the stop: lb1 $(holds director && echo holds || echo "does not hold"), lb2 $(holds lb2 && echo holds || echo "does not hold") the VIP"
 fi
 sent=$(wc -l < "$OUT/during-stop")
-got=$(grep -c '^200$' "$OUT/during-stop")
-[ "$got" = "$sent" ] && [ "$sent" -gt 0 ] && verdict=ok || verdict=FAIL
-check "$verdict" "requests sent while lb1 stopped: $got of $sent answered"
+got=$(grep -c '^200 ' "$OUT/during-stop")
+# One request may be lost: a connection in flight as lb1 lets the VIP go, whose first
+# packets went through lb1 and the rest to lb2, which resets a connection the sync
+# daemon has not sent it yet (they go in buffers that wait up to 2 s to fill).
+reset=$(grep -c -i 'reset by peer' "$OUT/during-stop")
+if [ "$sent" -gt 0 ] && [ "$got" = "$sent" ]; then
+    check ok "requests sent while lb1 stopped: $got of $sent answered"
+elif [ "$sent" -gt 0 ] && [ "$reset" = 1 ] && [ "$((got + 1))" = "$sent" ]; then
+    check ok "requests sent while lb1 stopped: $got of $sent answered; one, in flight at the handover and not yet synced to lb2, was reset"
+else
+    check FAIL "requests sent while lb1 stopped: $got of $sent answered ($reset reset)"
+fi
 
 step "Every change of the VIP on lb1 and lb2 (ip monitor address all-nsid, kernel order)"
 kill "$monitor"
@@ -304,7 +314,7 @@ ip netns del lb2
 bash "$HERE/topology.sh" down
 echo
 if [ "$failures" -eq 0 ]; then
-    echo "RESULT: two directors from ${LVS_CONFIG#"$CHECKOUT"/} through init.d: crash failover to lb2 kept the open connection, failback and a planned stop lost no request: all checks hold"
+    echo "RESULT: two directors from ${LVS_CONFIG#"$CHECKOUT"/} through init.d: crash failover to lb2 kept the open connection, failback and a planned stop kept serving: all checks hold"
 else
     echo "RESULT: $failures check(s) failed"
     exit 1

@@ -339,7 +339,7 @@ def scenario(pair: Path, timeline: VipTimeline, times: dict[str, float]) -> None
                  "the held connection to answer after the failback")
         assert client.failures("held", 0.0, time.monotonic()) == []
 
-        # 4. planned: stop on the master loses no request.
+        # 4. planned: stop on the master loses no request on the held connection.
         before = time.monotonic()
         stop = run_on("director", [str(INITD["director"]), "stop"],
                       {**lvs_env("director", pair), "LVS_HOST": "lb1"})
@@ -351,7 +351,20 @@ def scenario(pair: Path, timeline: VipTimeline, times: dict[str, float]) -> None
         wait_for(lambda: client.first_ok("held", stopped + 1.0), 10, 0.1,
                  "requests after the planned stop")
         assert client.failures("held", before, time.monotonic()) == []
-        assert client.failures("new", before, time.monotonic()) == []
+        # New connections: none may fail but one caught in flight as lb1 let the VIP go
+        # (sent before, failed after). Its first packets went through lb1; the rest reach
+        # lb2, which resets what it has not heard of: the sync daemon sends a connection
+        # in buffers that wait up to 2 s to fill, and this one lived milliseconds (seen in
+        # 1 run of 5: reset 0.84 s after it was sent, when TCP's retransmission reached
+        # lb2). Any other failure (a SYN lost for good, a reset after the handover) fails.
+        gone = timeline.deleted("director", VIP32, before)
+        assert gone is not None, "lb1 never let the VIP go"
+        failed = client.failures("new", before, time.monotonic())
+        caught = [r for r in failed if float(r["sent"]) <= gone < float(r["done"])  # type: ignore[arg-type]
+                  and str(r["error"]).startswith("ConnectionResetError")]
+        for record in caught:
+            print(f"HA lab: a new connection in flight at the handover was reset: {record}")
+        assert [r for r in failed if r not in caught] == [], (gone, failed)
     finally:
         client.close()
 

@@ -174,7 +174,14 @@ class VipTimeline:
 
     def added(self, where: str, address: str, since: float) -> float | None:
         """When ADDRESS was first added on WHERE after `since` (monotonic), or None."""
-        return next((e.at for e in list(self.events) if e.at >= since and e.added
+        return self._first(where, address, since, added=True)
+
+    def deleted(self, where: str, address: str, since: float) -> float | None:
+        """When ADDRESS was first deleted from WHERE after `since` (monotonic), or None."""
+        return self._first(where, address, since, added=False)
+
+    def _first(self, where: str, address: str, since: float, added: bool) -> float | None:
+        return next((e.at for e in list(self.events) if e.at >= since and e.added == added
                      and e.where == where and e.address == address), None)
 
     def spans(self, vip: str, hosts: Sequence[str], windows: Sequence[tuple[str, str]]
