@@ -1,6 +1,6 @@
-"""`lvs-director disable ADDRESS [--service VIP:PORT]` and `enable`: what they change in the
-health file's admin part, checked against the config first (an address that is no real
-server is a usage error, exit 2, before anything is written)."""
+"""`lvs-director disable ADDRESS [--service VIP:PORT|fwmark:MARK]` and `enable`: what they
+change in the health file's admin part, checked against the config first (an address that
+is no real server is a usage error, exit 2, before anything is written)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import ipaddress
 from typing import Callable
 
 from .errors import UsageError
-from .healthstate import Disabled, HealthView
-from .model import Config, IPAddress
+from .healthstate import Disabled, HealthView, service_part
+from .model import Config, IPAddress, Protocol, VirtualService
 
 Update = Callable[[HealthView], HealthView]
 
@@ -18,38 +18,46 @@ def admin_update(config: Config, action: str, address_text: str,
                  service_text: str | None) -> tuple[Update, str]:
     """The change to make to the health file, and a sentence saying what it is."""
     address = _address(address_text)
-    vip, vport = _service(service_text) if service_text is not None else (None, None)
     services = [s for s in config.services if any(d.address == address
                                                   for d in s.destinations)]
-    if vip is not None:
-        services = [s for s in services if s.key.address == vip and s.key.port == vport]
+    if service_text is not None:
+        named = _service(service_text)
+        services = [s for s in services if _names(named, s)]
     if not services:
         where = f"service {service_text}" if service_text else "any service"
         raise UsageError(f"{action}: {address} is not a real server of {where} in "
                          f"{config.path}")
-    entry = Disabled(str(address), None if vip is None else str(vip), vport)
-    scope = f"in {service_text}" if vip is not None else \
-        f"in {len(services)} service(s)"
+    if service_text is None:
+        entries = [Disabled(str(address))]
+        scope = f"in {len(services)} service(s)"
+    else:
+        # The health file keys a service by its part of a TargetId: a fwmark service by
+        # its family's unspecified address and the mark (no VIP can be unspecified).
+        parts = dict.fromkeys(service_part(s)[1:] for s in services)
+        entries = [Disabled(str(address), vip, vport) for vip, vport in parts]
+        scope = f"in {service_text}"
     if action == "disable":
-        return _adding(entry), f"{address} disabled {scope} (weight 0 until enabled)"
-    return _removing(entry), f"{address} enabled {scope} (its checks decide again)"
+        return _adding(entries), f"{address} disabled {scope} (weight 0 until enabled)"
+    return _removing(entries), f"{address} enabled {scope} (its checks decide again)"
 
 
-def _adding(entry: Disabled) -> Update:
+def _adding(entries: list[Disabled]) -> Update:
     def update(view: HealthView) -> HealthView:
-        if entry not in view.disabled:
-            view.disabled.append(entry)
+        view.disabled += [entry for entry in entries if entry not in view.disabled]
         return view
     return update
 
 
-def _removing(entry: Disabled) -> Update:
+def _removing(entries: list[Disabled]) -> Update:
     """enable ADDRESS lifts every disable of the address; enable ADDRESS --service S only
     the one for S (a disable in every service stays: enable ADDRESS lifts that)."""
+    def lifts(entry: Disabled, d: Disabled) -> bool:
+        return d.address == entry.address and (
+            entry.vip is None or (d.vip, d.vport) == (entry.vip, entry.vport))
+
     def update(view: HealthView) -> HealthView:
-        view.disabled = [d for d in view.disabled if not (
-            d.address == entry.address and (entry.vip is None or
-                                            (d.vip, d.vport) == (entry.vip, entry.vport)))]
+        view.disabled = [d for d in view.disabled
+                         if not any(lifts(entry, d) for entry in entries)]
         return view
     return update
 
@@ -61,12 +69,30 @@ def _address(text: str) -> IPAddress:
         raise UsageError(f"{text!r:.60} is not an IP address") from None
 
 
-def _service(text: str) -> tuple[IPAddress, int]:
+FWMARK_PREFIX = "fwmark:"
+
+
+def _service(text: str) -> tuple[IPAddress, int] | int:
+    """--service VIP:PORT ([VIP]:PORT for IPv6): that address and port; fwmark:MARK: the
+    mark (a fwmark service has no VIP)."""
+    from .health import MAX_MARK
     from .probes import parse_endpoint
 
+    if text.startswith(FWMARK_PREFIX):
+        mark = text[len(FWMARK_PREFIX):]
+        if mark.isascii() and mark.isdigit() and 1 <= int(mark) <= MAX_MARK:
+            return int(mark)
+        raise UsageError(f"--service {text!r:.60}: the mark must be a number from 1 to "
+                         f"{MAX_MARK}")
     try:
-        vip, port = parse_endpoint(text)
+        return parse_endpoint(text)
     except ValueError:
         raise UsageError(f"--service {text!r:.60}: must be VIP:PORT ([VIP]:PORT for "
-                         "IPv6)") from None
-    return vip, port
+                         "IPv6) or fwmark:MARK") from None
+
+
+def _names(named: tuple[IPAddress, int] | int, service: VirtualService) -> bool:
+    key = service.key
+    if isinstance(named, int):
+        return key.protocol is Protocol.FWMARK and key.port == named
+    return key.address == named[0] and key.port == named[1]

@@ -30,7 +30,7 @@ DIRECTOR_ACTIONS = ("start", "stop", "restart", "reload", "force-reload", "statu
                     "disable", "enable")
 REALSERVER_ACTIONS = ("start", "stop", "restart", "reload", "force-reload", "status")
 CHANGING = {"start", "stop", "restart", "reload", "force-reload", "watch", "disable", "enable"}
-ADMIN = ("disable", "enable")  # take ADDRESS [--service VIP:PORT]
+ADMIN = ("disable", "enable")  # take ADDRESS [--service VIP:PORT|fwmark:MARK]
 # LSB: status exits 4, "program or service status is unknown", whenever it cannot tell:
 # bad config, missing program, a table it may not read (not the 6 and 5 of other actions).
 STATUS_UNKNOWN = 4
@@ -83,9 +83,10 @@ def _parser(prog: str, actions: tuple[str, ...], what: str,
                                  "of setting weight 0 and waiting for their connections")
         parser.add_argument("address", nargs="?", metavar="ADDRESS",
                             help="disable/enable: the real server's address")
-        parser.add_argument("--service", metavar="VIP:PORT",
-                            help="disable/enable: in this service only (default: in every "
-                                 "service that has the real server)")
+        parser.add_argument("--service", metavar="VIP:PORT|fwmark:MARK",
+                            help="disable/enable: in this service only, named by its VIP "
+                                 "and port or by its mark (default: in every service that "
+                                 "has the real server)")
         parser.add_argument("--via-watcher", action="store_true",
                             help="reload/force-reload: have the running `watch` do the "
                                  "reload (SIGHUP; no new process plans it) and wait up to "

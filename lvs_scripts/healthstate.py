@@ -47,9 +47,15 @@ FILE_VERSION = 1
 MAX_FILE_BYTES = 64 << 20
 
 
+# The VIP part of a fwmark service's TargetId (service_part): its family's unspecified
+# address, which no VIP can be.
+FWMARK_VIPS = frozenset({str(ipaddress.IPv4Address(0)), str(ipaddress.IPv6Address(0))})
+
+
 class Disabled(Record):
-    """`lvs-director disable ADDRESS [--service VIP:PORT]`: weight 0 whatever the checks
-    say. vip None: the address in every service that has it."""
+    """`lvs-director disable ADDRESS [--service VIP:PORT|fwmark:MARK]`: weight 0 whatever
+    the checks say. vip None: the address in every service that has it; a fwmark service
+    is named as its TargetIds name it (vip "0.0.0.0" or "::", vport the mark)."""
 
     address: str  # canonical text
     vip: str | None = None
@@ -62,6 +68,9 @@ class Disabled(Record):
     def __str__(self) -> str:
         if self.vip is None:
             return self.address
+        if self.vip in FWMARK_VIPS:  # a fwmark service: no VIP is ever unspecified
+            return f"{self.address} in fwmark {self.vport}" + (
+                " (IPv6)" if ":" in self.vip else "")
         vip = f"[{self.vip}]" if ":" in self.vip else self.vip
         return f"{self.address} in {vip}:{self.vport}"
 

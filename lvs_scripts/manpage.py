@@ -50,11 +50,11 @@ ACTIONS = {
                  "lvs-director.watch.pid), "
                  "SIGTERM exits leaving the weights as they are (init script: "
                  "lvs-director-watch)",
-        "disable": "`disable ADDRESS [--service VIP:PORT]`: set the real server to weight 0 "
-                   "(open connections finish) and keep it there, whatever its checks say, "
-                   "until `enable`",
-        "enable": "`enable ADDRESS [--service VIP:PORT]`: undo `disable`; the server gets its "
-                  "configured weight back unless its checks say it is down",
+        "disable": "`disable ADDRESS [--service VIP:PORT|fwmark:MARK]`: set the real server "
+                   "to weight 0 (open connections finish) and keep it there, whatever its "
+                   "checks say, until `enable`",
+        "enable": "`enable ADDRESS [--service VIP:PORT|fwmark:MARK]`: undo `disable`; the "
+                  "server gets its configured weight back unless its checks say it is down",
     },
     "lvs-realserver": {
         "start": "set arp_ignore=1 and arp_announce=2 on `all` and the `arp_interfaces`, then "

@@ -111,3 +111,96 @@ def test_a_service_without_check_shows_unchecked(fakehost: FakeHost, tmp_path: P
     assert machine.run("start").returncode == 0
     data = json.loads(machine.run("status", "--json").stdout)
     assert {r["health"]["state"] for r in data["services"][0]["real"]} == {"unchecked"}
+
+
+# --- --service fwmark:MARK ------------------------------------------------------------------
+
+FWMARK = f"""
+[director]
+interface = "eth0"
+arping_count = 0
+
+[[service]]
+fwmark = 7
+match = [ {{ vip = "{VIP}", port = 443 }} ]
+scheduler = "rr"
+real = [ {{ address = "192.168.30.111" }}, {{ address = "192.168.30.112" }} ]
+
+[service.check]
+type = "tcp"
+port = 443
+
+[[service]]
+vip = "{VIP}"
+port = 80
+scheduler = "rr"
+real = [ {{ address = "192.168.30.111", port = 80 }} ]
+
+[service.check]
+type = "tcp"
+"""
+
+
+def weights_by_service(host: FakeHost) -> dict[tuple[str, str], int]:
+    """(service as ipvsadm names it, real server address) -> weight."""
+    out = host.cmd("ipvsadm", "-S", "-n").stdout
+    return {(f"{words[1]} {words[2]}", words[4].split(":")[0]):
+            int(words[words.index("-w") + 1])
+            for words in (line.split() for line in out.splitlines()) if words[0] == "-a"}
+
+
+@pytest.fixture
+def marked(fakehost: FakeHost, tmp_path: Path) -> DirectorMachine:
+    machine = DirectorMachine(fakehost, tmp_path, FWMARK)
+    ran = machine.run("start")
+    assert ran.returncode == 0, ran.stderr
+    return machine
+
+
+def test_service_fwmark_names_the_mark_and_leaves_the_vip_service(
+        marked: DirectorMachine) -> None:
+    ran = marked.run("disable", "192.168.30.111", "--service", "fwmark:7")
+    assert ran.returncode == 0, ran.stderr
+    assert "192.168.30.111 disabled in fwmark:7" in ran.stdout
+    assert weights_by_service(marked.host) == {
+        ("-f 7", "192.168.30.111"): 0, ("-f 7", "192.168.30.112"): 1,
+        ("-t 192.168.30.254:80", "192.168.30.111"): 1}
+    disabled = load_health(paths(marked)).disabled
+    assert [str(entry) for entry in disabled] == ["192.168.30.111 in fwmark 7"]
+    assert marked.run("reload").returncode == 0  # kept out by a reload
+    assert weights_by_service(marked.host)[("-f 7", "192.168.30.111")] == 0
+    status = marked.run("status")
+    assert status.returncode == 0, status.stdout
+    # the address in the VIP service is not disabled, only the one in fwmark 7
+    assert [line.rstrip().endswith("disabled") for line in status.stdout.splitlines()
+            if "192.168.30.111:" in line] == [True, False]
+    ran = marked.run("enable", "192.168.30.111", "--service", "fwmark:7")
+    assert ran.returncode == 0, ran.stderr
+    assert load_health(paths(marked)).disabled == []
+    assert weights_by_service(marked.host)[("-f 7", "192.168.30.111")] == 1
+
+
+def test_a_disable_everywhere_covers_the_fwmark_service_too(marked: DirectorMachine) -> None:
+    assert marked.run("disable", "192.168.30.111").returncode == 0
+    assert {key: weight for key, weight in weights_by_service(marked.host).items()
+            if key[1] == "192.168.30.111"} == {("-f 7", "192.168.30.111"): 0,
+                                                ("-t 192.168.30.254:80", "192.168.30.111"): 0}
+    # enable --service lifts only a disable of that service: the one everywhere stays
+    assert marked.run("enable", "192.168.30.111", "--service", "fwmark:7").returncode == 0
+    assert weights_by_service(marked.host)[("-f 7", "192.168.30.111")] == 0
+
+
+@pytest.mark.parametrize(("service", "said"), [
+    ("fwmark:8", "is not a real server of service fwmark:8"),
+    ("fwmark:0", "the mark must be a number from 1 to 4294967295"),
+    ("fwmark:4294967296", "the mark must be a number from 1 to 4294967295"),
+    ("fwmark:x", "the mark must be a number from 1 to 4294967295"),
+    ("fwmark:７", "the mark must be a number from 1 to 4294967295"),
+    ("mark:7", "must be VIP:PORT ([VIP]:PORT for IPv6) or fwmark:MARK"),
+])
+def test_a_bad_fwmark_service_is_a_usage_error(marked: DirectorMachine, service: str,
+                                               said: str) -> None:
+    ran = marked.run("disable", "192.168.30.111", "--service", service)
+    assert ran.returncode == 2, ran.stderr
+    assert said in ran.stderr
+    assert load_health(paths(marked)).disabled == []
