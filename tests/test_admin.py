@@ -39,18 +39,29 @@ type = "tcp"
 
 
 def weights(host: FakeHost) -> dict[str, int]:
-    """Real server address -> weight, from the fake kernel's `ipvsadm -S -n`."""
+    """Real server address -> weight (of a table with one service)."""
+    return {address: weight for (_, address), weight in weights_by_service(host).items()}
+
+
+def weights_by_service(host: FakeHost) -> dict[tuple[str, str], int]:
+    """(service as ipvsadm names it, real server address) -> weight, from the fake
+    kernel's `ipvsadm -S -n`."""
     out = host.cmd("ipvsadm", "-S", "-n").stdout
-    return {words[4].split(":")[0]: int(words[words.index("-w") + 1])
+    return {(f"{words[1]} {words[2]}", words[4].split(":")[0]):
+            int(words[words.index("-w") + 1])
             for words in (line.split() for line in out.splitlines()) if words[0] == "-a"}
+
+
+def started(host: FakeHost, root: Path, config: str) -> DirectorMachine:
+    machine = DirectorMachine(host, root, config)
+    ran = machine.run("start")
+    assert ran.returncode == 0, ran.stderr
+    return machine
 
 
 @pytest.fixture
 def director(fakehost: FakeHost, tmp_path: Path) -> DirectorMachine:
-    machine = DirectorMachine(fakehost, tmp_path, CHECKED)
-    ran = machine.run("start")
-    assert ran.returncode == 0, ran.stderr
-    return machine
+    return started(fakehost, tmp_path, CHECKED)
 
 
 def paths(machine: DirectorMachine) -> Paths:
@@ -141,20 +152,9 @@ type = "tcp"
 """
 
 
-def weights_by_service(host: FakeHost) -> dict[tuple[str, str], int]:
-    """(service as ipvsadm names it, real server address) -> weight."""
-    out = host.cmd("ipvsadm", "-S", "-n").stdout
-    return {(f"{words[1]} {words[2]}", words[4].split(":")[0]):
-            int(words[words.index("-w") + 1])
-            for words in (line.split() for line in out.splitlines()) if words[0] == "-a"}
-
-
 @pytest.fixture
 def marked(fakehost: FakeHost, tmp_path: Path) -> DirectorMachine:
-    machine = DirectorMachine(fakehost, tmp_path, FWMARK)
-    ran = machine.run("start")
-    assert ran.returncode == 0, ran.stderr
-    return machine
+    return started(fakehost, tmp_path, FWMARK)
 
 
 def test_service_fwmark_names_the_mark_and_leaves_the_vip_service(
@@ -195,7 +195,7 @@ def test_a_disable_everywhere_covers_the_fwmark_service_too(marked: DirectorMach
     ("fwmark:0", "the mark must be a number from 1 to 4294967295"),
     ("fwmark:4294967296", "the mark must be a number from 1 to 4294967295"),
     ("fwmark:x", "the mark must be a number from 1 to 4294967295"),
-    ("fwmark:７", "the mark must be a number from 1 to 4294967295"),
+    ("fwmark:\uff17", "the mark must be a number from 1 to 4294967295"),
     ("mark:7", "must be VIP:PORT ([VIP]:PORT for IPv6) or fwmark:MARK"),
 ])
 def test_a_bad_fwmark_service_is_a_usage_error(marked: DirectorMachine, service: str,

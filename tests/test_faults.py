@@ -446,25 +446,6 @@ def baselines() -> dict[str, Baseline]:
                 for number, action in enumerate(ACTIONS)}
 
 
-def later_rules_take(base: Baseline, step: Step) -> bool:
-    """ipvsadm -R carries on after a line the kernel refused (only its exit status is the
-    last line's): do later lines of the same batch take? Not those of a service whose -A
-    failed."""
-    assert step.batch is not None and step.line is not None
-    batch = base.batches[step.batch]
-    failed = step.argv
-    return any(not (failed[1] == "-A" and later.argv[2:4] == failed[2:4])
-               for later in batch[step.line + 1:])
-
-
-def earlier_rules_record(base: Baseline, step: Step) -> bool:
-    """Did a rule before this one in its batch create or delete a service (something the
-    state file must record)?"""
-    assert step.batch is not None and step.line is not None
-    return any(earlier.argv[1] in ("-A", "-D")
-               for earlier in base.batches[step.batch][:step.line])
-
-
 def _marks(point: Point) -> list[pytest.MarkDecorator]:
     """Every fault point is an ordinary test now that the bugs they showed are fixed
     (a refused rule inside ipvsadm -R; a failed route restore during stop)."""

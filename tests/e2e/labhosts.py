@@ -38,6 +38,7 @@ INITD = {"director": CHECKOUT / "init.d" / "lvs-director",
 UNITS = {"director": CHECKOUT / "systemd" / "lvs-director.service",
          "realserver": CHECKOUT / "systemd" / "lvs-realserver.service"}
 HOLDER = Path(__file__).with_name("holder.py")
+FAILOVER_CLIENT = Path(__file__).with_name("ha_client.py")
 API_DRIVER = Path(__file__).with_name("api_driver.py")
 
 VIP = "192.168.30.254"
@@ -427,15 +428,68 @@ class Holder:
         return self._ask(f"send {name} {seconds}")
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            assert self.proc.stdin is not None
-            self.proc.stdin.write("quit\n")
-            self.proc.stdin.close()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        quit_helper(self.proc)
+
+
+def quit_helper(proc: subprocess.Popen[str], timeout: float = 30) -> None:
+    """End a helper the test talks to on its stdin (holder.py, the clients): "quit", then
+    killed if it has not exited within `timeout` seconds."""
+    if proc.poll() is None:
+        assert proc.stdin is not None
+        proc.stdin.write("quit\n")
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class FailoverClient:
+    """ha_client.py on the client namespace (a held connection and new ones, to VIP:PORT
+    every `every` seconds), its records collected as they come: the failover tests'
+    (test_lab_ha.py, test_lab_bgp.py)."""
+
+    def __init__(self, vip: str = VIP, port: int = 8080, every: float = 0.2) -> None:
+        import sys
+        import threading
+
+        self.proc = subprocess.Popen(
+            in_ns("client", [sys.executable, str(FAILOVER_CLIENT), vip, str(port),
+                             str(every)]),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.records: list[dict[str, object]] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.records.append(json.loads(line))
+
+    def port(self) -> int:
+        hello = wait_for(lambda: [r for r in self.records if r["kind"] == "hello"], 30,
+                         0.1, "the client's held connection")
+        return int(hello[0]["port"])
+
+    def after(self, kind: str, since: float) -> list[dict[str, object]]:
+        return [r for r in list(self.records) if r["kind"] == kind
+                and float(str(r["sent"])) >= since]
+
+    def first_ok(self, kind: str, since: float) -> float | None:
+        ok = [float(str(r["done"])) for r in self.after(kind, since) if r["ok"]]
+        return min(ok) if ok else None
+
+    def failures(self, kind: str, since: float, until: float = float("inf")
+                 ) -> list[dict[str, object]]:
+        return [r for r in self.after(kind, since)
+                if float(str(r["sent"])) < until and not r["ok"]]
+
+    def held_by(self) -> set[object]:
+        """The real servers that answered the held connection (one, if it kept its own)."""
+        return {r["who"] for r in self.after("held", 0.0) if r["ok"]}
+
+    def close(self) -> None:
+        quit_helper(self.proc)
 
 
 # A service some other tool (keepalived, kube-proxy, a person) owns, on our VIP.

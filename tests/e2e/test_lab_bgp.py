@@ -18,13 +18,11 @@ no route, no BIRD and the sysctls as they were. The measured times are printed.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +34,7 @@ from tests.e2e.labhosts import (
     LAB_ONLY,
     REALS,
     RUN_ROOT,
+    FailoverClient,
     in_ns,
     lvs_env,
     parse_stats,
@@ -53,7 +52,6 @@ PORT = 8080
 ADDRESSES = {"director": "192.168.30.105", "lb2": "192.168.30.106"}
 ROUTER = "192.168.30.200"
 HOLD = 3
-CLIENT = Path(__file__).with_name("ha_client.py")
 LINE_SERVER = Path(__file__).with_name("line_server.py")
 ROUTER_DIR = RUN_ROOT / "router-bird"
 SLOPPY = "net.ipv4.vs.sloppy_tcp"
@@ -140,52 +138,6 @@ def connections(host: str) -> int:
     return service.conns if service else 0
 
 
-class Client:
-    """ha_client.py on the client namespace, its records collected as they come."""
-
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            in_ns("client", [sys.executable, str(CLIENT), VIP, str(PORT), "0.25"]),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.records: list[dict[str, object]] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.records.append(json.loads(line))
-
-    def port(self) -> int:
-        hello = wait_for(lambda: [r for r in self.records if r["kind"] == "hello"], 30,
-                         0.1, "the client's held connection")
-        return int(hello[0]["port"])  # type: ignore[call-overload]
-
-    def after(self, kind: str, since: float) -> list[dict[str, object]]:
-        return [r for r in list(self.records) if r["kind"] == kind
-                and float(r["sent"]) >= since]  # type: ignore[arg-type]
-
-    def first_ok(self, kind: str, since: float) -> float | None:
-        ok = [float(r["done"]) for r in self.after(kind, since) if r["ok"]]  # type: ignore[arg-type]
-        return min(ok) if ok else None
-
-    def failures(self, kind: str, since: float) -> list[dict[str, object]]:
-        return [r for r in self.after(kind, since) if not r["ok"]]
-
-    def held_by(self) -> set[object]:
-        """The real servers that answered the held connection (one, if it kept its own)."""
-        return {r["who"] for r in self.after("held", 0.0) if r["ok"]}
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            assert self.proc.stdin is not None
-            self.proc.stdin.write("quit\n")
-            self.proc.stdin.close()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
 @pytest.fixture
 def pair(topology: None, configs: Path) -> Iterator[Path]:
     """lb2 on the LAN, the router's BIRD, the real servers ready for DR on port 8080."""
@@ -253,7 +205,7 @@ def test_active_active_directors_share_the_flows_and_hand_them_over(pair: Path) 
         assert status.returncode == 0, status  # every session established
         assert "Established; announces 10.98.0.100/32" in status.stdout, status
 
-    client = Client()
+    client = FailoverClient(VIP, PORT, 0.25)
     try:
         port = client.port()
         wait_for(lambda: len([r for r in client.after("new", began) if r["ok"]]) >= 24, 60,

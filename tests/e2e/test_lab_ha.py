@@ -26,7 +26,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +40,7 @@ from tests.e2e.labhosts import (
     RUN_ROOT,
     VENV_BIN,
     VIP,
+    FailoverClient,
     addresses,
     in_ns,
     ipvs_save,
@@ -58,7 +58,6 @@ from tests.e2e.vip_timeline import Span, VipTimeline
 pytestmark = [pytest.mark.lab, LAB_ONLY]
 
 DIRECTORS = {"director": "lb1", "lb2": "lb2"}  # namespace -> [ha] name
-CLIENT = Path(__file__).with_name("ha_client.py")
 LINE_SERVER = Path(__file__).with_name("line_server.py")
 FAILOVER_LIMIT = 4.0
 ARP = ("net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2 "
@@ -123,49 +122,6 @@ def crash_keepalived(host: str) -> None:
     for sig in (signal.SIGSTOP, signal.SIGKILL):
         for pid in pids:
             os.kill(pid, sig)
-
-
-class Client:
-    """ha_client.py on the client namespace, its records collected as they come."""
-
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(in_ns("client", [sys.executable, str(CLIENT)]),
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.records: list[dict[str, object]] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.records.append(json.loads(line))
-
-    def port(self) -> int:
-        hello = wait_for(lambda: [r for r in self.records if r["kind"] == "hello"], 30,
-                         0.1, "the client's held connection")
-        return int(hello[0]["port"])  # type: ignore[call-overload]
-
-    def after(self, kind: str, since: float) -> list[dict[str, object]]:
-        return [r for r in list(self.records) if r["kind"] == kind
-                and float(r["sent"]) >= since]  # type: ignore[arg-type]
-
-    def first_ok(self, kind: str, since: float) -> float | None:
-        ok = [float(r["done"]) for r in self.after(kind, since) if r["ok"]]  # type: ignore[arg-type]
-        return min(ok) if ok else None
-
-    def failures(self, kind: str, since: float, until: float) -> list[dict[str, object]]:
-        return [r for r in self.after(kind, since)
-                if float(r["sent"]) < until and not r["ok"]]  # type: ignore[arg-type]
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            assert self.proc.stdin is not None
-            self.proc.stdin.write("quit\n")
-            self.proc.stdin.close()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
 
 
 @pytest.fixture
@@ -294,7 +250,7 @@ def scenario(pair: Path, timeline: VipTimeline, times: dict[str, float]) -> None
                     {**lvs_env("lb2", pair), "LVS_HOST": "lb2"})
     assert status.returncode == 0, status  # a backup without the VIP: as configured
 
-    client = Client()
+    client = FailoverClient()
     try:
         port = client.port()
         wait_for(lambda: client.first_ok("held", 0.0), 20, 0.2, "the held connection answers")
@@ -440,7 +396,7 @@ def test_watchers_on_both_directors_and_a_failover_send_nothing_to_a_down_server
             assert healths(host)[REALS["rs2"]] == "down"
             assert all(weight_on(host, name) == 1 for name in REALS if name != "rs2")
 
-        client = Client()
+        client = FailoverClient()
         try:
             client.port()
             crash_keepalived("director")

@@ -55,6 +55,7 @@ from tests.e2e.labhosts import (
     initd,
     ipvs_save,
     lvs_env,
+    quit_helper,
     realservers_by_hand,
     reset,
     run_on,
@@ -176,15 +177,7 @@ class Client:
         return found  # type: ignore[no-any-return]
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            assert self.proc.stdin is not None
-            self.proc.stdin.write("quit\n")
-            self.proc.stdin.close()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        quit_helper(self.proc)
 
 
 def failed(records: list[dict[str, object]]) -> list[dict[str, object]]:
