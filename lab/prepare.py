@@ -80,8 +80,8 @@ WANTED_MODULES = (
     # fwmark services: nftables marks the packets (meta, payload and the ip/ip6 families
     # are built into nf_tables); the SIP persistence engine (--pe sip)
     "nf_tables", "ip_vs_pe_sip",
-    # LVS-TUN real servers: IPIP (v4, v6), GUE (fou, fou6) and GRE decapsulation
-    "ipip", "ip6_tunnel", "fou", "fou6", "ip_gre",
+    # LVS-TUN real servers: IPIP (v4, v6), GUE (fou, fou6) and GRE (v4, v6) decapsulation
+    "ipip", "ip6_tunnel", "fou", "fou6", "ip_gre", "ip6_gre",
 )  # fmt: skip
 
 BUSYBOX = Path("/bin/busybox")

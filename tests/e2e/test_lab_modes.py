@@ -1,11 +1,11 @@
 """TUN, NAT and IPv6 DR on the real kernel (issue 12), each through the CLI on both sides
 from one shared file, with real traffic from the client:
 
-- TUN (ipip, gue, gre, and ipip with an IPv6 VIP: ip6ip6) with the real servers far1
-  and far2 in a subnet of their own behind the router: the requests are answered by
-  both, and the replies bypass the director (OutPkts 0). far1 starts with strict
-  reverse-path filtering, which start must loosen (the decapsulated packets would be
-  dropped) and stop put back;
+- TUN (ipip, gue and gre, each with an IPv4 VIP and with an IPv6 one: ip6ip6, GUE over
+  IPv6, ip6gre) with the real servers far1 and far2 in a subnet of their own behind the
+  router: the requests are answered by both, and the replies bypass the director
+  (OutPkts 0). far1 starts with strict reverse-path filtering, which start must loosen
+  (the decapsulated packets would be dropped) and stop put back;
 - NAT with rs1 and rs2: answered through the director (OutPkts > 0), the real servers'
   default routes back to the router after stop;
 - IPv6 DR: a v6 client reaches the VIP; the director's start announces it (the router's
@@ -134,7 +134,9 @@ FAR6 = {"far1": "fd00:40::111", "far2": "fd00:40::112"}
     ('tun_type = "gue"\ntun_port = 6080', 4, "tunl0"),
     ('tun_type = "gre"', 4, "gre0"),
     ("", 6, "ip6tnl0"),
-], ids=["ipip", "gue", "gre", "ipip-ipv6"])
+    ('tun_type = "gue"\ntun_port = 6080', 6, "ip6tnl0"),
+    ('tun_type = "gre"', 6, "ip6gre0"),
+], ids=["ipip", "gue", "gre", "ipip-ipv6", "gue-ipv6", "gre-ipv6"])
 def test_tun_real_servers_behind_the_router(clean: None, configs: Path, extra: str,
                                             family: int, device: str) -> None:
     """IPv6 (ip6ip6): the director's VIP must not be the outer header's source (the real
