@@ -47,9 +47,10 @@ FILE_VERSION = 1
 MAX_FILE_BYTES = 64 << 20
 
 
-# The VIP part of a fwmark service's TargetId (service_part): its family's unspecified
-# address, which no VIP can be.
-FWMARK_VIPS = frozenset({str(ipaddress.IPv4Address(0)), str(ipaddress.IPv6Address(0))})
+# The VIP part of a fwmark service's TargetId (service_part), by whether it is IPv6: its
+# family's unspecified address, which no VIP can be.
+FWMARK_VIP = {False: str(ipaddress.IPv4Address(0)), True: str(ipaddress.IPv6Address(0))}
+FWMARK_VIPS = frozenset(FWMARK_VIP.values())
 
 
 class Disabled(Record):
@@ -201,8 +202,7 @@ def target_ids(service: VirtualService) -> list[TargetId]:
 def service_part(service: VirtualService) -> tuple[str, str, int]:
     key = service.key
     if key.address is None:
-        vip = ipaddress.IPv6Address(0) if key.ipv6 else ipaddress.IPv4Address(0)
-        return key.protocol.value, str(vip), key.port
+        return key.protocol.value, FWMARK_VIP[key.ipv6], key.port
     return key.protocol.value, str(key.address), key.port
 
 
