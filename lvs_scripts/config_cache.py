@@ -44,7 +44,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAGIC = b"lvs-scripts config cache 2\n"
+# 3: both pickles from one Pickler (2 pickled them apart, and its second pickle's memo
+# references resolved to the first's objects: no base for a config of several services).
+MAGIC = b"lvs-scripts config cache 3\n"
 PROTOCOL = 5  # pickle's protocol: fixed, so that the key need not name it
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
@@ -211,11 +213,17 @@ class ConfigCache:
             return
         if not os.access(directory, os.W_OK):
             return
+        import io
         import pickle
 
-        data = b"".join((MAGIC, self.key, self.base_key,
-                         pickle.dumps(parsed.config, protocol=PROTOCOL),
-                         pickle.dumps((parsed.text, parsed.layout), protocol=PROTOCOL)))
+        # One Pickler for both: base() reads them with one Unpickler, whose memo then
+        # holds what the second pickle's references point at.
+        buffer = io.BytesIO()
+        buffer.write(MAGIC + self.key + self.base_key)
+        pickler = pickle.Pickler(buffer, protocol=PROTOCOL)
+        pickler.dump(parsed.config)
+        pickler.dump((parsed.text, parsed.layout))
+        data = buffer.getvalue()
         temporary = os.path.join(directory, f".{os.path.basename(self.file)}.{os.getpid()}")
         try:
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW

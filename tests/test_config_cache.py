@@ -347,3 +347,25 @@ def test_a_damaged_kept_text_costs_a_full_parse(files: Files, parses: list[str])
     files.config.write_text(changed)
     assert files.load() == parse_config(changed, str(files.config))
     assert len(parses) == 2
+
+
+def services_text(services: int, count: int, weight: int = 1) -> str:
+    """SERVICES services of COUNT real servers each (each its own `real` array)."""
+    parts = ['[director]\ninterface = "eth0"\n']
+    for s in range(services):
+        reals = ",\n".join(f'  {{ address = "10.{100 + s}.{i // 250}.{i % 250 + 1}", '
+                           f'weight = {weight} }}' for i in range(count))
+        parts.append(f'[[service]]\nvip = "10.200.0.{s + 1}"\nport = 80\nreal = [\n{reals}\n]\n')
+    return "\n".join(parts)
+
+
+def test_an_edit_of_a_config_of_many_services_is_read_from_the_cache(
+        files: Files, parses: list[str]) -> None:
+    """The text and layout kept beside the Config of several services (a layout of several
+    arrays) are read back whole: the edit is read from them, not parsed in full."""
+    files.config.write_text(services_text(3, 700))
+    files.load()
+    changed = services_text(3, 700).replace("weight = 1 }", "weight = 7 }", 1)
+    files.config.write_text(changed)
+    assert files.load() == parse_config(changed, str(files.config))
+    assert parses == [str(files.config)]  # the first load's parse only
