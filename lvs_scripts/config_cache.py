@@ -3,6 +3,9 @@
 Reading 10,000 real servers costs about 80 ms in tomllib alone and as much again to
 validate them; unpickling the Config they became costs about 20 ms. So a run whose
 config file is byte for byte the one an earlier run validated takes that Config back.
+Beside it the cache keeps the lines `ipvsadm -S -n` and /proc/net/ip_vs list a table as
+configured by (probes.config_guesses), which the parsers otherwise write out anew in every
+process, and the text with its layout, which an edit is read from (config_delta).
 
 What keys it (`_key`): the file's exact bytes (a hash of the content, not its mtime),
 its path (a Config carries it, for messages), the Python version (pickle and ipaddress
@@ -37,6 +40,7 @@ from .errors import StateError
 from .locks import check_trusted
 
 if TYPE_CHECKING:
+    import pickle
     from typing import TypeGuard
 
     from .config_delta import Parsed
@@ -44,9 +48,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# 3: both pickles from one Pickler (2 pickled them apart, and its second pickle's memo
-# references resolved to the first's objects: no base for a config of several services).
-MAGIC = b"lvs-scripts config cache 3\n"
+# 4: the Config, the guesses (probes.config_guesses) and the text with its layout, from
+# one Pickler. 3 had no guesses; 2 pickled its two apart, and the second's memo
+# references resolved to the first's objects: no base for a config of several services.
+MAGIC = b"lvs-scripts config cache 4\n"
 PROTOCOL = 5  # pickle's protocol: fixed, so that the key need not name it
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
@@ -115,7 +120,7 @@ class ConfigCache:
         header = MAGIC + self.key + self.base_key
         if data is None or not data.startswith(header):
             return None
-        return self._unpickle(memoryview(data)[len(header):])
+        return self._unpickle(data, len(header))
 
     def base(self) -> Parsed | None:
         """What the cache keeps of another text of the same file (same path, same code):
@@ -127,18 +132,13 @@ class ConfigCache:
         start = len(MAGIC) + len(self.key)
         if data[start:start + len(self.base_key)] != self.base_key:
             return None
-        import io
-        import pickle
-
         from .config_delta import Layout, Parsed
 
-        payload = io.BytesIO(data)  # shares the bytes: no copy of a file of megabytes
-        payload.seek(start + len(self.base_key))
+        unpickler = _unpickler(data, start + len(self.base_key))
         try:
             with collector_paused():
-                # trusted, ours (see the module's docstring)
-                unpickler = pickle.Unpickler(payload)  # noqa: S301
                 config = unpickler.load()
+                guesses = unpickler.load()
                 text, layout = unpickler.load()
         except Exception as err:  # as in _unpickle: any failure means "parse"
             log.debug("config cache %s: no base: %s", self.file, err)
@@ -146,6 +146,7 @@ class ConfigCache:
         if not self._ours(config) or not isinstance(text, str) or \
                 not isinstance(layout, Layout):
             return None
+        _expect(guesses)  # the base's lines: all but the edited ones are the edit's too
         return Parsed(text, layout, config)
 
     def _read(self) -> bytes | None:
@@ -175,20 +176,23 @@ class ConfigCache:
             raise StateError(f"{directory}: is not a directory")
         check_trusted(directory, info)
 
-    def _unpickle(self, payload: memoryview) -> Config | None:
-        """The Config, the first of the two pickles `store` writes (pickle.loads stops at
-        its end: the second, the text and its layout, only `base` reads)."""
-        import pickle
-
+    def _unpickle(self, data: bytes, start: int) -> Config | None:
+        """The Config, the first of the three pickles `store` writes, and the guesses, the
+        second (the third, the text and its layout, only `base` reads)."""
+        unpickler = _unpickler(data, start)
         try:
             with collector_paused():
-                config = pickle.loads(payload)  # noqa: S301 - trusted, ours (see above)
+                config = unpickler.load()
+                guesses = unpickler.load()
         # A damaged or foreign file can fail in any way unpickling can (EOFError,
         # UnpicklingError, a missing class, ...): every one of them means "parse".
         except Exception as err:
             log.debug("config cache %s ignored: %s", self.file, err)
             return None
-        return config if self._ours(config) else None
+        if not self._ours(config):
+            return None
+        _expect(guesses)
+        return config
 
     def _ours(self, config: object) -> TypeGuard[Config]:
         from .model import Config
@@ -216,12 +220,15 @@ class ConfigCache:
         import io
         import pickle
 
-        # One Pickler for both: base() reads them with one Unpickler, whose memo then
-        # holds what the second pickle's references point at.
+        from .probes import config_guesses
+
+        # One Pickler for all three, read by one Unpickler: its memo holds what the later
+        # pickles refer to (the guesses' real servers are the Config's own objects).
         buffer = io.BytesIO()
         buffer.write(MAGIC + self.key + self.base_key)
         pickler = pickle.Pickler(buffer, protocol=PROTOCOL)
         pickler.dump(parsed.config)
+        pickler.dump(config_guesses(parsed.config.services))
         pickler.dump((parsed.text, parsed.layout))
         data = buffer.getvalue()
         temporary = os.path.join(directory, f".{os.path.basename(self.file)}.{os.getpid()}")
@@ -241,3 +248,26 @@ class ConfigCache:
                 os.unlink(temporary)
             except OSError:
                 pass
+
+
+def _unpickler(data: bytes, start: int) -> pickle.Unpickler:
+    """An Unpickler of the cache file's pickles from `start` (the bytes are shared, not
+    copied: the file is megabytes). Unpickling runs what the file says: trusted, ours
+    (see the module's docstring)."""
+    import io
+    import pickle
+
+    payload = io.BytesIO(data)
+    payload.seek(start)
+    return pickle.Unpickler(payload)  # noqa: S301
+
+
+def _expect(guesses: object) -> None:
+    """Hand the lines kept beside the Config to the parsers' memos (probes.config_guesses),
+    if they are what store wrote: two dicts. Only what our store wrote is read here, so
+    each entry is what the parsers would make of its line."""
+    if isinstance(guesses, tuple) and len(guesses) == 2 and all(
+            isinstance(part, dict) for part in guesses):
+        from .probes import expect_guesses
+
+        expect_guesses(guesses)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from lvs_scripts import config as config_module
-from lvs_scripts import config_cache, config_delta
+from lvs_scripts import config_cache, config_delta, probes
 from lvs_scripts.cli import director_main
 from lvs_scripts.config import load_config, parse_config
 from lvs_scripts.config_cache import MAGIC, ConfigCache
@@ -369,3 +369,62 @@ def test_an_edit_of_a_config_of_many_services_is_read_from_the_cache(
     files.config.write_text(changed)
     assert files.load() == parse_config(changed, str(files.config))
     assert parses == [str(files.config)]  # the first load's parse only
+
+
+@pytest.fixture
+def new_process() -> Iterator[None]:
+    """The parsers' memos of lines read, empty as in a new process, before and after."""
+    probes.forget_parsed()
+    yield
+    probes.forget_parsed()
+
+
+def test_a_hit_hands_the_parsers_the_lines_of_the_table_as_configured(
+        files: Files, new_process: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guesses are unpickled with the Config, not written out anew, and each is the
+    Config's own real server (what makes a table as configured compare at C speed)."""
+    files.load()
+    probes.forget_parsed()  # the next run
+    written = count_calls(monkeypatch, probes, "save_guesses", len)
+    written += count_calls(monkeypatch, probes, "listing_guesses", len)
+    config = files.load()
+    assert isinstance(config, config_module.Config)
+    probes.expect_save_of({s.key: s for s in config.services})  # as observe_director does
+    probes.expect_listing_of({s.key: s for s in config.services})
+    assert written == []
+    save, listing = probes._plain_seen[0], probes._proc_seen[0]
+    assert (save, listing) == probes.config_guesses(config.services)
+    assert len(save) == len(listing) == 2000
+    ours = {id(dest) for service in config.services for dest in service.destinations}
+    assert {id(dest) for _part, _key, dest in save.values()} == ours
+    assert {id(dest) for dest in listing.values()} == ours
+
+
+def test_an_edit_read_from_the_cache_hands_the_parsers_the_bases_lines(
+        files: Files, parses: list[str], new_process: None) -> None:
+    files.load()
+    probes.forget_parsed()
+    changed = config_text(2000).replace("weight = 1 }", "weight = 7 }", 1)
+    files.config.write_text(changed)
+    config = files.load()
+    assert len(parses) == 1  # read from the cache's text
+    assert isinstance(config, config_module.Config)
+    save, listing = probes.config_guesses(config.services)
+    # the base's lines: every one but the edited real server's is the edit's own
+    assert len(probes._plain_seen[0].keys() & save.keys()) == 1999
+    assert len(probes._proc_seen[0].keys() & listing.keys()) == 1999
+
+
+def test_guesses_of_another_shape_are_not_taken(files: Files, new_process: None) -> None:
+    """A file whose second pickle is not two dicts: the Config is taken, the memos stay
+    as they were."""
+    files.load()
+    cache = ConfigCache(str(files.cache), str(files.config), files.config.read_bytes())
+    buffer = io.BytesIO()
+    pickler = pickle.Pickler(buffer, protocol=config_cache.PROTOCOL)
+    pickler.dump(parse_config(files.config.read_text(), str(files.config)))
+    pickler.dump(({"-a -t 10.200.0.1:80 -r 10.100.0.1:80 -g -w 1": "not a tuple"}, []))
+    files.cache.write_bytes(MAGIC + cache.key + cache.base_key + buffer.getvalue())
+    probes.forget_parsed()
+    assert isinstance(files.load(), config_module.Config)
+    assert probes._plain_seen[0] == {} and probes._proc_seen[0] == {}
