@@ -385,13 +385,13 @@ def test_a_hit_hands_the_parsers_the_lines_of_the_table_as_configured(
     Config's own real server (what makes a table as configured compare at C speed)."""
     files.load()
     probes.forget_parsed()  # the next run
-    written = count_calls(monkeypatch, probes, "save_guesses", len)
-    written += count_calls(monkeypatch, probes, "listing_guesses", len)
+    saves = count_calls(monkeypatch, probes, "save_guesses", len)
+    listings = count_calls(monkeypatch, probes, "listing_guesses", len)
     config = files.load()
     assert isinstance(config, config_module.Config)
     probes.expect_save_of({s.key: s for s in config.services})  # as observe_director does
     probes.expect_listing_of({s.key: s for s in config.services})
-    assert written == []
+    assert saves == listings == []
     save, listing = probes._plain_seen[0], probes._proc_seen[0]
     assert (save, listing) == probes.config_guesses(config.services)
     assert len(save) == len(listing) == 2000
