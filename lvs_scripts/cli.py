@@ -10,7 +10,7 @@ import math
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, LvsError, NotRoot, WatcherNotRunning
@@ -222,15 +222,16 @@ def _failed(args: argparse.Namespace, err: LvsError) -> int:
     return code
 
 
-def checked_config(role: str, path: str, cache: str | None = None,
-                   store: bool = True) -> Config:
+def checked_config(role: str, path: str, cache: str | None = None
+                   ) -> tuple[Config, Callable[[], None]]:
     """The config file, checked for `role`: raises ConfigError (nothing has run yet).
-    cache, store: load_config's compiled-config cache."""
-    from .config import load_config
+    With what keeps it in the compiled-config cache (config.read_config): for after the
+    action, when a first start has made the state directory the cache goes in."""
+    from .config import read_config
 
-    config = load_config(path, cache, store=store)
+    config, keep = read_config(path, cache)
     config.require_services(role)
-    return config
+    return config, keep
 
 
 def build_role(role: str, prog: str, config: Config | None, args: argparse.Namespace,
@@ -246,14 +247,38 @@ def build_role(role: str, prog: str, config: Config | None, args: argparse.Names
 def _run(role_name: str, prog: str, args: argparse.Namespace) -> int:
     from .locks import Paths
 
-    # --dry-run changes nothing, the cache file included; it still reads it.
     cache = Paths(prog, args.state_dir, args.lock_dir).config_cache
     try:
-        config = checked_config(role_name, args.config, cache, store=not args.dry_run)
+        config, keep = checked_config(role_name, args.config, cache)
+        keep = _once(keep)
     except ConfigError as err:
         if args.action not in ("stop", "status"):
             raise
         return _from_state_alone(role_name, prog, args, err)
+    # --dry-run changes nothing, the cache file included; it still reads it. Others keep
+    # a config they parsed once the action is done: the first start of a host made the
+    # state directory the cache goes in only now (kept before, its Config was lost, and
+    # the next run, a reload, parsed the file again in full), and the kernel has the
+    # change before the pickling is paid for. An action that failed keeps nothing.
+    code = _act_on(role_name, prog, config, args, keep)
+    if not args.dry_run:
+        keep()
+    return code
+
+
+def _once(call: Callable[[], None]) -> Callable[[], None]:
+    """call, the first time only (watch keeps the config before it runs for months)."""
+    done: list[bool] = []
+
+    def once() -> None:
+        if not done:
+            done.append(True)
+            call()
+    return once
+
+
+def _act_on(role_name: str, prog: str, config: Config, args: argparse.Namespace,
+            keep: Callable[[], None]) -> int:
     role = build_role(role_name, prog, config, args)
     log.info("%s called with %s", prog, args.action)
     _defer_signals(role)
@@ -269,6 +294,7 @@ def _run(role_name: str, prog: str, args: argparse.Namespace) -> int:
     if args.action == "watch":
         from .watch import watch
 
+        keep()  # now: the watcher runs for months
         return watch(role, args.config, verbose=args.verbose)
     return _change(prog, role, args)
 

@@ -428,3 +428,29 @@ def test_guesses_of_another_shape_are_not_taken(files: Files, new_process: None)
     probes.forget_parsed()
     assert isinstance(files.load(), config_module.Config)
     assert probes._plain_seen[0] == {} and probes._proc_seen[0] == {}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a real start needs root (make test runs as root)")
+def test_a_first_start_keeps_the_config_for_the_reload_after_it(
+        fakehost_inprocess: FakeHost, tmp_path: Path, parses: list[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first start on a host makes the state directory: the config it parsed is kept
+    there once it is done, so the reload after an edit reads only the edit."""
+    monkeypatch.setenv("LVS_SYSLOG", "0")
+    fakehost_inprocess.set_ipvs("loaded")
+    config = tmp_path / "lvs.toml"
+    config.write_text(config_text(2000))
+    cache = Path(Paths("lvs-director", str(tmp_path / "run")).config_cache)
+
+    def director(action: str) -> None:
+        with contextlib.redirect_stdout(io.StringIO()):
+            code = director_main(["-c", str(config), "--state-dir", str(tmp_path / "run"),
+                                  "--lock-dir", str(tmp_path / "lock"), action])
+        assert code == 0, action
+
+    assert not (tmp_path / "run").exists()
+    director("start")
+    assert cache.exists() and parses == [str(config)]
+    config.write_text(config_text(2000).replace("weight = 1 }", "weight = 3 }", 1))
+    director("reload")
+    assert parses == [str(config)]  # the edit, read from the text the start kept

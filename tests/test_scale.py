@@ -378,6 +378,7 @@ def test_an_address_read_again_is_not_parsed_again() -> None:
     """status reads each real server's address from `ipvsadm -S -n` and `ipvsadm -L -n`,
     reload from two readings of `ipvsadm -S -n`: the second time is a lookup, the very
     object of the first."""
+    probes.forget_parsed()  # as a new process: no lines another test's run left
     saved = parse_ipvs_save(save_text(300) + "\n")  # a text of its own: really parsed
     listed = parse_ipvs_list(ListRunner(300).text)
     key = next(iter(saved))
