@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.vip_timeline import CURRENT, Event, Span, parse, spans
+from tests.e2e.vip_timeline import CURRENT, Event, Span, parse, reset_at_handover, spans
 
 VIP = "192.168.30.254/32"
 HOSTS = ("director", "lb2")
@@ -94,3 +94,23 @@ def test_a_window_never_closed_reports_up_to_the_end() -> None:
 ])
 def test_lines_of_ip_monitor_all_nsid(line: str, expected: Event | None) -> None:
     assert parse(line, 1.0, NAMES) == expected
+
+
+# --- the planned stop's one allowed failure ---------------------------------------------------
+
+RESET = "ConnectionResetError: [Errno 104] Connection reset by peer"
+
+
+def attempt(sent: float, done: float, error: str = RESET) -> dict[str, object]:
+    return {"kind": "new", "sent": sent, "done": done, "ok": False, "who": None, "error": error}
+
+
+def test_only_a_connection_in_flight_at_the_handover_and_reset_is_explained() -> None:
+    gone = 185.950381  # lb1's delete of the VIP, as the lab saw it (run of 2026-11-30)
+    seen = attempt(185.94300666, 186.78259412)  # the lab's failure: sent 7 ms before
+    others = [
+        attempt(185.96, 186.9),  # sent after lb1 let go: its SYN must not be lost for good
+        attempt(185.90, 188.95, "TimeoutError: timed out"),  # in flight, but not a reset
+        attempt(185.90, 185.94),  # failed before the handover: not the handover's doing
+    ]
+    assert reset_at_handover([seen, *others], gone) == [seen]

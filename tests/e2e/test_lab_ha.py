@@ -53,7 +53,7 @@ from tests.e2e.labhosts import (
     sh,
     wait_for,
 )
-from tests.e2e.vip_timeline import Span, VipTimeline
+from tests.e2e.vip_timeline import Span, VipTimeline, reset_at_handover
 
 pytestmark = [pytest.mark.lab, LAB_ONLY]
 
@@ -316,8 +316,7 @@ def scenario(pair: Path, timeline: VipTimeline, times: dict[str, float]) -> None
         gone = timeline.deleted("director", VIP32, before)
         assert gone is not None, "lb1 never let the VIP go"
         failed = client.failures("new", before, time.monotonic())
-        caught = [r for r in failed if float(r["sent"]) <= gone < float(r["done"])  # type: ignore[arg-type]
-                  and str(r["error"]).startswith("ConnectionResetError")]
+        caught = reset_at_handover(failed, gone)
         for record in caught:
             print(f"HA lab: a new connection in flight at the handover was reset: {record}")
         assert [r for r in failed if r not in caught] == [], (gone, failed)

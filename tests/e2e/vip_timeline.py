@@ -121,6 +121,15 @@ def spans(events: Iterable[Event], vip: str, hosts: Sequence[str], marks: Mappin
     return found
 
 
+def reset_at_handover(failed: Sequence[Mapping[str, object]], gone: float
+                      ) -> list[Mapping[str, object]]:
+    """Of a client's failed requests (ha_client.py's records), those a handover explains:
+    in flight as the VIP left the old director (sent before its delete was seen, failed
+    after) and reset by the new one, which had not been sent the connection yet."""
+    return [r for r in failed if float(str(r["sent"])) <= gone < float(str(r["done"]))
+            and str(r["error"]).startswith("ConnectionResetError")]
+
+
 class VipTimeline:
     """The monitor, running from construction to close(); its events as they come."""
 
