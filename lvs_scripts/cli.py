@@ -250,7 +250,6 @@ def _run(role_name: str, prog: str, args: argparse.Namespace) -> int:
     cache = Paths(prog, args.state_dir, args.lock_dir).config_cache
     try:
         config, keep = checked_config(role_name, args.config, cache)
-        keep = _once(keep)
     except ConfigError as err:
         if args.action not in ("stop", "status"):
             raise
@@ -259,26 +258,19 @@ def _run(role_name: str, prog: str, args: argparse.Namespace) -> int:
     # a config they parsed once the action is done: the first start of a host made the
     # state directory the cache goes in only now (kept before, its Config was lost, and
     # the next run, a reload, parsed the file again in full), and the kernel has the
-    # change before the pickling is paid for. An action that failed keeps nothing.
-    code = _act_on(role_name, prog, config, args, keep)
-    if not args.dry_run:
+    # change before the pickling is paid for. An action that failed keeps nothing; the
+    # watcher keeps it before it runs, for months.
+    keep_after = not args.dry_run
+    if keep_after and args.action == "watch":
+        keep()
+        keep_after = False
+    code = _act_on(role_name, prog, config, args)
+    if keep_after:
         keep()
     return code
 
 
-def _once(call: Callable[[], None]) -> Callable[[], None]:
-    """call, the first time only (watch keeps the config before it runs for months)."""
-    done: list[bool] = []
-
-    def once() -> None:
-        if not done:
-            done.append(True)
-            call()
-    return once
-
-
-def _act_on(role_name: str, prog: str, config: Config, args: argparse.Namespace,
-            keep: Callable[[], None]) -> int:
+def _act_on(role_name: str, prog: str, config: Config, args: argparse.Namespace) -> int:
     role = build_role(role_name, prog, config, args)
     log.info("%s called with %s", prog, args.action)
     _defer_signals(role)
@@ -294,7 +286,6 @@ def _act_on(role_name: str, prog: str, config: Config, args: argparse.Namespace,
     if args.action == "watch":
         from .watch import watch
 
-        keep()  # now: the watcher runs for months
         return watch(role, args.config, verbose=args.verbose)
     return _change(prog, role, args)
 
